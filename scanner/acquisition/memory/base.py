@@ -1,0 +1,92 @@
+"""Guest physical memory sources: one interface for live guests and every dump format.
+
+A source exposes an **address map** (the physical ranges that exist, with holes such as the PCI
+hole left out) and read-only windows onto them. A backend implements ``_ranges`` and
+``_window``; the base checks every request against the map, so a backend never reads outside
+what it declared and a hostile header cannot send a read anywhere else.
+
+Contract:
+- ``ranges()`` is sorted, non-overlapping, and bounded in count.
+- ``window(address, length)`` for a span inside one range returns a view valid inside the
+  ``with`` block; anything it cannot read raises :class:`~scanner.errors.UnreadableError`
+  naming the address, and the scan records it as a gap (never as clean memory).
+- ``unreadable()`` lists ranges the source already knows it cannot supply (a dump shorter than
+  its header says); the memory target turns them into gaps.
+"""
+
+from __future__ import annotations
+
+import abc
+import bisect
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from scanner.errors import SourceError, UnreadableError
+
+MAX_RANGES = 4096
+
+
+@dataclass(frozen=True, order=True)
+class PhysRange:
+    """``length`` bytes of guest physical memory starting at ``start``."""
+
+    start: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+class MemorySource(abc.ABC):
+    """Read-only guest physical memory. Subclasses: one module each, registered by format."""
+
+    format: str = ""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._map: list[PhysRange] | None = None
+
+    def ranges(self) -> Sequence[PhysRange]:
+        if self._map is None:
+            self._map = _checked(self.name, self._ranges())
+        return self._map
+
+    def unreadable(self) -> Sequence[tuple[PhysRange, str]]:
+        return ()
+
+    @property
+    def size(self) -> int:
+        return sum(r.length for r in self.ranges())
+
+    def window(self, address: int, length: int) -> AbstractContextManager[memoryview]:
+        ranges = self.ranges()
+        i = bisect.bisect_right([r.start for r in ranges], address) - 1
+        if i < 0 or address + length > ranges[i].end:
+            raise UnreadableError(self.name, address, length, "outside the address map")
+        return self._window(address, length)
+
+    @abc.abstractmethod
+    def _ranges(self) -> Sequence[PhysRange]:
+        """The physical ranges this source holds."""
+
+    @abc.abstractmethod
+    def _window(self, address: int, length: int) -> AbstractContextManager[memoryview]:
+        """A view of ``length`` bytes at physical ``address`` (already checked against the map)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the file or the introspection session."""
+
+
+def _checked(name: str, ranges: Sequence[PhysRange]) -> list[PhysRange]:
+    if len(ranges) > MAX_RANGES:
+        raise SourceError(name, f"address map has {len(ranges)} ranges (limit {MAX_RANGES})")
+    out = sorted(r for r in ranges if r.length > 0)
+    for r in out:
+        if r.start < 0 or r.length < 0:
+            raise SourceError(name, f"negative range {r}")
+    for a, b in zip(out, out[1:], strict=False):
+        if b.start < a.end:
+            raise SourceError(name, f"overlapping ranges at {b.start:#x}")
+    return out

@@ -1,0 +1,42 @@
+"""Raw physical memory: a plain dump (``pmemsave``, ``dd`` of /dev/mem) or a live RAM file.
+
+File offset equals physical address; the map is one range, the file's size at open time. A
+file that shrinks while it is scanned (a guest that stopped, a dump being rewritten) gives
+unreadable windows, never silently short reads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+
+from scanner.acquisition.mapped import file_window
+from scanner.acquisition.memory.base import MemorySource, PhysRange
+from scanner.errors import SourceError
+
+
+class RawMemory(MemorySource):
+    format = "raw"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise SourceError(path, f"cannot open memory image: {e.strerror}") from e
+        self._size = os.fstat(self._fd).st_size
+        if self._size == 0:
+            os.close(self._fd)
+            raise SourceError(path, "memory image is empty")
+
+    def _ranges(self) -> Sequence[PhysRange]:
+        return [PhysRange(0, self._size)]
+
+    def _window(self, address: int, length: int) -> AbstractContextManager[memoryview]:
+        return file_window(self._fd, address, length, self.name)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,7 @@
+"""The YARA engine: windows, threads, limits, coverage, verdicts."""
+
+from scanner.engine.engine import Engine, Progress, ScanListener, error_verdict
+from scanner.engine.matcher import Ruleset
+from scanner.engine.settings import EngineSettings
+
+__all__ = ["Engine", "EngineSettings", "Progress", "Ruleset", "ScanListener", "error_verdict"]

@@ -1,0 +1,294 @@
+"""The scan engine: units in, one verdict out.
+
+The engine owns the invariants every target relies on: windows with overlap, the per-unit
+timeout, parallel scanning on a shared thread pool, coverage accounting and the verdict rule
+(``scanner.verdicts``). It never runs on the event loop: callers hand it to a thread.
+
+Contract:
+- Every byte a target offered is accounted for exactly once: scanned, unreadable, or skipped
+  (timeout, cancel, policy), and every gap carries its reason.
+- Findings are merged per (unit, rule): one finding however many windows matched it, with the
+  string instances in address order (bounded).
+- ``cancel`` stops new windows from starting; windows in flight finish; the rest become
+  CANCELLED gaps, so a cancelled scan is INCOMPLETE, never CLEAN.
+- Memory held is bounded by ``threads * 2`` windows in flight, whatever the target size.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+
+from scanner.engine.matcher import RuleHit, Ruleset, WindowResult, scan_window
+from scanner.engine.settings import EngineSettings
+from scanner.engine.windows import Window, plan_windows
+from scanner.targets.base import Skipped, Target, Unit
+from scanner.verdicts import Coverage, Finding, Gap, GapKind, Verdict, VerdictKind, decide
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a scan is: bytes and units done of the totals, findings so far."""
+
+    bytes_done: int
+    bytes_total: int
+    units_done: int
+    units_total: int
+    findings: int
+
+
+class ScanListener:
+    """Receives progress and findings as they happen (from the engine's thread)."""
+
+    def on_progress(self, progress: Progress) -> None:
+        """Called after each unit (and after skipped items) completes."""
+
+    def on_finding(self, finding: Finding) -> None:
+        """Called once per finding, as soon as its unit is done."""
+
+
+@dataclass
+class _UnitState:
+    unit: Unit
+    index: int
+    windows_left: int
+    deadline: float = 0.0
+    hits: dict[tuple[str, str], RuleHit] = field(default_factory=dict)
+    gaps: list[Gap] = field(default_factory=list)
+    scanned: int = 0
+
+
+class _Tally:
+    """Coverage counters for one scan."""
+
+    def __init__(self, max_gaps: int) -> None:
+        self.max_gaps = max_gaps
+        self.bytes_total = self.bytes_scanned = self.bytes_unreadable = 0
+        self.units_total = self.units_scanned = self.units_skipped = self.units_failed = 0
+        self.gaps: list[Gap] = []
+        self.gaps_dropped = 0
+        self.bytes_done = 0
+        self.units_done = 0
+
+    def add_gap(self, gap: Gap) -> None:
+        if gap.kind is GapKind.UNREADABLE:
+            self.bytes_unreadable += gap.length
+        if len(self.gaps) < self.max_gaps:
+            self.gaps.append(gap)
+        else:
+            self.gaps_dropped += 1
+
+    def coverage(self) -> Coverage:
+        skipped = max(0, self.bytes_total - self.bytes_scanned - self.bytes_unreadable)
+        return Coverage(
+            bytes_total=self.bytes_total,
+            bytes_scanned=self.bytes_scanned,
+            bytes_skipped=skipped,
+            bytes_unreadable=self.bytes_unreadable,
+            units_total=self.units_total,
+            units_scanned=self.units_scanned,
+            units_skipped=self.units_skipped,
+            units_failed=self.units_failed,
+            gaps=tuple(self.gaps),
+            gaps_truncated=self.gaps_dropped,
+        )
+
+
+class Engine:
+    """Scans targets with a ruleset on a pool of ``settings.threads`` worker threads."""
+
+    def __init__(self, settings: EngineSettings | None = None) -> None:
+        self.settings = settings or EngineSettings()
+        self._pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="yara")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def scan(
+        self,
+        ruleset: Ruleset,
+        target: Target,
+        listener: ScanListener | None = None,
+        cancel: threading.Event | None = None,
+        unit_timeout: float | None = None,
+    ) -> Verdict:
+        """Scan every unit of ``target``; returns the verdict (see the module contract).
+
+        ``unit_timeout`` overrides the configured per-unit time limit for this scan.
+        """
+        started = time.time()
+        settings = replace(self.settings, unit_timeout=unit_timeout) if unit_timeout else self.settings
+        run = _Run(self, settings, ruleset, listener or ScanListener(), cancel or threading.Event())
+        run.execute(target)
+        findings = tuple(run.findings)
+        coverage = run.tally.coverage()
+        kind = decide(findings, coverage, self.settings.malicious_threshold)
+        return Verdict(
+            kind=kind,
+            ruleset_digest=ruleset.digest,
+            coverage=coverage,
+            findings=findings,
+            started_at=started,
+            finished_at=time.time(),
+            details=dict(target.details()),
+        )
+
+    def submit(self, fn: Callable[[], WindowResult]) -> Future[WindowResult]:
+        return self._pool.submit(fn)
+
+
+def error_verdict(ruleset_digest: str, message: str, started: float) -> Verdict:
+    """The verdict for a target that could not be scanned at all."""
+    return Verdict(
+        VerdictKind.ERROR, ruleset_digest, Coverage(), error=message,
+        started_at=started, finished_at=time.time(),
+    )
+
+
+class _Run:
+    """One scan in progress: schedules windows, merges results, reports progress."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: EngineSettings,
+        ruleset: Ruleset,
+        listener: ScanListener,
+        cancel: threading.Event,
+    ) -> None:
+        self.engine = engine
+        self.s = settings
+        self.ruleset = ruleset
+        self.listener = listener
+        self.cancel = cancel
+        self.tally = _Tally(self.s.max_gaps_kept)
+        self.findings: list[Finding] = []
+
+    def execute(self, target: Target) -> None:
+        units: list[Unit] = []
+        for item in target.plan():
+            if isinstance(item, Skipped):
+                self._skip(item)
+            else:
+                units.append(item)
+                self.tally.bytes_total += item.size
+                self.tally.units_total += 1
+        self._progress()
+        pending: dict[Future[WindowResult], _UnitState] = {}
+        for state, window in self._windows(units):
+            if self.cancel.is_set():
+                self._cancelled(state, window)
+                continue
+            while len(pending) >= 2 * self.s.threads:
+                self._drain(pending, FIRST_COMPLETED)
+            if not state.deadline:
+                state.deadline = time.monotonic() + self.s.unit_timeout
+            pending[self.engine.submit(self._task(state, window))] = state
+        while pending:
+            self._drain(pending, FIRST_COMPLETED)
+
+    def _windows(self, units: list[Unit]) -> Iterator[tuple[_UnitState, Window]]:
+        for index, unit in enumerate(units):
+            windows = list(plan_windows(unit.size, self.s.chunk_size, self.s.overlap, unit.chunkable))
+            state = _UnitState(unit, index, len(windows))
+            for window in windows:
+                yield state, window
+
+    def _task(self, state: _UnitState, window: Window) -> Callable[[], WindowResult]:
+        s = self.s
+
+        def run() -> WindowResult:
+            return scan_window(
+                self.ruleset, state.unit, window, state.deadline,
+                s.max_strings_per_finding, s.max_matches_per_string,
+            )
+
+        return run
+
+    def _drain(self, pending: dict[Future[WindowResult], _UnitState], when: str) -> None:
+        done, _ = wait(list(pending), return_when=when)
+        for future in done:
+            state = pending.pop(future)
+            try:
+                result = future.result()
+            except Exception as e:  # a bug or a backend fault: account it, keep scanning
+                unit = state.unit
+                result = WindowResult([], [Gap(GapKind.FAILED, unit.name, repr(e), unit.base, 0)], 0)
+            self._merge(state, result)
+
+    def _merge(self, state: _UnitState, result: WindowResult) -> None:
+        state.scanned += result.bytes_scanned
+        state.gaps.extend(result.gaps)
+        for hit in result.hits:
+            key = (hit.namespace, hit.rule)
+            have = state.hits.get(key)
+            if have is None:
+                state.hits[key] = hit
+            else:
+                have.instances.extend(hit.instances)
+                have.truncated = have.truncated or hit.truncated
+        state.windows_left -= 1
+        if state.windows_left == 0:
+            self._unit_done(state)
+
+    def _cancelled(self, state: _UnitState, window: Window) -> None:
+        gap = Gap(GapKind.CANCELLED, state.unit.name, "scan cancelled", state.unit.base + window.offset, window.length)
+        self._merge(state, WindowResult([], [gap], 0))
+
+    def _unit_done(self, state: _UnitState) -> None:
+        t = self.tally
+        findings = self._findings(state)
+        t.bytes_scanned += state.scanned
+        for gap in state.gaps:
+            t.add_gap(gap)
+        failed = any(g.kind is not GapKind.TOO_MANY_MATCHES for g in state.gaps)
+        t.units_failed += int(failed)
+        t.units_scanned += int(not failed)
+        t.units_done += 1
+        t.bytes_done += state.unit.size
+        for finding in findings:
+            self.findings.append(finding)
+            self.listener.on_finding(finding)
+        self._progress()
+
+    def _findings(self, state: _UnitState) -> list[Finding]:
+        unit = state.unit
+        out: list[Finding] = []
+        context = dict(unit.finding_context()) if state.hits else {}
+        for hit in state.hits.values():
+            instances = sorted(hit.instances, key=lambda i: (i.offset, i.identifier))
+            limit = self.s.max_strings_per_finding
+            offset = instances[0].offset if instances else 0
+            out.append(
+                Finding(
+                    rule=hit.rule, namespace=hit.namespace, tags=hit.tags, meta=hit.meta,
+                    unit=unit.name, unit_kind=unit.kind, offset=offset, address=unit.base + offset,
+                    strings=tuple(instances[:limit]),
+                    strings_truncated=hit.truncated or len(instances) > limit,
+                    context=context,
+                )
+            )
+        out.sort(key=lambda f: (f.offset, f.namespace, f.rule))
+        if len(out) > self.s.max_findings_per_unit:
+            detail = f"{len(out)} rules matched; kept {self.s.max_findings_per_unit}"
+            state.gaps.append(Gap(GapKind.TOO_MANY_MATCHES, unit.name, detail, unit.base, 0))
+        return out[: self.s.max_findings_per_unit]
+
+    def _skip(self, item: Skipped) -> None:
+        t = self.tally
+        t.bytes_total += item.size
+        t.units_total += 1
+        t.units_skipped += 1
+        t.units_done += 1
+        t.bytes_done += item.size
+        if item.gap:
+            t.add_gap(Gap(item.kind, item.name, item.detail, 0, item.size))
+
+    def _progress(self) -> None:
+        t = self.tally
+        self.listener.on_progress(
+            Progress(t.bytes_done, t.bytes_total, t.units_done, t.units_total, len(self.findings))
+        )

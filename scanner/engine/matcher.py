@@ -1,0 +1,129 @@
+"""One window through libyara: the only place that calls ``Rules.match``.
+
+Runs on an engine worker thread. yara-python releases the GIL while libyara scans and takes the
+window's ``memoryview`` directly, so no bytes are copied. Only matches owned by the window (see
+:mod:`scanner.engine.windows`) are kept; matched data is bounded by ``MAX_MATCHED_DATA``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import yara  # type: ignore[import-untyped]
+
+from scanner.engine.windows import Window
+from scanner.errors import UnreadableError
+from scanner.targets.base import Unit
+from scanner.verdicts import MAX_MATCHED_DATA, Gap, GapKind, StringMatch
+
+yara.set_config(max_match_data=MAX_MATCHED_DATA)
+
+
+class Ruleset(Protocol):
+    """What the engine needs of a loaded ruleset."""
+
+    @property
+    def digest(self) -> str: ...
+    @property
+    def rules(self) -> Any: ...
+    @property
+    def externals(self) -> Mapping[str, str]: ...
+
+
+@dataclass
+class RuleHit:
+    """One rule matching in one window, with the string instances this window owns."""
+
+    namespace: str
+    rule: str
+    tags: tuple[str, ...]
+    meta: Mapping[str, str | int | bool]
+    instances: list[StringMatch] = field(default_factory=list)
+    truncated: bool = False
+
+
+@dataclass
+class WindowResult:
+    hits: list[RuleHit]
+    gaps: list[Gap]
+    bytes_scanned: int
+
+
+def scan_window(
+    ruleset: Ruleset,
+    unit: Unit,
+    window: Window,
+    deadline: float,
+    max_instances: int,
+    max_per_string: int,
+) -> WindowResult:
+    """Scan ``window`` of ``unit``; limits and unreadable bytes come back as gaps, never raised."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return WindowResult([], [_gap(GapKind.TIMEOUT, unit, window, "unit timeout reached")], 0)
+    warnings: list[str] = []
+
+    def on_warning(kind: int, message: object) -> int:
+        if kind == yara.CALLBACK_TOO_MANY_MATCHES:
+            warnings.append(str(message))
+        return int(yara.CALLBACK_CONTINUE)
+
+    externals = {k: v for k, v in unit.externals.items() if k in ruleset.externals}
+    try:
+        with unit.window(window.offset, window.length) as view:
+            matches = ruleset.rules.match(
+                data=view,
+                timeout=max(1, math.ceil(remaining)),
+                externals=externals,
+                warnings_callback=on_warning,
+            )
+    except UnreadableError as e:
+        return WindowResult([], [_gap(GapKind.UNREADABLE, unit, window, e.reason)], 0)
+    except yara.TimeoutError:
+        return WindowResult([], [_gap(GapKind.TIMEOUT, unit, window, "yara scan timed out")], 0)
+    except yara.Error as e:
+        return WindowResult([], [_gap(GapKind.FAILED, unit, window, f"yara: {e}")], 0)
+    hits, flooded = _owned_hits(matches, unit, window, max_instances, max_per_string)
+    gaps = [_gap(GapKind.TOO_MANY_MATCHES, unit, window, w) for w in warnings + flooded]
+    return WindowResult(hits, gaps, window.own_end - window.offset)
+
+
+def _owned_hits(
+    matches: list[Any], unit: Unit, window: Window, max_instances: int, max_per_string: int
+) -> tuple[list[RuleHit], list[str]]:
+    hits: list[RuleHit] = []
+    flooded: list[str] = []
+    for m in matches:
+        hit = RuleHit(m.namespace, m.rule, tuple(m.tags), dict(m.meta))
+        has_strings = False
+        for s in m.strings:
+            has_strings = has_strings or bool(s.instances)
+            if len(s.instances) > max_per_string:
+                flooded.append(f"{m.rule}:{s.identifier} matched {len(s.instances)} times")
+            for inst in s.instances:
+                offset = window.offset + inst.offset
+                if not window.owns(offset):
+                    continue
+                if len(hit.instances) >= max_instances:
+                    hit.truncated = True
+                    break
+                hit.instances.append(
+                    StringMatch(
+                        s.identifier,
+                        offset,
+                        unit.base + offset,
+                        inst.matched_length,
+                        bytes(inst.matched_data[:MAX_MATCHED_DATA]),
+                    )
+                )
+        if hit.instances or not has_strings:
+            hits.append(hit)
+    return hits, flooded
+
+
+def _gap(kind: GapKind, unit: Unit, window: Window, detail: str) -> Gap:
+    return Gap(kind, unit.name, detail, unit.base + window.offset, window.length)

@@ -1,0 +1,99 @@
+"""The target interface: what a scan is pointed at, and the units it is cut into.
+
+A :class:`Target` turns a request (files, a memory image, later a live guest, a disk image, a
+vCenter VM) into :class:`Unit` objects, one per thing YARA should see whole, plus
+:class:`Skipped` records for what it decided not to or could not offer. The engine owns
+chunking, timeouts and coverage; a target only says what exists and how to read it.
+
+Contract for implementations:
+- ``plan()`` never raises for a single bad member (an unreadable file, a hole in memory): it
+  yields a ``Skipped`` with the reason instead. It raises :class:`~scanner.errors.SourceError`
+  only when the target as a whole cannot be opened.
+- ``Unit.window(offset, length)`` returns a zero-copy view where it can (an mmap), valid only
+  inside the ``with`` block; an unreadable range raises :class:`~scanner.errors.UnreadableError`.
+- Walks over guest- or user-controlled structures are bounded (depth, count, size).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from scanner.verdicts import GapKind
+
+
+class Unit(abc.ABC):
+    """One thing YARA sees as a whole: a file, a physical memory range, a process region.
+
+    ``chunkable`` units (memory) may be scanned in overlapping windows; others (files) are
+    scanned in one piece so that ``filesize`` and the ``pe``/``elf`` modules keep their meaning.
+    """
+
+    name: str
+    kind: str
+    size: int
+    base: int = 0  # address of byte 0 in the target's address space (physical, virtual...)
+    chunkable: bool = False
+    context: Mapping[str, str] = {}
+    externals: Mapping[str, str] = {}
+
+    @abc.abstractmethod
+    def window(self, offset: int, length: int) -> AbstractContextManager[memoryview]:
+        """A read-only view of ``length`` bytes at ``offset`` in the unit."""
+
+    def finding_context(self) -> Mapping[str, str]:
+        """Facts attached to each finding in this unit (computed only when something matched)."""
+        return self.context
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Something the target did not offer for scanning, and why.
+
+    ``gap`` False means it is accounted as skipped but does not make the scan INCOMPLETE
+    (e.g. an exclusion the user configured and policy says not to count).
+    """
+
+    name: str
+    size: int
+    kind: GapKind
+    detail: str
+    gap: bool = True
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A serialisable description of a target: stored with the job and rebuilt after restart."""
+
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.kind}({shown})"
+
+
+class Target(abc.ABC):
+    """A scan target. Subclasses register one line in ``scanner.targets.REGISTRY``."""
+
+    kind: ClassVar[str]
+
+    @abc.abstractmethod
+    def plan(self) -> Iterator[Unit | Skipped]:
+        """Units to scan and things skipped, in a stable order."""
+
+    def details(self) -> Mapping[str, str]:
+        """Facts about the acquisition to record in the verdict (mode, pause time...)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files, mappings, snapshots. Called once, also after failures."""
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,159 @@
+"""Files and directories on the appliance's own filesystem.
+
+Each regular file is one unit, scanned whole (real YARA file semantics). Symbolic links are not
+followed and special files (devices, FIFOs, sockets) are not read. Walks are bounded in depth
+and file count; whatever is not scanned is reported as :class:`Skipped` with its reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from scanner.acquisition.mapped import file_window
+from scanner.errors import InvalidArgument, UnreadableError
+from scanner.targets.base import Skipped, Target, Unit
+from scanner.verdicts import GapKind
+
+
+@dataclass(frozen=True)
+class FilePolicy:
+    """Limits and exclusions for file scanning (from config)."""
+
+    max_file_size: int = 256 * 1024 * 1024
+    max_files: int = 1_000_000
+    max_depth: int = 64
+    exclude_globs: tuple[str, ...] = ()
+    exclude_extensions: tuple[str, ...] = ()
+    exclusions_are_gaps: bool = False  # policy: does an excluded file make the scan INCOMPLETE?
+
+
+class FileUnit(Unit):
+    kind = "file"
+
+    def __init__(self, path: str, size: int, name: str | None = None) -> None:
+        self.path = path
+        self.name = name or path
+        self.size = size
+        base = os.path.basename(path)
+        self.externals = {
+            "filename": base,
+            "filepath": os.path.dirname(path),
+            "extension": os.path.splitext(base)[1].lstrip(".").lower(),
+            "filetype": "",
+            "owner": "",
+        }
+
+    def window(self, offset: int, length: int) -> AbstractContextManager[memoryview]:
+        return _opened_window(self.path, offset, length)
+
+    def finding_context(self) -> Mapping[str, str]:
+        """The file's SHA-256 (as scanned) and size, for evidence and SIEM lookups."""
+        try:
+            with self.window(0, self.size) as view:
+                return {"sha256": hashlib.sha256(view).hexdigest(), "size": str(self.size)}
+        except UnreadableError as e:
+            return {"sha256_error": e.reason, "size": str(self.size)}
+
+
+@contextmanager
+def _opened_window(path: str, offset: int, length: int) -> Iterator[memoryview]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        fd = _open_without_noatime(path, offset, length)
+    except OSError as e:
+        raise UnreadableError(path, offset, length, e.strerror or str(e)) from e
+    try:
+        with file_window(fd, offset, length, path) as view:
+            yield view
+    finally:
+        os.close(fd)
+
+
+def _open_without_noatime(path: str, offset: int, length: int) -> int:
+    """O_NOATIME needs file ownership; retry without it before calling the file unreadable."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise UnreadableError(path, offset, length, e.strerror or str(e)) from e
+
+
+class FileTarget(Target):
+    """Regular files given directly or found under directories."""
+
+    kind = "files"
+
+    def __init__(self, paths: Sequence[str], policy: FilePolicy | None = None) -> None:
+        if not paths:
+            raise InvalidArgument("target.files.paths", "at least one path is required")
+        self.paths = [os.path.abspath(p) for p in paths]
+        self.policy = policy or FilePolicy()
+        self._count = 0
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, object], policy: FilePolicy) -> FileTarget:
+        paths = params.get("paths")
+        if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+            raise InvalidArgument("target.files.paths", "must be a non-empty list of paths")
+        return cls(paths, policy)
+
+    def plan(self) -> Iterator[Unit | Skipped]:
+        self._count = 0
+        for path in self.paths:
+            yield from self._visit(path, depth=0)
+
+    def _visit(self, path: str, depth: int) -> Iterator[Unit | Skipped]:
+        try:
+            st = os.lstat(path)
+        except OSError as e:
+            yield Skipped(path, 0, GapKind.UNREADABLE, e.strerror or str(e))
+            return
+        if stat.S_ISDIR(st.st_mode):
+            yield from self._walk_dir(path, depth)
+        elif stat.S_ISREG(st.st_mode):
+            yield self._file(path, st.st_size)
+        elif depth == 0 and not stat.S_ISLNK(st.st_mode):
+            yield Skipped(path, 0, GapKind.SKIPPED_POLICY, "not a regular file or directory")
+
+    def _walk_dir(self, path: str, depth: int) -> Iterator[Unit | Skipped]:
+        if depth >= self.policy.max_depth:
+            yield Skipped(path, 0, GapKind.SKIPPED_LIMIT, f"deeper than {self.policy.max_depth}")
+            return
+        try:
+            with os.scandir(path) as it:
+                names = sorted(entry.name for entry in it)
+        except OSError as e:
+            yield Skipped(path, 0, GapKind.UNREADABLE, e.strerror or str(e))
+            return
+        for name in names:
+            yield from self._visit(os.path.join(path, name), depth + 1)
+
+    def _file(self, path: str, size: int) -> Unit | Skipped:
+        policy = self.policy
+        excluded = self._exclusion(path)
+        if excluded:
+            return Skipped(path, size, GapKind.SKIPPED_POLICY, excluded, policy.exclusions_are_gaps)
+        if size > policy.max_file_size:
+            return Skipped(
+                path, size, GapKind.SKIPPED_LIMIT, f"larger than max_file_size {policy.max_file_size}"
+            )
+        self._count += 1
+        if self._count > policy.max_files:
+            return Skipped(path, size, GapKind.SKIPPED_LIMIT, f"more than {policy.max_files} files")
+        return FileUnit(path, size)
+
+    def _exclusion(self, path: str) -> str:
+        ext = Path(path).suffix.lstrip(".").lower()
+        if ext and ext in {e.lstrip(".").lower() for e in self.policy.exclude_extensions}:
+            return f"excluded extension .{ext}"
+        for pattern in self.policy.exclude_globs:
+            if fnmatch.fnmatch(path, pattern):
+                return f"excluded by {pattern}"
+        return ""

@@ -1,0 +1,56 @@
+"""Guest physical memory as a target: one chunkable unit per range of the source's address map."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+
+from scanner.acquisition.memory import MemorySource, open_memory
+from scanner.errors import InvalidArgument
+from scanner.targets.base import Skipped, Target, Unit
+from scanner.verdicts import GapKind
+
+
+class PhysicalRangeUnit(Unit):
+    kind = "memory"
+    chunkable = True
+
+    def __init__(self, source: MemorySource, start: int, length: int) -> None:
+        self.source = source
+        self.base = start
+        self.size = length
+        self.name = f"{source.name}@phys:{start:#x}-{start + length:#x}"
+
+    def window(self, offset: int, length: int) -> AbstractContextManager[memoryview]:
+        return self.source.window(self.base + offset, length)
+
+
+class MemoryTarget(Target):
+    """A memory image or live guest RAM, scanned physically."""
+
+    kind = "memory"
+
+    def __init__(self, source: MemorySource) -> None:
+        self.source = source
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, object]) -> MemoryTarget:
+        path = params.get("path")
+        fmt = params.get("format", "raw") or "raw"
+        if not isinstance(path, str) or not path:
+            raise InvalidArgument("target.memory.path", "a memory image path is required")
+        if not isinstance(fmt, str):
+            raise InvalidArgument("target.memory.format", "must be a string")
+        return cls(open_memory(path, fmt))
+
+    def plan(self) -> Iterator[Unit | Skipped]:
+        for r in self.source.ranges():
+            yield PhysicalRangeUnit(self.source, r.start, r.length)
+        for r, reason in self.source.unreadable():
+            yield Skipped(f"{self.source.name}@phys:{r.start:#x}", r.length, GapKind.UNREADABLE, reason)
+
+    def details(self) -> Mapping[str, str]:
+        return {"memory.format": self.source.format, "memory.bytes": str(self.source.size)}
+
+    def close(self) -> None:
+        self.source.close()
