@@ -1,0 +1,97 @@
+"""The child process that compiles YARA source: ``python -m scanner.rulesets.compile_worker JOB``.
+
+It runs in its own process so that a hostile or huge ruleset can only exhaust the child. It first
+lowers its own resource limits (address space, CPU seconds, file size, no core dumps), then
+compiles with includes disabled, one namespace per file, and writes a JSON result (and, on
+success, the compiled rules) to the paths named in the job file. It imports nothing from the
+scanner beyond the standard library and yara. See ``scanner.rulesets.compiler`` for the parent.
+
+Job (JSON): ``sources`` [[namespace, source path], ...], ``externals`` {name: value},
+``output`` path or null, ``result`` path, ``limits`` {as, cpu, fsize}.
+Result (JSON): ``ok``, ``rule_count``, ``diagnostics`` [{severity, file, line, message,
+slow_pattern}] with ``file`` the namespace (the file's relative path in the ruleset).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import sys
+from typing import Any
+
+# "<path>(<line>): <message>" as libyara formats compiler errors and warnings for files.
+_LOCATED = re.compile(r"^(?P<path>.*)\((?P<line>\d+)\): (?P<message>.*)$", re.DOTALL)
+_SLOW = re.compile(r"slow(ing)? down scanning|consider using|performance", re.IGNORECASE)
+
+
+def set_limits(limits: dict[str, int]) -> None:
+    """Lower this process's limits; hard limits too, so compiled code cannot raise them again."""
+    for name, key in (("as", resource.RLIMIT_AS), ("cpu", resource.RLIMIT_CPU)):
+        if limits.get(name):
+            resource.setrlimit(key, (limits[name], limits[name]))
+    if limits.get("fsize"):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits["fsize"], limits["fsize"]))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def diagnostic(severity: str, text: str, names: dict[str, str]) -> dict[str, Any]:
+    """Turn one libyara message into a diagnostic naming the ruleset-relative file and line."""
+    file, line, message = "", 0, text
+    m = _LOCATED.match(text)
+    if m and m.group("path") in names:
+        file, line, message = names[m.group("path")], int(m.group("line")), m.group("message")
+    for path, name in names.items():  # never leak temp paths, wherever they appear
+        message = message.replace(path, name)
+    slow = severity == "warning" and bool(_SLOW.search(message))
+    return {
+        "severity": severity,
+        "file": file,
+        "line": line,
+        "message": message,
+        "slow_pattern": slow,
+    }
+
+
+def compile_all(yara: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """Compile every file together; on an error, compile each file alone to report them all."""
+    names = {path: ns for ns, path in job["sources"]}
+    filepaths = dict(job["sources"])
+    try:
+        rules = yara.compile(filepaths=filepaths, externals=job["externals"], includes=False)
+    except yara.Error as e:
+        diags = per_file_errors(yara, job, names) or [diagnostic("error", str(e), names)]
+        return {"ok": False, "rule_count": 0, "diagnostics": diags}
+    diags = [diagnostic("warning", w, names) for w in rules.warnings]
+    if job.get("output"):
+        rules.save(job["output"])
+    return {"ok": True, "rule_count": sum(1 for _ in rules), "diagnostics": diags}
+
+
+def per_file_errors(yara: Any, job: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:
+    """Errors and warnings of each file compiled on its own (libyara stops at a first error)."""
+    diags: list[dict[str, Any]] = []
+    for ns, path in job["sources"]:
+        try:
+            rules = yara.compile(filepaths={ns: path}, externals=job["externals"], includes=False)
+        except yara.Error as e:
+            diags.append(diagnostic("error", str(e), names))
+            continue
+        diags.extend(diagnostic("warning", w, names) for w in rules.warnings)
+    return diags if any(d["severity"] == "error" for d in diags) else []
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[1], encoding="utf-8") as f:
+        job = json.load(f)
+    set_limits(job.get("limits", {}))
+    import yara  # type: ignore[import-not-found,unused-ignore]  # after the limits: nothing runs unlimited
+
+    result = compile_all(yara, job)
+    with open(job["result"], "w", encoding="utf-8") as f:
+        json.dump(result, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
