@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf code for scanner.v1 (proto/generate.py)."""

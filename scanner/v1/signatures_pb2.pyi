@@ -1,0 +1,142 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DiagnosticSeverity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIAGNOSTIC_SEVERITY_UNSPECIFIED: _ClassVar[DiagnosticSeverity]
+    DIAGNOSTIC_SEVERITY_ERROR: _ClassVar[DiagnosticSeverity]
+    DIAGNOSTIC_SEVERITY_WARNING: _ClassVar[DiagnosticSeverity]
+DIAGNOSTIC_SEVERITY_UNSPECIFIED: DiagnosticSeverity
+DIAGNOSTIC_SEVERITY_ERROR: DiagnosticSeverity
+DIAGNOSTIC_SEVERITY_WARNING: DiagnosticSeverity
+
+class Diagnostic(_message.Message):
+    __slots__ = ("severity", "file", "line", "message", "slow_pattern")
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SLOW_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    severity: DiagnosticSeverity
+    file: str
+    line: int
+    message: str
+    slow_pattern: bool
+    def __init__(self, severity: _Optional[_Union[DiagnosticSeverity, str]] = ..., file: _Optional[str] = ..., line: _Optional[int] = ..., message: _Optional[str] = ..., slow_pattern: _Optional[bool] = ...) -> None: ...
+
+class Ruleset(_message.Message):
+    __slots__ = ("digest", "version", "name", "description", "pushed_by", "pushed_at", "rule_count", "file_count", "size_bytes", "warnings", "active")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_BY_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_AT_FIELD_NUMBER: _ClassVar[int]
+    RULE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FILE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    version: int
+    name: str
+    description: str
+    pushed_by: str
+    pushed_at: _timestamp_pb2.Timestamp
+    rule_count: int
+    file_count: int
+    size_bytes: int
+    warnings: _containers.RepeatedCompositeFieldContainer[Diagnostic]
+    active: bool
+    def __init__(self, digest: _Optional[str] = ..., version: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., pushed_by: _Optional[str] = ..., pushed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule_count: _Optional[int] = ..., file_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., warnings: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., active: _Optional[bool] = ...) -> None: ...
+
+class RulesetHeader(_message.Message):
+    __slots__ = ("name", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class RuleFileChunk(_message.Message):
+    __slots__ = ("path", "data")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    data: bytes
+    def __init__(self, path: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PushRulesetRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: RulesetHeader
+    chunk: RuleFileChunk
+    def __init__(self, header: _Optional[_Union[RulesetHeader, _Mapping]] = ..., chunk: _Optional[_Union[RuleFileChunk, _Mapping]] = ...) -> None: ...
+
+class PushRulesetResponse(_message.Message):
+    __slots__ = ("ruleset", "diagnostics")
+    RULESET_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    ruleset: Ruleset
+    diagnostics: _containers.RepeatedCompositeFieldContainer[Diagnostic]
+    def __init__(self, ruleset: _Optional[_Union[Ruleset, _Mapping]] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ...) -> None: ...
+
+class ValidateRulesetRequest(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: RuleFileChunk
+    def __init__(self, chunk: _Optional[_Union[RuleFileChunk, _Mapping]] = ...) -> None: ...
+
+class ValidateRulesetResponse(_message.Message):
+    __slots__ = ("ok", "diagnostics", "digest")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSTICS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    diagnostics: _containers.RepeatedCompositeFieldContainer[Diagnostic]
+    digest: str
+    def __init__(self, ok: _Optional[bool] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class ActivateRulesetRequest(_message.Message):
+    __slots__ = ("digest", "version")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    version: int
+    def __init__(self, digest: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ActivateRulesetResponse(_message.Message):
+    __slots__ = ("ruleset",)
+    RULESET_FIELD_NUMBER: _ClassVar[int]
+    ruleset: Ruleset
+    def __init__(self, ruleset: _Optional[_Union[Ruleset, _Mapping]] = ...) -> None: ...
+
+class RollbackRulesetRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RollbackRulesetResponse(_message.Message):
+    __slots__ = ("ruleset",)
+    RULESET_FIELD_NUMBER: _ClassVar[int]
+    ruleset: Ruleset
+    def __init__(self, ruleset: _Optional[_Union[Ruleset, _Mapping]] = ...) -> None: ...
+
+class ListRulesetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRulesetsResponse(_message.Message):
+    __slots__ = ("rulesets",)
+    RULESETS_FIELD_NUMBER: _ClassVar[int]
+    rulesets: _containers.RepeatedCompositeFieldContainer[Ruleset]
+    def __init__(self, rulesets: _Optional[_Iterable[_Union[Ruleset, _Mapping]]] = ...) -> None: ...
