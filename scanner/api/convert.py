@@ -1,0 +1,142 @@
+"""Internal dataclasses to and from the scanner.v1 wire messages. Nothing else builds protos."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from scanner.engine import Progress
+from scanner.errors import Diagnostic, InvalidArgument
+from scanner.rulesets.model import RulesetInfo
+from scanner.state.db import ScanRecord
+from scanner.targets import TargetSpec
+from scanner.v1 import scans_pb2, signatures_pb2, verdict_pb2
+from scanner.verdicts import Finding, Verdict
+
+_SCAN_STATES = {
+    "QUEUED": scans_pb2.SCAN_STATE_QUEUED,
+    "RUNNING": scans_pb2.SCAN_STATE_RUNNING,
+    "DONE": scans_pb2.SCAN_STATE_DONE,
+    "CANCELLED": scans_pb2.SCAN_STATE_CANCELLED,
+    "INTERRUPTED": scans_pb2.SCAN_STATE_INTERRUPTED,
+}
+SCAN_STATE_NAMES = {v: k for k, v in _SCAN_STATES.items()}
+
+
+def timestamp(seconds: float | None) -> Timestamp | None:
+    if not seconds:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def target_spec(target: scans_pb2.Target) -> TargetSpec:
+    """The internal spec of a wire target; INVALID_ARGUMENT naming the field when wrong."""
+    which = target.WhichOneof("kind")
+    if which == "files":
+        paths = list(target.files.paths)
+        if not paths or not all(paths):
+            raise InvalidArgument("target.files.paths", "give at least one non-empty path")
+        return TargetSpec("files", {"paths": paths})
+    if which == "memory":
+        if not target.memory.path:
+            raise InvalidArgument("target.memory.path", "a path is required")
+        return TargetSpec("memory", {"path": target.memory.path, "format": target.memory.format or "raw"})
+    raise InvalidArgument("target", "set one target kind (files, memory)")
+
+
+def target_message(spec: TargetSpec) -> scans_pb2.Target:
+    params: Mapping[str, Any] = spec.params
+    if spec.kind == "files":
+        return scans_pb2.Target(files=scans_pb2.FilesTarget(paths=params.get("paths", [])))
+    if spec.kind == "memory":
+        return scans_pb2.Target(memory=scans_pb2.MemoryTarget(path=params["path"], format=params.get("format", "")))
+    return scans_pb2.Target()
+
+
+def finding_message(f: Finding) -> verdict_pb2.Finding:
+    meta = {}
+    for key, value in f.meta.items():
+        if isinstance(value, bool):
+            meta[key] = verdict_pb2.MetaValue(bool_value=value)
+        elif isinstance(value, int):
+            meta[key] = verdict_pb2.MetaValue(int_value=value)
+        else:
+            meta[key] = verdict_pb2.MetaValue(string_value=str(value))
+    return verdict_pb2.Finding(
+        rule=f.rule, namespace=f.namespace, tags=list(f.tags), meta=meta, unit=f.unit,
+        unit_kind=f.unit_kind, offset=f.offset, address=f.address,
+        strings=[
+            verdict_pb2.StringMatch(identifier=s.identifier, offset=s.offset, address=s.address,
+                                    length=s.length, data=s.data)
+            for s in f.strings
+        ],
+        strings_truncated=f.strings_truncated, context=dict(f.context), severity=f.severity,
+    )
+
+
+def verdict_message(v: Verdict, with_findings: bool) -> verdict_pb2.Verdict:
+    c = v.coverage
+    coverage = verdict_pb2.Coverage(
+        bytes_total=c.bytes_total, bytes_scanned=c.bytes_scanned, bytes_skipped=c.bytes_skipped,
+        bytes_unreadable=c.bytes_unreadable, units_total=c.units_total,
+        units_scanned=c.units_scanned, units_skipped=c.units_skipped,
+        units_failed=c.units_failed,
+        gaps=[
+            verdict_pb2.Gap(kind=verdict_pb2.GapKind.Value(f"GAP_KIND_{g.kind.value}"), unit=g.unit,
+                            detail=g.detail, offset=g.offset, length=g.length)
+            for g in c.gaps
+        ],
+        gaps_truncated=c.gaps_truncated, complete=c.complete, cache_hits=c.cache_hits,
+        cache_misses=c.cache_misses,
+    )
+    return verdict_pb2.Verdict(
+        kind=verdict_pb2.VerdictKind.Value(f"VERDICT_KIND_{v.kind.value}"),
+        ruleset_digest=v.ruleset_digest, coverage=coverage,
+        findings=[finding_message(f) for f in v.findings] if with_findings else [],
+        error=v.error, reason=v.reason, started_at=timestamp(v.started_at),
+        finished_at=timestamp(v.finished_at), details=dict(v.details),
+        findings_count=len(v.findings),
+    )
+
+
+def progress_message(p: Progress | None) -> scans_pb2.Progress | None:
+    if p is None:
+        return None
+    return scans_pb2.Progress(bytes_done=p.bytes_done, bytes_total=p.bytes_total,
+                              units_done=p.units_done, units_total=p.units_total, findings=p.findings)
+
+
+def scan_message(r: ScanRecord, progress: Progress | None = None) -> scans_pb2.Scan:
+    verdict = None
+    if r.verdict is not None:
+        verdict = verdict_message(r.verdict, with_findings=False)
+        verdict.findings_count = r.findings_count
+    return scans_pb2.Scan(
+        scan_id=r.id, state=_SCAN_STATES[r.state], target=target_message(r.target),
+        options=scans_pb2.ScanOptions(
+            unit_timeout_seconds=int(r.options.get("unit_timeout_seconds", 0)),
+            ruleset_digest=str(r.options.get("ruleset_digest", "")),
+        ),
+        requested_by=r.requested_by, request_id=r.request_id, created_at=timestamp(r.created_at),
+        progress=progress_message(progress), verdict=verdict, attempts=r.attempts,
+    )
+
+
+def diagnostic_message(d: Diagnostic) -> signatures_pb2.Diagnostic:
+    severity = (signatures_pb2.DIAGNOSTIC_SEVERITY_ERROR if d.severity == "error"
+                else signatures_pb2.DIAGNOSTIC_SEVERITY_WARNING)
+    return signatures_pb2.Diagnostic(severity=severity, file=d.file, line=d.line,
+                                     message=d.message, slow_pattern=d.slow_pattern)
+
+
+def ruleset_message(info: RulesetInfo) -> signatures_pb2.Ruleset:
+    return signatures_pb2.Ruleset(
+        digest=info.digest, version=info.version, name=info.name, description=info.description,
+        pushed_by=info.pushed_by, pushed_at=timestamp(info.pushed_at), rule_count=info.rule_count,
+        file_count=info.file_count, size_bytes=info.size_bytes,
+        warnings=[diagnostic_message(d) for d in info.warnings], active=info.active,
+    )

@@ -1,0 +1,111 @@
+"""The gRPC server: services, health, reflection, TLS, graceful shutdown on uvloop.
+
+Shutdown order: health goes NOT_SERVING, the scan manager stops taking jobs and gives running
+scans the grace period (the rest are recorded INTERRUPTED and re-run at next start), then the
+server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from scanner.api.auth import Authenticator
+from scanner.api.interceptor import GuardInterceptor
+from scanner.api.scans import ScanService
+from scanner.api.signatures import SignatureService
+from scanner.app import App
+from scanner.config import Config
+from scanner.v1 import scans_pb2, scans_pb2_grpc, signatures_pb2, signatures_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    scans_pb2.DESCRIPTOR.services_by_name["ScanService"].full_name,
+    signatures_pb2.DESCRIPTOR.services_by_name["SignatureService"].full_name,
+)
+MAX_MESSAGE = 8 * 1024 * 1024
+
+
+@dataclass
+class Running:
+    """A started server: its port and the handles to stop it."""
+
+    app: App
+    server: aio.Server
+    health: health.HealthServicer
+    port: int
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.app.config.shutdown_grace if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        await self.app.scans.shutdown(grace)
+        await self.server.stop(1.0)
+        await asyncio.to_thread(self.app.close)
+
+
+async def start_server(config: Config) -> Running:
+    """Prepare the app, resume unfinished scans, bind and start serving."""
+    app = App(config)
+    await asyncio.to_thread(app.prepare)
+    server = aio.server(
+        interceptors=[GuardInterceptor(Authenticator(config))],
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                 ("grpc.max_send_message_length", MAX_MESSAGE)],
+    )
+    scans_pb2_grpc.add_ScanServiceServicer_to_server(ScanService(app), server)
+    signatures_pb2_grpc.add_SignatureServiceServicer_to_server(SignatureService(app), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if config.reflection:
+        names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+    port = _bind(server, config)
+    await server.start()
+    await app.scans.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("listening on %s (port %d)", config.listen, port)
+    return Running(app, server, health_servicer, port)
+
+
+def _bind(server: aio.Server, config: Config) -> int:
+    if config.tls is None:
+        return server.add_insecure_port(config.listen)
+    tls = config.tls
+    credentials = grpc.ssl_server_credentials(
+        [(tls.key.read_bytes(), tls.cert.read_bytes())],
+        root_certificates=tls.client_ca.read_bytes() if tls.client_ca else None,
+        require_client_auth=tls.client_ca is not None,
+    )
+    return server.add_secure_port(config.listen, credentials)
+
+
+async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    running = await start_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"avscan: serving on {config.listen.rsplit(':', 1)[0]}:{running.port}", flush=True)
+    if ready:
+        ready.set()
+    await stop.wait()
+    log.info("shutting down")
+    await running.stop()
+
+
+def run(config: Config) -> None:
+    """Serve on uvloop until stopped."""
+    import uvloop
+
+    uvloop.run(serve_forever(config))

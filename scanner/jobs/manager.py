@@ -1,0 +1,197 @@
+"""Scan jobs: accept, queue, run, watch, cancel, and resume after a restart.
+
+Contract:
+- ``submit`` returns only after the job is committed to SQLite: an acknowledged scan is never
+  lost. On ``start`` every job left QUEUED, RUNNING or INTERRUPTED is queued again and re-run
+  from the beginning (``attempts`` counts the runs).
+- A job scans with the ruleset active when it starts (or the one it pinned) and keeps it to the
+  end, whatever is activated meanwhile.
+- ``shutdown`` stops taking jobs, lets running ones finish within the grace period, and records
+  the rest as INTERRUPTED so the next start re-runs them.
+- Nothing here runs the engine or SQLite on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from scanner.engine import Engine, Progress, Ruleset, error_verdict
+from scanner.errors import FailedPrecondition, InvalidArgument, ScannerError
+from scanner.jobs.live import DONE, Event, LiveScan, LoopListener
+from scanner.state.db import Database, ScanRecord
+from scanner.targets import FilePolicy, TargetSpec, build_target
+from scanner.verdicts import Finding, Verdict
+
+log = logging.getLogger(__name__)
+
+FINAL_STATES = ("DONE", "CANCELLED")
+RulesetResolver = Callable[[str], Ruleset]
+"""Returns the ruleset for a pinned digest, or the active one for ""; raises if there is none."""
+
+
+class ScanManager:
+    def __init__(
+        self,
+        db: Database,
+        engine: Engine,
+        resolve_ruleset: RulesetResolver,
+        policy: FilePolicy,
+        concurrency: int = 2,
+    ) -> None:
+        self.db = db
+        self.engine = engine
+        self.resolve_ruleset = resolve_ruleset
+        self.policy = policy
+        self.concurrency = concurrency
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._live: dict[str, LiveScan] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._accepting = False
+        self._running: set[str] = set()
+
+    async def start(self) -> int:
+        """Re-queue unfinished jobs, start the workers; returns how many were resumed."""
+        resumed = await asyncio.to_thread(self.db.resumable)
+        for record in resumed:
+            await asyncio.to_thread(self.db.set_state, record.id, "QUEUED")
+            self._enqueue(record.id)
+        self._accepting = True
+        self._workers = [asyncio.create_task(self._worker(), name=f"scan-worker-{i}") for i in range(self.concurrency)]
+        if resumed:
+            log.info("resumed %d unfinished scans", len(resumed))
+        return len(resumed)
+
+    async def submit(
+        self, spec: TargetSpec, options: dict[str, Any], actor: str, request_id: str = ""
+    ) -> ScanRecord:
+        if not self._accepting:
+            raise FailedPrecondition("the service is shutting down; not accepting scans")
+        await asyncio.to_thread(self._check_target, spec)
+        record, created = await asyncio.to_thread(self.db.create_scan, spec, options, actor, request_id)
+        if created:
+            self._enqueue(record.id)
+            await asyncio.to_thread(self.db.audit, actor, "scan.start", record.id, spec.describe())
+        return record
+
+    def _check_target(self, spec: TargetSpec) -> None:
+        """Open the target once so a wrong request fails now, with the field named."""
+        build_target(spec, self.policy).close()
+
+    def _enqueue(self, scan_id: str) -> None:
+        self._live[scan_id] = LiveScan(scan_id)
+        self._queue.put_nowait(scan_id)
+
+    async def get(self, scan_id: str) -> tuple[ScanRecord, Progress | None]:
+        record = await asyncio.to_thread(self.db.get_scan, scan_id)
+        live = self._live.get(scan_id)
+        return record, live.progress if live else None
+
+    async def cancel(self, scan_id: str, actor: str) -> ScanRecord:
+        record = await asyncio.to_thread(self.db.get_scan, scan_id)
+        if record.state in FINAL_STATES:
+            raise FailedPrecondition(f"scan {scan_id} is already {record.state}")
+        live = self._live.get(scan_id)
+        if live:
+            live.cancel.set()
+        if record.state == "QUEUED":
+            await asyncio.to_thread(self.db.finish_scan, scan_id, "CANCELLED", None)
+            self._finish_live(scan_id)
+        await asyncio.to_thread(self.db.audit, actor, "scan.cancel", scan_id, "")
+        return await asyncio.to_thread(self.db.get_scan, scan_id)
+
+    async def watch(self, scan_id: str) -> AsyncIterator[Event]:
+        """Progress and findings of a scan, then returns when it is final."""
+        record = await asyncio.to_thread(self.db.get_scan, scan_id)
+        live = self._live.get(scan_id)
+        if live is None or record.state in FINAL_STATES:
+            for finding in await asyncio.to_thread(self.db.findings, scan_id):
+                yield finding
+            return
+        async for event in live.watch():
+            yield event
+
+    async def _worker(self) -> None:
+        while True:
+            scan_id = await self._queue.get()
+            if not self._accepting:
+                return
+            live = self._live.get(scan_id)
+            if live is None or live.cancel.is_set():
+                continue
+            self._running.add(scan_id)
+            try:
+                await self._run(live)
+            except Exception:  # never lose the worker; the job is recorded as an error
+                log.exception("scan %s failed", scan_id)
+                verdict = error_verdict("", "internal error; see the service log", time.time())
+                await asyncio.to_thread(self.db.finish_scan, scan_id, "DONE", verdict)
+            finally:
+                self._running.discard(scan_id)
+                self._finish_live(scan_id)
+
+    async def _run(self, live: LiveScan) -> None:
+        record = await asyncio.to_thread(self.db.get_scan, live.scan_id)
+        started = time.time()
+        try:
+            ruleset = self.resolve_ruleset(str(record.options.get("ruleset_digest", "")))
+        except ScannerError as e:
+            await asyncio.to_thread(self.db.finish_scan, live.scan_id, "DONE", error_verdict("", e.message, started))
+            return
+        await asyncio.to_thread(self.db.mark_running, live.scan_id, ruleset.digest)
+        listener = LoopListener(asyncio.get_running_loop(), live)
+        verdict = await asyncio.to_thread(self._scan, record, ruleset, listener, live)
+        await asyncio.sleep(0)  # let queued events reach watchers before the final state
+        state = "INTERRUPTED" if live.interrupted else "CANCELLED" if live.cancel.is_set() else "DONE"
+        await asyncio.to_thread(self.db.finish_scan, live.scan_id, state, None if live.interrupted else verdict)
+
+    def _scan(self, record: ScanRecord, ruleset: Ruleset, listener: LoopListener, live: LiveScan) -> Verdict:
+        started = time.time()
+        timeout = record.options.get("unit_timeout_seconds") or 0
+        engine = self.engine
+        try:
+            target = build_target(record.target, self.policy)
+        except ScannerError as e:
+            return error_verdict(ruleset.digest, e.message, started)
+        with target:
+            return engine.scan(ruleset, target, listener, live.cancel, unit_timeout=float(timeout) or None)
+
+    def _finish_live(self, scan_id: str) -> None:
+        live = self._live.pop(scan_id, None)
+        if live:
+            live.publish(DONE)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, give running scans ``grace`` seconds, then interrupt them."""
+        self._accepting = False
+        deadline = time.monotonic() + grace
+        while self._running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for scan_id in list(self._running):
+            live = self._live.get(scan_id)
+            if live:
+                live.interrupted = True
+                live.cancel.set()
+        while self._running:
+            await asyncio.sleep(0.05)
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def options_from(unit_timeout_seconds: int, ruleset_digest: str) -> dict[str, Any]:
+    """Validated per-scan options as stored with the job."""
+    if unit_timeout_seconds < 0 or unit_timeout_seconds > 86_400:
+        raise InvalidArgument("options.unit_timeout_seconds", "must be between 0 and 86400")
+    if ruleset_digest and not ruleset_digest.startswith("sha256:"):
+        raise InvalidArgument("options.ruleset_digest", "must look like sha256:<hex>")
+    return {"unit_timeout_seconds": unit_timeout_seconds, "ruleset_digest": ruleset_digest}
+
+
+__all__ = ["FINAL_STATES", "Finding", "ScanManager", "options_from"]

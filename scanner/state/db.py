@@ -1,0 +1,230 @@
+"""Durable state in SQLite (WAL, synchronous=FULL): scan jobs, findings, audit.
+
+A scan row is committed before its id is returned to the caller, so an acknowledged scan
+survives a crash; on start the service re-queues scans left QUEUED, RUNNING or INTERRUPTED.
+Calls are synchronous and thread-safe (one connection, one lock): the async service runs them
+off the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scanner.errors import NotFound
+from scanner.state.codec import finding_from_dict, finding_to_dict, verdict_from_dict, verdict_to_dict
+from scanner.targets.base import TargetSpec
+from scanner.verdicts import Finding, Verdict
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS scans (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    request_id TEXT UNIQUE,
+    target_kind TEXT NOT NULL,
+    target_params TEXT NOT NULL,
+    options TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    ruleset_digest TEXT,
+    verdict TEXT
+);
+CREATE INDEX IF NOT EXISTS scans_state ON scans(state);
+CREATE TABLE IF NOT EXISTS findings (
+    scan_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (scan_id, seq)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+RESUMABLE = ("QUEUED", "RUNNING", "INTERRUPTED")
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    id: str
+    request_id: str
+    target: TargetSpec
+    options: dict[str, Any]
+    requested_by: str
+    state: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    ruleset_digest: str
+    verdict: Verdict | None
+    seq: int
+    findings_count: int = 0
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    at: float
+    actor: str
+    action: str
+    subject: str
+    detail: str
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # scans
+
+    def create_scan(
+        self, target: TargetSpec, options: dict[str, Any], requested_by: str, request_id: str = ""
+    ) -> tuple[ScanRecord, bool]:
+        """Insert a QUEUED scan; with a known ``request_id`` return the existing one (False)."""
+        with self._tx() as c:
+            if request_id:
+                row = c.execute("SELECT * FROM scans WHERE request_id = ?", (request_id,)).fetchone()
+                if row:
+                    return _record(row), False
+            scan_id = uuid.uuid4().hex
+            c.execute(
+                "INSERT INTO scans (id, request_id, target_kind, target_params, options, requested_by,"
+                " state, created_at) VALUES (?, ?, ?, ?, ?, ?, 'QUEUED', ?)",
+                (scan_id, request_id or None, target.kind, json.dumps(dict(target.params)),
+                 json.dumps(options), requested_by, time.time()),
+            )
+            row = c.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
+        return _record(row), True
+
+    def get_scan(self, scan_id: str) -> ScanRecord:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"scan {scan_id} not found")
+        return _record(row)
+
+    def list_scans(self, limit: int, before_seq: int | None, state: str | None) -> list[ScanRecord]:
+        sql, args = "SELECT * FROM scans WHERE 1=1", []
+        if before_seq is not None:
+            sql += " AND seq < ?"
+            args.append(before_seq)
+        if state:
+            sql += " AND state = ?"
+            args.append(state)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [_record(r) for r in rows]
+
+    def resumable(self) -> list[ScanRecord]:
+        marks = ",".join("?" * len(RESUMABLE))
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT * FROM scans WHERE state IN ({marks}) ORDER BY seq", RESUMABLE
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def mark_running(self, scan_id: str, ruleset_digest: str) -> None:
+        with self._tx() as c:
+            c.execute("DELETE FROM findings WHERE scan_id = ?", (scan_id,))
+            c.execute(
+                "UPDATE scans SET state='RUNNING', started_at=?, attempts=attempts+1,"
+                " ruleset_digest=? WHERE id=?",
+                (time.time(), ruleset_digest, scan_id),
+            )
+
+    def set_state(self, scan_id: str, state: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE scans SET state=? WHERE id=?", (state, scan_id))
+
+    def finish_scan(self, scan_id: str, state: str, verdict: Verdict | None) -> None:
+        """Record the final state, the verdict and all findings in one transaction."""
+        body = json.dumps(verdict_to_dict(verdict)) if verdict else None
+        with self._tx() as c:
+            c.execute("DELETE FROM findings WHERE scan_id = ?", (scan_id,))
+            if verdict:
+                c.executemany(
+                    "INSERT INTO findings (scan_id, seq, body) VALUES (?, ?, ?)",
+                    [(scan_id, i, json.dumps(finding_to_dict(f))) for i, f in enumerate(verdict.findings)],
+                )
+            c.execute(
+                "UPDATE scans SET state=?, finished_at=?, verdict=? WHERE id=?",
+                (state, time.time(), body, scan_id),
+            )
+
+    def findings(self, scan_id: str, offset: int = 0, limit: int = 1_000_000) -> list[Finding]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT body FROM findings WHERE scan_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
+                (scan_id, offset, limit),
+            ).fetchall()
+        return [finding_from_dict(json.loads(r[0])) for r in rows]
+
+    # audit
+
+    def audit(self, actor: str, action: str, subject: str, detail: str = "") -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), actor, action, subject, detail),
+            )
+
+    def audit_log(self, limit: int = 100) -> list[AuditRecord]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT at, actor, action, subject, detail FROM audit ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [AuditRecord(*r) for r in rows]
+
+
+def _record(row: tuple[Any, ...]) -> ScanRecord:
+    (seq, scan_id, request_id, kind, params, options, requested_by, state, created, started,
+     finished, attempts, digest, verdict) = row
+    body = json.loads(verdict) if verdict else None
+    return ScanRecord(
+        id=scan_id, request_id=request_id or "", target=TargetSpec(kind, json.loads(params)),
+        options=json.loads(options), requested_by=requested_by, state=state, created_at=created,
+        started_at=started, finished_at=finished, attempts=attempts, ruleset_digest=digest or "",
+        verdict=verdict_from_dict(body) if body else None, seq=seq,
+        findings_count=int(body.get("findings_count", 0)) if body else 0,
+    )
