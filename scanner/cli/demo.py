@@ -1,0 +1,217 @@
+"""``avscan demo``: the service's main job on an embedded default, shown end to end.
+
+Starts the real service (its own process, SQLite state and default signatures in a work
+directory), then acts as a security team and a SOC client would: validates a broken rule, pushes
+and activates a ruleset, scans generated samples and a raw memory image through the API,
+watches findings stream in, scans a buffer, rolls back, and stops the service gracefully.
+Test samples are EICAR-style strings assembled at run time; nothing harmful is written.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import grpc
+
+from scanner.api.client import Client, files_target, memory_target
+from scanner.api.status import field_violations
+from scanner.cli.remote import diagnostic_line, ruleset_line, verdict_text
+from scanner.v1 import scans_pb2
+
+EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}" + "$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+DEMO_MARKER = "AVSCAN-DEMO-" + "BACKDOOR-MARKER-7f3a"
+DEMO_RULES = {
+    "demo/backdoor.yar": f"""rule Demo_Backdoor_Marker {{
+    meta:
+        author = "avscan demo"
+        description = "Benign marker standing in for a backdoor's config string"
+        severity = 90
+        scan_context = "file, memory"
+    strings:
+        $m = "{DEMO_MARKER}"
+    condition:
+        $m
+}}
+""",
+    "demo/miner.yar": """rule Demo_Miner_Pool_Config {
+    meta:
+        author = "avscan demo"
+        description = "Stratum pool URL with a wallet, as miners embed it"
+        severity = 60
+    strings:
+        $pool = /stratum\\+tcp:\\/\\/[a-z0-9.\\-]{3,64}:[0-9]{2,5}/
+        $wallet = "--user=" ascii
+    condition:
+        $pool and $wallet
+}
+""",
+}
+BROKEN_RULE = {"demo/broken.yar": "rule Broken {\n  strings:\n    $a = \"x\"\n  condition:\n    $a and $b\n}\n"}
+
+
+def say(text: str) -> None:
+    click.secho(text, fg="cyan", bold=True)
+
+
+def run_demo(workdir: Path | None) -> int:
+    base = Path(workdir or tempfile.mkdtemp(prefix="avscan-demo-"))
+    base.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    say(f"== avscan demo (work directory {base})")
+    server = _start_service(base, port)
+    try:
+        with Client(f"127.0.0.1:{port}") as client:
+            _wait_ready(client, server)
+            _signatures(client)
+            ok = _scans(client, base)
+            _rollback(client)
+    finally:
+        _stop_service(server)
+    say("== demo finished" + ("" if ok else " WITH UNEXPECTED RESULTS"))
+    return 0 if ok else 1
+
+
+def _start_service(base: Path, port: int) -> subprocess.Popen[bytes]:
+    say(f"-- starting the service: avscan --state-dir {base / 'state'} serve --listen 127.0.0.1:{port}")
+    cmd = [sys.executable, "-m", "scanner", "--state-dir", str(base / "state"), "serve", "--listen", f"127.0.0.1:{port}"]
+    log = (base / "service.log").open("wb")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+
+
+def _wait_ready(client: Client, server: subprocess.Popen[bytes]) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(client.channel)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise click.ClickException("the service exited; see service.log in the work directory")
+        try:
+            status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                print("   health: SERVING")
+                return
+        except grpc.RpcError:
+            time.sleep(0.2)
+    raise click.ClickException("the service did not become ready within 60 s")
+
+
+def _signatures(client: Client) -> None:
+    say("-- security team: the default ruleset is active on first start")
+    for r in client.list_rulesets():
+        print("  ", ruleset_line(r))
+    say("-- validate a broken rule: the service names the file and line")
+    response = client.validate_ruleset([(p, s.encode()) for p, s in BROKEN_RULE.items()])
+    for d in response.diagnostics:
+        print("  ", diagnostic_line(d))
+    try:
+        client.push_ruleset([(p, s.encode()) for p, s in BROKEN_RULE.items()], "broken")
+    except grpc.RpcError as e:
+        print(f"   push refused: {e.code().name}: {e.details()}")
+        for field, description in field_violations(e):
+            print(f"     {field}: {description}")
+    say("-- push and activate a ruleset (default rules + two demo rules)")
+    files = _default_files() + [(p, s.encode()) for p, s in DEMO_RULES.items()]
+    pushed = client.push_ruleset(files, "demo", "default signatures plus demo rules")
+    for d in pushed.diagnostics:
+        print("   warning:", diagnostic_line(d))
+    print("  ", ruleset_line(client.activate(digest=pushed.ruleset.digest)))
+
+
+def _default_files() -> list[tuple[str, bytes]]:
+    from scanner.config import DEFAULT_SIGNATURES
+
+    return [(p.relative_to(DEFAULT_SIGNATURES).as_posix(), p.read_bytes())
+            for p in sorted(DEFAULT_SIGNATURES.rglob("*.yar*"))]
+
+
+def _scans(client: Client, base: Path) -> bool:
+    samples = _make_samples(base / "samples")
+    say(f"-- SOC: scan a directory of generated samples ({samples})")
+    files_scan = _watch_scan(client, client.start_scan(files_target(str(samples)), request_id="demo-files"))
+    image = _make_memory_image(base / "guest-memory.raw")
+    say(f"-- SOC: scan a 64 MiB raw memory image ({image}); one marker straddles a 16 MiB chunk edge")
+    memory_scan = _watch_scan(client, client.start_scan(memory_target(str(image))))
+    say("-- SOC: scan a buffer directly (ScanBytes)")
+    verdict = client.scan_bytes(f"GET /x?cmd={DEMO_MARKER} HTTP/1.1".encode(), name="http-request").verdict
+    print("  ", verdict_text(verdict), [f.rule for f in verdict.findings])
+    expected_memory = {0x1000, 16 * 1024 * 1024 - 7, 40 * 1024 * 1024}
+    found_memory = {
+        s.address for page in client.findings(memory_scan.scan_id) for f in page.findings
+        if f.rule == "EICAR_Test_File" or f.rule == "Demo_Backdoor_Marker" for s in f.strings[:1]
+    }
+    return (
+        files_scan.verdict.kind != 0 and files_scan.verdict.findings_count == 3
+        and memory_scan.verdict.findings_count >= 2 and expected_memory <= _all_addresses(client, memory_scan)
+        and bool(found_memory) and len(verdict.findings) == 1
+    )
+
+
+def _all_addresses(client: Client, scan: scans_pb2.Scan) -> set[int]:
+    return {s.address for page in client.findings(scan.scan_id) for f in page.findings for s in f.strings
+            if s.identifier in ("$head", "$m")}
+
+
+def _watch_scan(client: Client, scan: scans_pb2.Scan) -> scans_pb2.Scan:
+    print(f"   scan {scan.scan_id} accepted")
+    for event in client.watch(scan.scan_id, timeout=300):
+        if event.HasField("finding"):
+            f = event.finding
+            where = f.unit if f.unit_kind == "file" else f"physical {f.address:#x}"
+            print(f"   FOUND {f.rule} (severity {f.severity}) in {where}")
+        elif event.HasField("done"):
+            print("  ", verdict_text(event.done.verdict))
+            return event.done
+    return client.get_scan(scan.scan_id)
+
+
+def _make_samples(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "eicar.com").write_text(EICAR)
+    (root / "notes.txt").write_text("quarterly report draft\n" * 100)
+    (root / "dropper.sh").write_text(f"#!/bin/sh\n# {DEMO_MARKER}\nexit 0\n")
+    (root / "nested").mkdir(exist_ok=True)
+    (root / "nested" / "miner.conf").write_text("--url=stratum+tcp://pool.example.org:3333 --user=wallet\n")
+    (root / "nested" / "clean.bin").write_bytes(bytes(range(256)) * 64)
+    return root
+
+
+def _make_memory_image(path: Path) -> Path:
+    with path.open("wb") as f:
+        f.truncate(64 * 1024 * 1024)
+        for offset, text in ((0x1000, EICAR), (16 * 1024 * 1024 - 7, DEMO_MARKER), (40 * 1024 * 1024, DEMO_MARKER)):
+            f.seek(offset)
+            f.write(text.encode())
+    return path
+
+
+def _rollback(client: Client) -> None:
+    say("-- security team: roll back to the previous ruleset")
+    print("  ", ruleset_line(client.rollback()))
+    for r in client.list_rulesets():
+        print("  ", ruleset_line(r))
+
+
+def _stop_service(server: subprocess.Popen[bytes]) -> None:
+    say("-- stopping the service (SIGTERM: health NOT_SERVING, scans finish or are recorded)")
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+    print(f"   service exited with {server.returncode}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,33 @@
+"""clamscan-style text: one ``path: Rule FOUND`` line per finding, gaps, then a summary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from scanner.verdicts import Finding, Gap, Verdict
+
+
+def finding_line(f: Finding) -> str:
+    where = f.unit if f.unit_kind == "file" else f"{f.unit} @ {f.address:#x}"
+    return f"{where}: {f.rule} FOUND"
+
+
+def gap_line(g: Gap) -> str:
+    return f"{g.unit}: {g.detail} {g.kind.value}"
+
+
+def summary(verdict: Verdict, rule_count: int, elapsed: float) -> Iterable[str]:
+    c = verdict.coverage
+    infected = len({f.unit for f in verdict.findings})
+    yield ""
+    yield "----------- SCAN SUMMARY -----------"
+    yield f"Ruleset: {verdict.ruleset_digest} ({rule_count} rules)"
+    yield f"Scanned units: {c.units_scanned}"
+    yield f"Infected units: {infected}"
+    yield f"Skipped units: {c.units_skipped}"
+    yield f"Failed units: {c.units_failed}"
+    yield f"Data scanned: {c.bytes_scanned / 1048576:.2f} MB"
+    if c.bytes_unreadable:
+        yield f"Data unreadable: {c.bytes_unreadable / 1048576:.2f} MB"
+    yield f"Verdict: {verdict.kind.value}" + (f" ({verdict.reason})" if verdict.reason else "")
+    yield f"Time: {elapsed:.3f} sec"
