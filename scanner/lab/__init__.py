@@ -1,0 +1,25 @@
+"""The guest lab: a tiny real Linux guest under QEMU for tests, benchmarks and the demo.
+
+Built at run time from Debian packages (cloud kernel + busybox-static initramfs), booted with
+its RAM in a shared ``/dev/shm`` file and a QMP socket; marker processes hold a benign EICAR
+test string in memory, a clean process holds none. See :class:`LabGuest`.
+"""
+
+from scanner.lab.console import GuestProcess, MapEntry
+from scanner.lab.errors import LabError, QmpError
+from scanner.lab.guest import LabGuest
+from scanner.lab.image import LabImage, build_image, cache_dir
+from scanner.lab.markers import eicar, variant_tag
+
+__all__ = [
+    "GuestProcess",
+    "LabError",
+    "LabGuest",
+    "LabImage",
+    "MapEntry",
+    "QmpError",
+    "build_image",
+    "cache_dir",
+    "eicar",
+    "variant_tag",
+]

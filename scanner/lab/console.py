@@ -1,0 +1,85 @@
+"""Parse what the lab guest's init prints on the serial console.
+
+The lines (see ``guest/init``) are::
+
+    AVSCAN-PROC pid=<pid> ppid=<ppid> uid=<uid> comm=<comm, may hold spaces>
+    AVSCAN-ROLE pid=<pid> role=marker|clean index=<n>
+    AVSCAN-MAPS-BEGIN pid=<pid>  ...  /proc/<pid>/maps lines ...  AVSCAN-MAPS-END pid=<pid>
+    AVSCAN-LAB-READY markers=<n> variant=<v>
+
+Kernel messages may be interleaved; anything that does not match is ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+READY = "AVSCAN-LAB-READY"
+_PROC = re.compile(r"^AVSCAN-PROC pid=(\d+) ppid=(\d*) uid=(\d*) comm=(.*)$")
+_ROLE = re.compile(r"^AVSCAN-ROLE pid=(\d+) role=(marker|clean) index=(\d+)$")
+_BEGIN = re.compile(r"^AVSCAN-MAPS-BEGIN pid=(\d+)$")
+_END = re.compile(r"^AVSCAN-MAPS-END pid=(\d+)$")
+_MAP = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ([r-][w-][x-][ps]) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class MapEntry:
+    """One line of ``/proc/<pid>/maps``: ``[start, end)`` guest virtual addresses."""
+
+    start: int
+    end: int
+    perms: str
+    offset: int
+    path: str
+
+
+@dataclass(frozen=True)
+class GuestProcess:
+    pid: int
+    ppid: int
+    uid: int
+    comm: str
+    role: str | None = None  # "marker", "clean" or None
+    maps: tuple[MapEntry, ...] = field(default=())
+
+
+def _maps_by_pid(lines: list[str]) -> dict[int, tuple[MapEntry, ...]]:
+    out: dict[int, tuple[MapEntry, ...]] = {}
+    current: int | None = None
+    acc: list[MapEntry] = []
+    for line in lines:
+        if m := _BEGIN.match(line):
+            current, acc = int(m[1]), []
+        elif (m := _END.match(line)) and current == int(m[1]):
+            out[current] = tuple(acc)
+            current = None
+        elif current is not None and (m := _MAP.match(line)):
+            acc.append(MapEntry(int(m[1], 16), int(m[2], 16), m[3], int(m[4], 16), m[7].strip()))
+    return out
+
+
+def parse_processes(text: str) -> list[GuestProcess]:
+    """Every process init listed, with the role and maps of the marker and clean processes."""
+    lines = [line.rstrip("\r") for line in text.splitlines()]
+    roles = {int(m[1]): m[2] for line in lines if (m := _ROLE.match(line))}
+    maps = _maps_by_pid(lines)
+    procs: list[GuestProcess] = []
+    for line in lines:
+        if m := _PROC.match(line):
+            pid = int(m[1])
+            procs.append(
+                GuestProcess(
+                    pid=pid,
+                    ppid=int(m[2] or -1),
+                    uid=int(m[3] or -1),
+                    comm=m[4],
+                    role=roles.get(pid),
+                    maps=maps.get(pid, ()),
+                )
+            )
+    return procs
+
+
+def is_ready(text: str) -> bool:
+    return READY in text

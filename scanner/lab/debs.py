@@ -1,0 +1,128 @@
+"""Find, download and unpack the Debian packages the lab image is made of.
+
+Nothing is installed on the host: packages are fetched with ``apt-get download`` and single
+members are copied out of ``dpkg-deb --fsys-tarfile``. ``apt-get update`` runs at most once per
+process, and only when apt cannot resolve a package from the lists it already has.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from scanner.errors import Unavailable
+from scanner.lab.errors import LabError
+
+KERNEL_META = "linux-image-cloud-amd64"
+BUSYBOX = "busybox-static"
+_KERNEL_RE = re.compile(r"^\s*Depends:\s*(linux-image-\S+-cloud-amd64)\s*$", re.M)
+
+_apt_updated: list[bool] = []  # non-empty once apt-get update ran in this process
+
+
+@dataclass(frozen=True)
+class DebRef:
+    """A package version apt can fetch; ``filename`` is the pool file's base name."""
+
+    name: str
+    version: str
+    filename: str
+
+
+def _run(argv: list[str], cwd: Path | None = None) -> str:
+    if shutil.which(argv[0]) is None:
+        raise Unavailable(f"unavailable: {argv[0]} not found (the lab needs apt and dpkg)")
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _apt_update_once() -> None:
+    if _apt_updated:
+        return
+    _apt_updated.append(True)
+    _run(["apt-get", "update", "-qq"])
+
+
+def _show(name: str) -> DebRef | None:
+    try:
+        out = _run(["apt-cache", "show", "--no-all-versions", name])
+    except LabError:
+        return None
+    fields = dict(re.findall(r"^(Package|Version|Filename): (.+)$", out, re.M))
+    if not {"Package", "Version", "Filename"} <= fields.keys():
+        return None
+    return DebRef(fields["Package"], fields["Version"], Path(fields["Filename"]).name)
+
+
+def _kernel_name() -> str | None:
+    try:
+        out = _run(["apt-cache", "depends", KERNEL_META])
+    except LabError:
+        return None
+    found = _KERNEL_RE.findall(out)
+    return found[0] if found else None
+
+
+def resolve() -> tuple[DebRef, DebRef]:
+    """The versioned cloud kernel package and busybox-static, as apt's candidates."""
+    for attempt in range(2):
+        kernel = _kernel_name()
+        kref = _show(kernel) if kernel else None
+        bref = _show(BUSYBOX)
+        if kref and bref:
+            return kref, bref
+        if attempt == 0:
+            try:
+                _apt_update_once()
+            except LabError as e:
+                raise Unavailable(f"unavailable: apt cannot resolve {KERNEL_META}: {e}") from e
+    raise Unavailable(f"unavailable: apt cannot resolve {KERNEL_META} and {BUSYBOX}")
+
+
+def download(ref: DebRef, debs_dir: Path) -> Path:
+    """The ``.deb`` for ``ref`` in ``debs_dir``, downloaded with apt-get if not there yet."""
+    dest = debs_dir / ref.filename
+    if dest.exists():
+        return dest
+    debs_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=debs_dir) as tmp:
+        try:
+            _run(["apt-get", "download", "-qq", f"{ref.name}={ref.version}"], cwd=Path(tmp))
+        except LabError as e:
+            raise Unavailable(f"unavailable: cannot download {ref.name}: {e}") from e
+        got = list(Path(tmp).glob(f"{ref.name}_*.deb"))
+        if len(got) != 1:
+            raise LabError(f"apt-get download {ref.name}: expected one .deb, got {got}")
+        got[0].replace(dest)
+    return dest
+
+
+def extract_member(deb: Path, pattern: str, dest: Path) -> str:
+    """Copy the first member matching ``pattern`` (e.g. ``./boot/vmlinuz-*``) to ``dest``.
+
+    Returns the member's name. Streams ``dpkg-deb --fsys-tarfile`` so only that member is written.
+    """
+    if shutil.which("dpkg-deb") is None:
+        raise Unavailable("unavailable: dpkg-deb not found (install dpkg)")
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for member in tar:
+                    if member.isfile() and fnmatch.fnmatch(member.name, pattern):
+                        src = tar.extractfile(member)
+                        assert src is not None
+                        with dest.open("wb") as out:
+                            shutil.copyfileobj(src, out)
+                        return member.name
+        finally:
+            proc.kill()
+    raise LabError(f"{deb.name}: no member matches {pattern}")

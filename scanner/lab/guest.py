@@ -1,0 +1,276 @@
+"""Boot and drive one lab guest under QEMU, with its RAM in a shared ``/dev/shm`` file.
+
+Contract: :meth:`LabGuest.start` returns only once the guest printed READY (or raises, after
+cleaning up). :meth:`LabGuest.stop` is idempotent and always removes the RAM file, the QMP
+socket and the work directory; it runs on ``with`` exit, at interpreter exit, and on failure.
+Every guest gets unique names, so several can run at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from scanner.errors import InvalidArgument, Unavailable
+from scanner.lab import accel as accel_mod
+from scanner.lab.console import GuestProcess, is_ready, parse_processes
+from scanner.lab.errors import LabError
+from scanner.lab.image import LabImage, build_image, cache_dir
+from scanner.lab.qmp import QmpClient
+
+QEMU = "qemu-system-x86_64"
+SHM_DIR = Path("/dev/shm")  # noqa: S108 - guest RAM must be a shared-memory file
+SHM_PREFIX = "avscan-lab-"
+MIN_MEMORY_MIB, MAX_MEMORY_MIB = 64, 2048  # all RAM below the 32-bit PCI hole on q35
+MAX_MARKERS = 64
+_VARIANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_live: set[LabGuest] = set()
+
+
+def sweep_stale_shm() -> None:
+    """Remove RAM files left by lab processes that died without cleaning up."""
+    for path in SHM_DIR.glob(f"{SHM_PREFIX}*"):
+        owner = path.name[len(SHM_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            path.unlink(missing_ok=True)
+
+
+class LabGuest:
+    """A running guest. Use ``with LabGuest.start(...) as g:``."""
+
+    def __init__(self, image: LabImage, memory_mib: int, markers: int, variant: str) -> None:
+        self.image = image
+        self.memory_mib = memory_mib
+        self.markers = markers
+        self.variant = variant
+        token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.workdir = Path(tempfile.mkdtemp(prefix="avlab-"))
+        self.ram_path = SHM_DIR / f"{SHM_PREFIX}{token}"
+        self.qmp_path = self.workdir / "qmp.sock"
+        self.console_path = self.workdir / "console.log"
+        self.stderr_path = self.workdir / "qemu.stderr"
+        self.accel = ""
+        self.boot_seconds = 0.0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._qmp: QmpClient | None = None
+        self._procs: list[GuestProcess] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        memory_mib: int = 256,
+        markers: int = 1,
+        variant: str = "0",
+        timeout: float = 120.0,
+        kvm_timeout: float = 10.0,
+        cache: Path | None = None,
+    ) -> LabGuest:
+        """Build the image if needed, boot, and wait for READY (``timeout`` seconds under TCG).
+
+        With KVM, a boot that is not READY after ``kvm_timeout`` is retried under TCG.
+        """
+        if not MIN_MEMORY_MIB <= memory_mib <= MAX_MEMORY_MIB:
+            raise InvalidArgument("memory_mib", f"{memory_mib}: expected {MIN_MEMORY_MIB}..{MAX_MEMORY_MIB}")
+        if not 0 <= markers <= MAX_MARKERS:
+            raise InvalidArgument("markers", f"{markers}: expected 0..{MAX_MARKERS}")
+        if not _VARIANT_RE.match(variant):
+            raise InvalidArgument("variant", f"{variant!r}: expected 1-64 of [A-Za-z0-9._-]")
+        if shutil.which(QEMU) is None:
+            raise Unavailable(f"unavailable: {QEMU} not found (apt-get install qemu-system-x86)")
+        if not SHM_DIR.is_dir():
+            raise Unavailable(f"unavailable: {SHM_DIR} does not exist")
+        sweep_stale_shm()
+        cache = cache or cache_dir()
+        image = build_image(cache)
+        for accel in accel_mod.candidates(cache, image.key):
+            guest = cls(image, memory_mib, markers, variant)
+            _live.add(guest)
+            try:
+                guest._boot(accel, kvm_timeout if accel == "kvm" else timeout)
+            except TimeoutError:
+                guest.stop()
+                if accel == "kvm":
+                    accel_mod.record_kvm(cache, image.key, boots=False)
+                    continue
+                raise LabError(f"guest not READY after {timeout:.0f}s under {accel}") from None
+            except BaseException:
+                guest.stop()
+                raise
+            if accel == "kvm":
+                accel_mod.record_kvm(cache, image.key, boots=True)
+            return guest
+        raise LabError("no accelerator could boot the guest")
+
+    def command(self, accel: str) -> list[str]:
+        """The QEMU command line for this guest."""
+        size = f"{self.memory_mib}M"
+        append = f"console=ttyS0 quiet panic=-1 avscan.markers={self.markers} avscan.variant={self.variant}"
+        return [
+            QEMU,
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-machine",
+            "q35,memory-backend=mem",
+            "-accel",
+            accel,
+            *(["-cpu", "host"] if accel == "kvm" else []),
+            "-m",
+            size,
+            "-smp",
+            "1",
+            "-object",
+            f"memory-backend-file,id=mem,size={size},mem-path={self.ram_path},share=on",
+            "-kernel",
+            str(self.image.kernel),
+            "-initrd",
+            str(self.image.initramfs),
+            "-append",
+            append,
+            "-serial",
+            f"file:{self.console_path}",
+            "-qmp",
+            f"unix:{self.qmp_path},server=on,wait=off",
+        ]
+
+    def _boot(self, accel: str, timeout: float) -> None:
+        self.accel = accel
+        began = time.monotonic()
+        with self.stderr_path.open("wb") as err:
+            self._proc = subprocess.Popen(
+                self.command(accel),
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                start_new_session=True,
+            )
+        deadline = began + timeout
+        while not is_ready(self.console_text()):
+            if self._proc.poll() is not None:
+                raise LabError(
+                    f"qemu exited with {self._proc.returncode} during boot: "
+                    f"{self._tail(self.stderr_path)} console: "
+                    f"{self._tail(self.console_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            time.sleep(0.05)
+        self.boot_seconds = time.monotonic() - began
+        self._qmp = QmpClient(self.qmp_path)
+        self._qmp.connect()
+
+    def stop(self) -> None:
+        """Quit QEMU (QMP ``quit``, then SIGKILL) and remove every file the guest made."""
+        _live.discard(self)
+        if self._qmp is not None:
+            with contextlib.suppress(LabError):
+                self._qmp.execute("quit", timeout=5)
+            self._qmp.close()
+            self._qmp = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        self.ram_path.unlink(missing_ok=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LabGuest:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- QMP -------------------------------------------------------------------------------
+
+    def qmp(self, command: str, arguments: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """Run one QMP command and return its ``return`` value."""
+        if self._qmp is None:
+            raise LabError(f"qmp {command}: guest is not running")
+        return self._qmp.execute(command, arguments, timeout)
+
+    def pause(self) -> None:
+        self.qmp("stop")
+
+    def resume(self) -> None:
+        self.qmp("cont")
+
+    def status(self) -> str:
+        """QEMU's run state: ``running``, ``paused``..."""
+        return str(self.qmp("query-status")["status"])
+
+    def dump_elf(self, path: Path, timeout: float = 120.0) -> None:
+        """Write an ELF core of guest memory (``dump-guest-memory``) and wait until it is done."""
+        assert self._qmp is not None
+        self.qmp("dump-guest-memory", {"paging": False, "protocol": f"file:{path}", "detach": True})
+        event = self._qmp.wait_event("DUMP_COMPLETED", timeout)
+        data = event.get("data", {})
+        if "error" in data or data.get("result", {}).get("status") != "completed":
+            raise LabError(f"dump-guest-memory to {path} failed: {data}")
+
+    def dump_raw(self, path: Path, timeout: float = 120.0) -> None:
+        """Write guest-physical memory ``[0, memory_mib MiB)`` to ``path`` (``pmemsave``).
+
+        All RAM sits below 2 GiB for the sizes allowed here, so this is the whole of RAM
+        (the legacy ROM window 0xA0000-0xFFFFF reads as the device, not the RAM file).
+        """
+        self.qmp("pmemsave", {"val": 0, "size": self.memory_mib << 20, "filename": str(path)}, timeout)
+
+    # -- what the guest said ---------------------------------------------------------------
+
+    def console_text(self) -> str:
+        try:
+            return self.console_path.read_bytes().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def processes(self) -> list[GuestProcess]:
+        """The processes init listed before READY (pid, ppid, uid, comm; maps for workers)."""
+        if self._procs is None:
+            self._procs = parse_processes(self.console_text())
+        return self._procs
+
+    @property
+    def marker_pids(self) -> list[int]:
+        return sorted(p.pid for p in self.processes() if p.role == "marker")
+
+    @property
+    def clean_pid(self) -> int:
+        pids = [p.pid for p in self.processes() if p.role == "clean"]
+        if len(pids) != 1:
+            raise LabError(f"expected one clean process in the console, found {pids}")
+        return pids[0]
+
+    @staticmethod
+    def _tail(path: Path, size: int = 2000) -> str:
+        try:
+            return path.read_bytes()[-size:].decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+
+@atexit.register
+def _stop_all() -> None:
+    for guest in list(_live):
+        guest.stop()
