@@ -7,6 +7,7 @@ near (window size x threads), not the image size.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from collections.abc import Iterator
@@ -46,7 +47,6 @@ def file_window(fd: int, offset: int, length: int, where: str) -> Iterator[memor
     finally:
         view.release()
         whole.release()
-        try:
+        # a caller that kept a view keeps the mapping alive until its last reference goes
+        with contextlib.suppress(BufferError):
             mm.close()
-        except BufferError:  # a caller kept a view; the mapping goes with the last reference
-            pass

@@ -54,7 +54,7 @@ DEMO_RULES = {
 }
 """,
 }
-BROKEN_RULE = {"demo/broken.yar": "rule Broken {\n  strings:\n    $a = \"x\"\n  condition:\n    $a and $b\n}\n"}
+BROKEN_RULE = {"demo/broken.yar": 'rule Broken {\n  strings:\n    $a = "x"\n  condition:\n    $a and $b\n}\n'}
 
 
 def say(text: str) -> None:
@@ -81,7 +81,16 @@ def run_demo(workdir: Path | None) -> int:
 
 def _start_service(base: Path, port: int) -> subprocess.Popen[bytes]:
     say(f"-- starting the service: avscan --state-dir {base / 'state'} serve --listen 127.0.0.1:{port}")
-    cmd = [sys.executable, "-m", "scanner", "--state-dir", str(base / "state"), "serve", "--listen", f"127.0.0.1:{port}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scanner",
+        "--state-dir",
+        str(base / "state"),
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
     log = (base / "service.log").open("wb")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
 
@@ -129,8 +138,10 @@ def _signatures(client: Client) -> None:
 def _default_files() -> list[tuple[str, bytes]]:
     from scanner.config import DEFAULT_SIGNATURES
 
-    return [(p.relative_to(DEFAULT_SIGNATURES).as_posix(), p.read_bytes())
-            for p in sorted(DEFAULT_SIGNATURES.rglob("*.yar*"))]
+    return [
+        (p.relative_to(DEFAULT_SIGNATURES).as_posix(), p.read_bytes())
+        for p in sorted(DEFAULT_SIGNATURES.rglob("*.yar*"))
+    ]
 
 
 def _scans(client: Client, base: Path) -> bool:
@@ -143,21 +154,20 @@ def _scans(client: Client, base: Path) -> bool:
     say("-- SOC: scan a buffer directly (ScanBytes)")
     verdict = client.scan_bytes(f"GET /x?cmd={DEMO_MARKER} HTTP/1.1".encode(), name="http-request").verdict
     print("  ", verdict_text(verdict), [f.rule for f in verdict.findings])
-    expected_memory = {0x1000, 16 * 1024 * 1024 - 7, 40 * 1024 * 1024}
-    found_memory = {
-        s.address for page in client.findings(memory_scan.scan_id) for f in page.findings
-        if f.rule == "EICAR_Test_File" or f.rule == "Demo_Backdoor_Marker" for s in f.strings[:1]
+    planted = {0x1000, 16 * 1024 * 1024 - 7, 40 * 1024 * 1024}
+    found = _marker_addresses(client, memory_scan)
+    print(f"   marker addresses found in memory: {', '.join(hex(a) for a in sorted(found))}")
+    return files_scan.verdict.findings_count == 3 and found == planted and len(verdict.findings) == 1
+
+
+def _marker_addresses(client: Client, scan: scans_pb2.Scan) -> set[int]:
+    return {
+        s.address
+        for page in client.findings(scan.scan_id)
+        for f in page.findings
+        for s in f.strings
+        if s.identifier in ("$head", "$m")
     }
-    return (
-        files_scan.verdict.kind != 0 and files_scan.verdict.findings_count == 3
-        and memory_scan.verdict.findings_count >= 2 and expected_memory <= _all_addresses(client, memory_scan)
-        and bool(found_memory) and len(verdict.findings) == 1
-    )
-
-
-def _all_addresses(client: Client, scan: scans_pb2.Scan) -> set[int]:
-    return {s.address for page in client.findings(scan.scan_id) for f in page.findings for s in f.strings
-            if s.identifier in ("$head", "$m")}
 
 
 def _watch_scan(client: Client, scan: scans_pb2.Scan) -> scans_pb2.Scan:
@@ -187,7 +197,11 @@ def _make_samples(root: Path) -> Path:
 def _make_memory_image(path: Path) -> Path:
     with path.open("wb") as f:
         f.truncate(64 * 1024 * 1024)
-        for offset, text in ((0x1000, EICAR), (16 * 1024 * 1024 - 7, DEMO_MARKER), (40 * 1024 * 1024, DEMO_MARKER)):
+        for offset, text in (
+            (0x1000, EICAR),
+            (16 * 1024 * 1024 - 7, DEMO_MARKER),
+            (40 * 1024 * 1024, DEMO_MARKER),
+        ):
             f.seek(offset)
             f.write(text.encode())
     return path

@@ -24,8 +24,14 @@ def _config(ctx: click.Context) -> Config:
 
 
 @click.group()
-@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True), help="TOML config file.")
-@click.option("--state-dir", type=click.Path(path_type=Path), help="State directory (default ./var or $AVSCAN_STATE_DIR).")
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help="TOML config file."
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="State directory (default ./var or $AVSCAN_STATE_DIR).",
+)
 @click.option("-v", "--verbose", count=True)
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None, verbose: int) -> None:
@@ -55,12 +61,21 @@ def serve(ctx: click.Context, listen: str | None) -> None:
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--memory", multiple=True, type=click.Path(), help="A memory image to scan (repeatable).")
 @click.option("--format", "fmt", default="raw", show_default=True, help="Memory image format.")
-@click.option("--rules", type=click.Path(path_type=Path, exists=True), help="Scan with the YARA sources at PATH.")
+@click.option(
+    "--rules", type=click.Path(path_type=Path, exists=True), help="Scan with the YARA sources at PATH."
+)
 @click.option("--json", "as_json", is_flag=True, help="One ECS JSON object per finding on stdout.")
 @click.option("-i", "--infected", is_flag=True, help="Print only findings (no gap lines).")
 @click.pass_context
-def scan(ctx: click.Context, paths: tuple[str, ...], memory: tuple[str, ...], fmt: str, rules: Path | None,
-         as_json: bool, infected: bool) -> None:
+def scan(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    memory: tuple[str, ...],
+    fmt: str,
+    rules: Path | None,
+    as_json: bool,
+    infected: bool,
+) -> None:
     """Scan files, directories and memory images here, without a server.
 
     Exit code: 0 clean, 1 found, 2 error or incomplete.
@@ -70,7 +85,9 @@ def scan(ctx: click.Context, paths: tuple[str, ...], memory: tuple[str, ...], fm
 
 
 @cli.command()
-@click.option("--workdir", type=click.Path(path_type=Path), help="Where the demo keeps its files (default: a temp dir).")
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), help="Where the demo keeps its files (default: a temp dir)."
+)
 def demo(workdir: Path | None) -> None:
     """Start the service on an embedded default and show a detection end to end."""
     from scanner.cli.demo import run_demo

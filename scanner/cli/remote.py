@@ -19,11 +19,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def client_options(fn: F) -> F:
     options = [
-        click.option("--server", default=os.environ.get("AVSCAN_SERVER", "127.0.0.1:50051"), show_default=True,
-                     help="Service address (env AVSCAN_SERVER)."),
-        click.option("--token", default=os.environ.get("AVSCAN_TOKEN", ""), help="Bearer token (env AVSCAN_TOKEN)."),
+        click.option(
+            "--server",
+            default=os.environ.get("AVSCAN_SERVER", "127.0.0.1:50051"),
+            show_default=True,
+            help="Service address (env AVSCAN_SERVER).",
+        ),
+        click.option(
+            "--token", default=os.environ.get("AVSCAN_TOKEN", ""), help="Bearer token (env AVSCAN_TOKEN)."
+        ),
         click.option("--ca", type=click.Path(path_type=Path, exists=True), help="CA certificate: use TLS."),
-        click.option("--cert", type=click.Path(path_type=Path, exists=True), help="Client certificate (mTLS)."),
+        click.option(
+            "--cert", type=click.Path(path_type=Path, exists=True), help="Client certificate (mTLS)."
+        ),
         click.option("--key", type=click.Path(path_type=Path, exists=True), help="Client key (mTLS)."),
     ]
     for option in reversed(options):
@@ -73,8 +81,10 @@ def diagnostic_line(d: signatures_pb2.Diagnostic) -> str:
 def verdict_text(v: verdict_pb2.Verdict) -> str:
     kind = verdict_pb2.VerdictKind.Name(v.kind).removeprefix("VERDICT_KIND_")
     c = v.coverage
-    text = (f"{kind}: {v.findings_count} findings; scanned {c.bytes_scanned} of {c.bytes_total} bytes, "
-            f"{c.units_scanned}/{c.units_total} units")
+    text = (
+        f"{kind}: {v.findings_count} findings; scanned {c.bytes_scanned} of {c.bytes_total} bytes, "
+        f"{c.units_scanned}/{c.units_total} units"
+    )
     return text + (f"; {v.reason}" if v.reason else "")
 
 
@@ -163,7 +173,9 @@ def scans() -> None:
 @click.option("--request-id", default="")
 @client_options
 @rpc_errors
-def scans_start(paths: tuple[str, ...], memory: str | None, fmt: str, watch: bool, request_id: str, **conn: Any) -> None:
+def scans_start(
+    paths: tuple[str, ...], memory: str | None, fmt: str, watch: bool, request_id: str, **conn: Any
+) -> None:
     """Start a scan of PATHS (files, directories) or of --memory IMAGE on the appliance."""
     target = memory_target(memory, fmt) if memory else files_target(*[os.path.abspath(p) for p in paths])
     with connect(**conn) as client:
@@ -180,7 +192,9 @@ def _watch(client: Client, scan_id: str) -> None:
             click.echo(f"  FOUND {f.rule} in {f.unit} at {f.address:#x}")
         elif event.HasField("progress"):
             p = event.progress
-            click.echo(f"  progress {p.bytes_done}/{p.bytes_total} bytes, {p.units_done}/{p.units_total} units")
+            click.echo(
+                f"  progress {p.bytes_done}/{p.bytes_total} bytes, {p.units_done}/{p.units_total} units"
+            )
         elif event.HasField("done"):
             click.echo(scan_line(event.done))
 

@@ -11,7 +11,8 @@ Contract:
   string instances in address order (bounded).
 - ``cancel`` stops new windows from starting; windows in flight finish; the rest become
   CANCELLED gaps, so a cancelled scan is INCOMPLETE, never CLEAN.
-- Memory held is bounded by ``threads * 2`` windows in flight, whatever the target size.
+- At most ``threads`` windows are mapped at once (``2 * threads`` queued), whatever the
+  target size, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -120,7 +121,9 @@ class Engine:
         ``unit_timeout`` overrides the configured per-unit time limit for this scan.
         """
         started = time.time()
-        settings = replace(self.settings, unit_timeout=unit_timeout) if unit_timeout else self.settings
+        settings = (
+            self.settings if unit_timeout is None else replace(self.settings, unit_timeout=unit_timeout)
+        )
         run = _Run(self, settings, ruleset, listener or ScanListener(), cancel or threading.Event())
         run.execute(target)
         findings = tuple(run.findings)
@@ -143,8 +146,12 @@ class Engine:
 def error_verdict(ruleset_digest: str, message: str, started: float) -> Verdict:
     """The verdict for a target that could not be scanned at all."""
     return Verdict(
-        VerdictKind.ERROR, ruleset_digest, Coverage(), error=message,
-        started_at=started, finished_at=time.time(),
+        VerdictKind.ERROR,
+        ruleset_digest,
+        Coverage(),
+        error=message,
+        started_at=started,
+        finished_at=time.time(),
     )
 
 
@@ -177,7 +184,7 @@ class _Run:
                 self.tally.bytes_total += item.size
                 self.tally.units_total += 1
         self._progress()
-        pending: dict[Future[WindowResult], _UnitState] = {}
+        pending: dict[Future[WindowResult], tuple[_UnitState, Window]] = {}
         for state, window in self._windows(units):
             if self.cancel.is_set():
                 self._cancelled(state, window)
@@ -186,7 +193,7 @@ class _Run:
                 self._drain(pending, FIRST_COMPLETED)
             if not state.deadline:
                 state.deadline = time.monotonic() + self.s.unit_timeout
-            pending[self.engine.submit(self._task(state, window))] = state
+            pending[self.engine.submit(self._task(state, window))] = (state, window)
         while pending:
             self._drain(pending, FIRST_COMPLETED)
 
@@ -202,21 +209,26 @@ class _Run:
 
         def run() -> WindowResult:
             return scan_window(
-                self.ruleset, state.unit, window, state.deadline,
-                s.max_strings_per_finding, s.max_matches_per_string,
+                self.ruleset,
+                state.unit,
+                window,
+                state.deadline,
+                s.max_strings_per_finding,
+                s.max_matches_per_string,
             )
 
         return run
 
-    def _drain(self, pending: dict[Future[WindowResult], _UnitState], when: str) -> None:
+    def _drain(self, pending: dict[Future[WindowResult], tuple[_UnitState, Window]], when: str) -> None:
         done, _ = wait(list(pending), return_when=when)
         for future in done:
-            state = pending.pop(future)
+            state, window = pending.pop(future)
             try:
                 result = future.result()
             except Exception as e:  # a bug or a backend fault: account it, keep scanning
                 unit = state.unit
-                result = WindowResult([], [Gap(GapKind.FAILED, unit.name, repr(e), unit.base, 0)], 0)
+                gap = Gap(GapKind.FAILED, unit.name, repr(e), unit.base + window.offset, window.own_end - window.offset)
+                result = WindowResult([], [gap], 0)
             self._merge(state, result)
 
     def _merge(self, state: _UnitState, result: WindowResult) -> None:
@@ -235,7 +247,13 @@ class _Run:
             self._unit_done(state)
 
     def _cancelled(self, state: _UnitState, window: Window) -> None:
-        gap = Gap(GapKind.CANCELLED, state.unit.name, "scan cancelled", state.unit.base + window.offset, window.length)
+        gap = Gap(
+            GapKind.CANCELLED,
+            state.unit.name,
+            "scan cancelled",
+            state.unit.base + window.offset,
+            window.own_end - window.offset,
+        )
         self._merge(state, WindowResult([], [gap], 0))
 
     def _unit_done(self, state: _UnitState) -> None:
@@ -264,8 +282,14 @@ class _Run:
             offset = instances[0].offset if instances else 0
             out.append(
                 Finding(
-                    rule=hit.rule, namespace=hit.namespace, tags=hit.tags, meta=hit.meta,
-                    unit=unit.name, unit_kind=unit.kind, offset=offset, address=unit.base + offset,
+                    rule=hit.rule,
+                    namespace=hit.namespace,
+                    tags=hit.tags,
+                    meta=hit.meta,
+                    unit=unit.name,
+                    unit_kind=unit.kind,
+                    offset=offset,
+                    address=unit.base + offset,
                     strings=tuple(instances[:limit]),
                     strings_truncated=hit.truncated or len(instances) > limit,
                     context=context,

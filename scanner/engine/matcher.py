@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import yara  # type: ignore[import-untyped]
+import yara  # type: ignore[import-not-found,unused-ignore]
 
 from scanner.engine.windows import Window
 from scanner.errors import UnreadableError
@@ -126,4 +126,5 @@ def _owned_hits(
 
 
 def _gap(kind: GapKind, unit: Unit, window: Window, detail: str) -> Gap:
-    return Gap(kind, unit.name, detail, unit.base + window.offset, window.length)
+    """A gap over the window's own span (its overlap is accounted by the next window)."""
+    return Gap(kind, unit.name, detail, unit.base + window.offset, window.own_end - window.offset)

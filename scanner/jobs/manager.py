@@ -61,7 +61,9 @@ class ScanManager:
             await asyncio.to_thread(self.db.set_state, record.id, "QUEUED")
             self._enqueue(record.id)
         self._accepting = True
-        self._workers = [asyncio.create_task(self._worker(), name=f"scan-worker-{i}") for i in range(self.concurrency)]
+        self._workers = [
+            asyncio.create_task(self._worker(), name=f"scan-worker-{i}") for i in range(self.concurrency)
+        ]
         if resumed:
             log.info("resumed %d unfinished scans", len(resumed))
         return len(resumed)
@@ -140,14 +142,18 @@ class ScanManager:
         try:
             ruleset = self.resolve_ruleset(str(record.options.get("ruleset_digest", "")))
         except ScannerError as e:
-            await asyncio.to_thread(self.db.finish_scan, live.scan_id, "DONE", error_verdict("", e.message, started))
+            await asyncio.to_thread(
+                self.db.finish_scan, live.scan_id, "DONE", error_verdict("", e.message, started)
+            )
             return
         await asyncio.to_thread(self.db.mark_running, live.scan_id, ruleset.digest)
         listener = LoopListener(asyncio.get_running_loop(), live)
         verdict = await asyncio.to_thread(self._scan, record, ruleset, listener, live)
         await asyncio.sleep(0)  # let queued events reach watchers before the final state
         state = "INTERRUPTED" if live.interrupted else "CANCELLED" if live.cancel.is_set() else "DONE"
-        await asyncio.to_thread(self.db.finish_scan, live.scan_id, state, None if live.interrupted else verdict)
+        await asyncio.to_thread(
+            self.db.finish_scan, live.scan_id, state, None if live.interrupted else verdict
+        )
 
     def _scan(self, record: ScanRecord, ruleset: Ruleset, listener: LoopListener, live: LiveScan) -> Verdict:
         started = time.time()
@@ -158,7 +164,9 @@ class ScanManager:
         except ScannerError as e:
             return error_verdict(ruleset.digest, e.message, started)
         with target:
-            return engine.scan(ruleset, target, listener, live.cancel, unit_timeout=float(timeout) or None)
+            return engine.scan(
+                ruleset, target, listener, live.cancel, unit_timeout=float(timeout) if timeout else None
+            )
 
     def _finish_live(self, scan_id: str) -> None:
         live = self._live.pop(scan_id, None)

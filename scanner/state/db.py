@@ -129,8 +129,15 @@ class Database:
             c.execute(
                 "INSERT INTO scans (id, request_id, target_kind, target_params, options, requested_by,"
                 " state, created_at) VALUES (?, ?, ?, ?, ?, ?, 'QUEUED', ?)",
-                (scan_id, request_id or None, target.kind, json.dumps(dict(target.params)),
-                 json.dumps(options), requested_by, time.time()),
+                (
+                    scan_id,
+                    request_id or None,
+                    target.kind,
+                    json.dumps(dict(target.params)),
+                    json.dumps(options),
+                    requested_by,
+                    time.time(),
+                ),
             )
             row = c.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
         return _record(row), True
@@ -160,7 +167,8 @@ class Database:
         marks = ",".join("?" * len(RESUMABLE))
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT * FROM scans WHERE state IN ({marks}) ORDER BY seq", RESUMABLE
+                f"SELECT * FROM scans WHERE state IN ({marks}) ORDER BY seq",  # noqa: S608 - placeholders only
+                RESUMABLE,
             ).fetchall()
         return [_record(r) for r in rows]
 
@@ -218,13 +226,36 @@ class Database:
 
 
 def _record(row: tuple[Any, ...]) -> ScanRecord:
-    (seq, scan_id, request_id, kind, params, options, requested_by, state, created, started,
-     finished, attempts, digest, verdict) = row
+    (
+        seq,
+        scan_id,
+        request_id,
+        kind,
+        params,
+        options,
+        requested_by,
+        state,
+        created,
+        started,
+        finished,
+        attempts,
+        digest,
+        verdict,
+    ) = row
     body = json.loads(verdict) if verdict else None
     return ScanRecord(
-        id=scan_id, request_id=request_id or "", target=TargetSpec(kind, json.loads(params)),
-        options=json.loads(options), requested_by=requested_by, state=state, created_at=created,
-        started_at=started, finished_at=finished, attempts=attempts, ruleset_digest=digest or "",
-        verdict=verdict_from_dict(body) if body else None, seq=seq,
+        id=scan_id,
+        request_id=request_id or "",
+        target=TargetSpec(kind, json.loads(params)),
+        options=json.loads(options),
+        requested_by=requested_by,
+        state=state,
+        created_at=created,
+        started_at=started,
+        finished_at=finished,
+        attempts=attempts,
+        ruleset_digest=digest or "",
+        verdict=verdict_from_dict(body) if body else None,
+        seq=seq,
         findings_count=int(body.get("findings_count", 0)) if body else 0,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import bisect
+import itertools
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ def _checked(name: str, ranges: Sequence[PhysRange]) -> list[PhysRange]:
     for r in out:
         if r.start < 0 or r.length < 0:
             raise SourceError(name, f"negative range {r}")
-    for a, b in zip(out, out[1:], strict=False):
+    for a, b in itertools.pairwise(out):
         if b.start < a.end:
             raise SourceError(name, f"overlapping ranges at {b.start:#x}")
     return out
