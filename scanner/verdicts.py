@@ -107,6 +107,7 @@ class Coverage:
     bytes_scanned: int = 0
     bytes_skipped: int = 0
     bytes_unreadable: int = 0
+    bytes_zero: int = 0  # all-zero memory blocks: covered without running YARA on them
     units_total: int = 0
     units_scanned: int = 0
     units_skipped: int = 0

@@ -53,7 +53,9 @@ def target_message(spec: TargetSpec) -> scans_pb2.Target:
     if spec.kind == "files":
         return scans_pb2.Target(files=scans_pb2.FilesTarget(paths=params.get("paths", [])))
     if spec.kind == "memory":
-        return scans_pb2.Target(memory=scans_pb2.MemoryTarget(path=params["path"], format=params.get("format", "")))
+        return scans_pb2.Target(
+            memory=scans_pb2.MemoryTarget(path=params["path"], format=params.get("format", ""))
+        )
     return scans_pb2.Target()
 
 
@@ -67,38 +69,63 @@ def finding_message(f: Finding) -> verdict_pb2.Finding:
         else:
             meta[key] = verdict_pb2.MetaValue(string_value=str(value))
     return verdict_pb2.Finding(
-        rule=f.rule, namespace=f.namespace, tags=list(f.tags), meta=meta, unit=f.unit,
-        unit_kind=f.unit_kind, offset=f.offset, address=f.address,
+        rule=f.rule,
+        namespace=f.namespace,
+        tags=list(f.tags),
+        meta=meta,
+        unit=f.unit,
+        unit_kind=f.unit_kind,
+        offset=f.offset,
+        address=f.address,
         strings=[
-            verdict_pb2.StringMatch(identifier=s.identifier, offset=s.offset, address=s.address,
-                                    length=s.length, data=s.data)
+            verdict_pb2.StringMatch(
+                identifier=s.identifier, offset=s.offset, address=s.address, length=s.length, data=s.data
+            )
             for s in f.strings
         ],
-        strings_truncated=f.strings_truncated, context=dict(f.context), severity=f.severity,
+        strings_truncated=f.strings_truncated,
+        context=dict(f.context),
+        severity=f.severity,
     )
 
 
 def verdict_message(v: Verdict, with_findings: bool) -> verdict_pb2.Verdict:
     c = v.coverage
     coverage = verdict_pb2.Coverage(
-        bytes_total=c.bytes_total, bytes_scanned=c.bytes_scanned, bytes_skipped=c.bytes_skipped,
-        bytes_unreadable=c.bytes_unreadable, units_total=c.units_total,
-        units_scanned=c.units_scanned, units_skipped=c.units_skipped,
+        bytes_total=c.bytes_total,
+        bytes_scanned=c.bytes_scanned,
+        bytes_skipped=c.bytes_skipped,
+        bytes_unreadable=c.bytes_unreadable,
+        bytes_zero=c.bytes_zero,
+        units_total=c.units_total,
+        units_scanned=c.units_scanned,
+        units_skipped=c.units_skipped,
         units_failed=c.units_failed,
         gaps=[
-            verdict_pb2.Gap(kind=verdict_pb2.GapKind.Value(f"GAP_KIND_{g.kind.value}"), unit=g.unit,
-                            detail=g.detail, offset=g.offset, length=g.length)
+            verdict_pb2.Gap(
+                kind=verdict_pb2.GapKind.Value(f"GAP_KIND_{g.kind.value}"),
+                unit=g.unit,
+                detail=g.detail,
+                offset=g.offset,
+                length=g.length,
+            )
             for g in c.gaps
         ],
-        gaps_truncated=c.gaps_truncated, complete=c.complete, cache_hits=c.cache_hits,
+        gaps_truncated=c.gaps_truncated,
+        complete=c.complete,
+        cache_hits=c.cache_hits,
         cache_misses=c.cache_misses,
     )
     return verdict_pb2.Verdict(
         kind=verdict_pb2.VerdictKind.Value(f"VERDICT_KIND_{v.kind.value}"),
-        ruleset_digest=v.ruleset_digest, coverage=coverage,
+        ruleset_digest=v.ruleset_digest,
+        coverage=coverage,
         findings=[finding_message(f) for f in v.findings] if with_findings else [],
-        error=v.error, reason=v.reason, started_at=timestamp(v.started_at),
-        finished_at=timestamp(v.finished_at), details=dict(v.details),
+        error=v.error,
+        reason=v.reason,
+        started_at=timestamp(v.started_at),
+        finished_at=timestamp(v.finished_at),
+        details=dict(v.details),
         findings_count=len(v.findings),
     )
 
@@ -106,8 +133,13 @@ def verdict_message(v: Verdict, with_findings: bool) -> verdict_pb2.Verdict:
 def progress_message(p: Progress | None) -> scans_pb2.Progress | None:
     if p is None:
         return None
-    return scans_pb2.Progress(bytes_done=p.bytes_done, bytes_total=p.bytes_total,
-                              units_done=p.units_done, units_total=p.units_total, findings=p.findings)
+    return scans_pb2.Progress(
+        bytes_done=p.bytes_done,
+        bytes_total=p.bytes_total,
+        units_done=p.units_done,
+        units_total=p.units_total,
+        findings=p.findings,
+    )
 
 
 def scan_message(r: ScanRecord, progress: Progress | None = None) -> scans_pb2.Scan:
@@ -116,27 +148,44 @@ def scan_message(r: ScanRecord, progress: Progress | None = None) -> scans_pb2.S
         verdict = verdict_message(r.verdict, with_findings=False)
         verdict.findings_count = r.findings_count
     return scans_pb2.Scan(
-        scan_id=r.id, state=_SCAN_STATES[r.state], target=target_message(r.target),
+        scan_id=r.id,
+        state=_SCAN_STATES[r.state],
+        target=target_message(r.target),
         options=scans_pb2.ScanOptions(
             unit_timeout_seconds=int(r.options.get("unit_timeout_seconds", 0)),
             ruleset_digest=str(r.options.get("ruleset_digest", "")),
         ),
-        requested_by=r.requested_by, request_id=r.request_id, created_at=timestamp(r.created_at),
-        progress=progress_message(progress), verdict=verdict, attempts=r.attempts,
+        requested_by=r.requested_by,
+        request_id=r.request_id,
+        created_at=timestamp(r.created_at),
+        progress=progress_message(progress),
+        verdict=verdict,
+        attempts=r.attempts,
     )
 
 
 def diagnostic_message(d: Diagnostic) -> signatures_pb2.Diagnostic:
-    severity = (signatures_pb2.DIAGNOSTIC_SEVERITY_ERROR if d.severity == "error"
-                else signatures_pb2.DIAGNOSTIC_SEVERITY_WARNING)
-    return signatures_pb2.Diagnostic(severity=severity, file=d.file, line=d.line,
-                                     message=d.message, slow_pattern=d.slow_pattern)
+    severity = (
+        signatures_pb2.DIAGNOSTIC_SEVERITY_ERROR
+        if d.severity == "error"
+        else signatures_pb2.DIAGNOSTIC_SEVERITY_WARNING
+    )
+    return signatures_pb2.Diagnostic(
+        severity=severity, file=d.file, line=d.line, message=d.message, slow_pattern=d.slow_pattern
+    )
 
 
 def ruleset_message(info: RulesetInfo) -> signatures_pb2.Ruleset:
     return signatures_pb2.Ruleset(
-        digest=info.digest, version=info.version, name=info.name, description=info.description,
-        pushed_by=info.pushed_by, pushed_at=timestamp(info.pushed_at), rule_count=info.rule_count,
-        file_count=info.file_count, size_bytes=info.size_bytes,
-        warnings=[diagnostic_message(d) for d in info.warnings], active=info.active,
+        digest=info.digest,
+        version=info.version,
+        name=info.name,
+        description=info.description,
+        pushed_by=info.pushed_by,
+        pushed_at=timestamp(info.pushed_at),
+        rule_count=info.rule_count,
+        file_count=info.file_count,
+        size_bytes=info.size_bytes,
+        warnings=[diagnostic_message(d) for d in info.warnings],
+        active=info.active,
     )

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from scanner.engine.matcher import RuleHit, Ruleset, WindowResult, scan_window
 from scanner.engine.settings import EngineSettings
+from scanner.engine.sparse import nonzero_spans
 from scanner.engine.windows import Window, plan_windows
 from scanner.targets.base import Skipped, Target, Unit
 from scanner.verdicts import Coverage, Finding, Gap, GapKind, Verdict, VerdictKind, decide
@@ -67,7 +68,7 @@ class _Tally:
 
     def __init__(self, max_gaps: int) -> None:
         self.max_gaps = max_gaps
-        self.bytes_total = self.bytes_scanned = self.bytes_unreadable = 0
+        self.bytes_total = self.bytes_scanned = self.bytes_unreadable = self.bytes_zero = 0
         self.units_total = self.units_scanned = self.units_skipped = self.units_failed = 0
         self.gaps: list[Gap] = []
         self.gaps_dropped = 0
@@ -83,12 +84,13 @@ class _Tally:
             self.gaps_dropped += 1
 
     def coverage(self) -> Coverage:
-        skipped = max(0, self.bytes_total - self.bytes_scanned - self.bytes_unreadable)
+        skipped = max(0, self.bytes_total - self.bytes_scanned - self.bytes_zero - self.bytes_unreadable)
         return Coverage(
             bytes_total=self.bytes_total,
             bytes_scanned=self.bytes_scanned,
             bytes_skipped=skipped,
             bytes_unreadable=self.bytes_unreadable,
+            bytes_zero=self.bytes_zero,
             units_total=self.units_total,
             units_scanned=self.units_scanned,
             units_skipped=self.units_skipped,
@@ -199,10 +201,23 @@ class _Run:
 
     def _windows(self, units: list[Unit]) -> Iterator[tuple[_UnitState, Window]]:
         for index, unit in enumerate(units):
-            windows = list(plan_windows(unit.size, self.s.chunk_size, self.s.overlap, unit.chunkable))
+            windows = self._unit_windows(unit)
             state = _UnitState(unit, index, len(windows))
+            if not windows:
+                self._unit_done(state)
             for window in windows:
                 yield state, window
+
+    def _unit_windows(self, unit: Unit) -> list[Window]:
+        s = self.s
+        if not (unit.chunkable and s.skip_zero_blocks):
+            return list(plan_windows(unit.size, s.chunk_size, s.overlap, unit.chunkable))
+        windows = []
+        for start, end in nonzero_spans(unit, s.overlap):
+            for w in plan_windows(end - start, s.chunk_size, s.overlap, chunkable=True):
+                windows.append(Window(start + w.offset, w.length, start + w.own_end))
+        self.tally.bytes_zero += unit.size - sum(w.own_end - w.offset for w in windows)
+        return windows
 
     def _task(self, state: _UnitState, window: Window) -> Callable[[], WindowResult]:
         s = self.s

@@ -29,6 +29,7 @@ class EngineSettings:
     max_findings_per_unit: int = 1_000
     max_gaps_kept: int = 1_000
     malicious_threshold: int = 75
+    skip_zero_blocks: bool = True  # memory units: all-zero 1 MiB blocks are not given to YARA
 
     def __post_init__(self) -> None:
         if self.threads < 1:

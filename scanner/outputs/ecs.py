@@ -14,7 +14,8 @@ def finding_document(f: Finding, verdict: Verdict, ruleset_version: int = 0) -> 
     meta = f.meta
     doc: dict[str, Any] = {
         "@timestamp": dt.datetime.fromtimestamp(verdict.finished_at or verdict.started_at, dt.UTC)
-        .isoformat().replace("+00:00", "Z"),
+        .isoformat()
+        .replace("+00:00", "Z"),
         "event": {
             "kind": "alert",
             "category": ["malware", "intrusion_detection"],
@@ -25,15 +26,17 @@ def finding_document(f: Finding, verdict: Verdict, ruleset_version: int = 0) -> 
             "outcome": "success",
         },
         "observer": {"vendor": "avscan", "product": "avscan", "type": "scanner"},
-        "rule": _drop_empty({
-            "name": f.rule,
-            "ruleset": f.namespace,
-            "id": str(meta.get("id", "")),
-            "description": str(meta.get("description", "")),
-            "author": str(meta.get("author", "")),
-            "reference": str(meta.get("reference", "")),
-            "version": str(ruleset_version) if ruleset_version else "",
-        }),
+        "rule": _drop_empty(
+            {
+                "name": f.rule,
+                "ruleset": f.namespace,
+                "id": str(meta.get("id", "")),
+                "description": str(meta.get("description", "")),
+                "author": str(meta.get("author", "")),
+                "reference": str(meta.get("reference", "")),
+                "version": str(ruleset_version) if ruleset_version else "",
+            }
+        ),
         "tags": list(f.tags),
         "avscan": {
             "verdict": verdict.kind.value,
@@ -43,8 +46,13 @@ def finding_document(f: Finding, verdict: Verdict, ruleset_version: int = 0) -> 
             "offset": f.offset,
             "address": f.address,
             "strings": [
-                {"identifier": s.identifier, "offset": s.offset, "address": s.address,
-                 "length": s.length, "data_hex": s.data.hex()}
+                {
+                    "identifier": s.identifier,
+                    "offset": s.offset,
+                    "address": s.address,
+                    "length": s.length,
+                    "data_hex": s.data.hex(),
+                }
                 for s in f.strings
             ],
             "strings_truncated": f.strings_truncated,
@@ -52,11 +60,13 @@ def finding_document(f: Finding, verdict: Verdict, ruleset_version: int = 0) -> 
         },
     }
     if f.unit_kind == "file":
-        doc["file"] = _drop_empty({
-            "path": f.unit,
-            "name": os.path.basename(f.unit),
-            "hash": {"sha256": f.context["sha256"]} if "sha256" in f.context else {},
-        })
+        doc["file"] = _drop_empty(
+            {
+                "path": f.unit,
+                "name": os.path.basename(f.unit),
+                "hash": {"sha256": f.context["sha256"]} if "sha256" in f.context else {},
+            }
+        )
     if f.unit_kind == "memory":
         doc["avscan"]["memory"] = {"physical_address": f.address}
     return doc

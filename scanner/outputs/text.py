@@ -27,6 +27,8 @@ def summary(verdict: Verdict, rule_count: int, elapsed: float) -> Iterable[str]:
     yield f"Skipped units: {c.units_skipped}"
     yield f"Failed units: {c.units_failed}"
     yield f"Data scanned: {c.bytes_scanned / 1048576:.2f} MB"
+    if c.bytes_zero:
+        yield f"Zero memory skipped: {c.bytes_zero / 1048576:.2f} MB"
     if c.bytes_unreadable:
         yield f"Data unreadable: {c.bytes_unreadable / 1048576:.2f} MB"
     yield f"Verdict: {verdict.kind.value}" + (f" ({verdict.reason})" if verdict.reason else "")

@@ -59,7 +59,7 @@ class Gap(_message.Message):
     def __init__(self, kind: _Optional[_Union[GapKind, str]] = ..., unit: _Optional[str] = ..., detail: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
 
 class Coverage(_message.Message):
-    __slots__ = ("bytes_total", "bytes_scanned", "bytes_skipped", "bytes_unreadable", "units_total", "units_scanned", "units_skipped", "units_failed", "gaps", "gaps_truncated", "complete", "cache_hits", "cache_misses")
+    __slots__ = ("bytes_total", "bytes_scanned", "bytes_skipped", "bytes_unreadable", "units_total", "units_scanned", "units_skipped", "units_failed", "gaps", "gaps_truncated", "complete", "cache_hits", "cache_misses", "bytes_zero")
     BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     BYTES_SCANNED_FIELD_NUMBER: _ClassVar[int]
     BYTES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class Coverage(_message.Message):
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
     CACHE_MISSES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_ZERO_FIELD_NUMBER: _ClassVar[int]
     bytes_total: int
     bytes_scanned: int
     bytes_skipped: int
@@ -86,7 +87,8 @@ class Coverage(_message.Message):
     complete: bool
     cache_hits: int
     cache_misses: int
-    def __init__(self, bytes_total: _Optional[int] = ..., bytes_scanned: _Optional[int] = ..., bytes_skipped: _Optional[int] = ..., bytes_unreadable: _Optional[int] = ..., units_total: _Optional[int] = ..., units_scanned: _Optional[int] = ..., units_skipped: _Optional[int] = ..., units_failed: _Optional[int] = ..., gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ..., gaps_truncated: _Optional[int] = ..., complete: _Optional[bool] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ...) -> None: ...
+    bytes_zero: int
+    def __init__(self, bytes_total: _Optional[int] = ..., bytes_scanned: _Optional[int] = ..., bytes_skipped: _Optional[int] = ..., bytes_unreadable: _Optional[int] = ..., units_total: _Optional[int] = ..., units_scanned: _Optional[int] = ..., units_skipped: _Optional[int] = ..., units_failed: _Optional[int] = ..., gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ..., gaps_truncated: _Optional[int] = ..., complete: _Optional[bool] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., bytes_zero: _Optional[int] = ...) -> None: ...
 
 class StringMatch(_message.Message):
     __slots__ = ("identifier", "offset", "address", "length", "data")

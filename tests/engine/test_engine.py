@@ -40,10 +40,17 @@ MARKER_RULE = compile_rules(
 )
 
 
-def image(tmp_path: Path, size: int, plants: dict[int, bytes]) -> Path:
+FILLER = bytes(range(1, 256)) * 4112  # about 1 MiB of non-zero bytes with no marker in it
+
+
+def image(tmp_path: Path, size: int, plants: dict[int, bytes], zero: bool = False) -> Path:
+    """A raw image of ``size`` bytes (non-zero filler unless ``zero``) with ``plants`` written in."""
     path = tmp_path / "mem.raw"
     with path.open("wb") as f:
         f.truncate(size)
+        for offset in range(0, 0 if zero else size, len(FILLER)):
+            f.seek(offset)
+            f.write(FILLER[: size - offset])
         for offset, data in plants.items():
             f.seek(offset)
             f.write(data)
@@ -186,3 +193,37 @@ def test_windows_cover_every_byte_once_as_owner():
         assert owned == size
         assert all(w.offset + w.length <= size for w in windows)
         assert all(a.own_end == b.offset for a, b in zip(windows, windows[1:], strict=False))
+
+
+MiB = 1024 * 1024
+
+
+def test_zero_blocks_are_skipped_and_accounted_without_losing_matches(tmp_path):
+    # markers right at the edges of zero blocks: just before one, just after one, and inside
+    plants = {2 * MiB - 5: MARKER, 5 * MiB + 1: MARKER, 9 * MiB + 4321: MARKER}
+    path = image(tmp_path, 12 * MiB, plants, zero=True)
+    skipping = Engine(EngineSettings(threads=2, chunk_size=CHUNK * 16, overlap=OVERLAP))
+    plain = Engine(EngineSettings(threads=2, chunk_size=CHUNK * 16, overlap=OVERLAP, skip_zero_blocks=False))
+    try:
+        fast, slow = scan_image(path, skipping), scan_image(path, plain)
+    finally:
+        skipping.close()
+        plain.close()
+    addresses = sorted(s.address for f in fast.findings for s in f.strings)
+    assert addresses == sorted(plants) == sorted(s.address for f in slow.findings for s in f.strings)
+    c = fast.coverage
+    assert c.complete and fast.kind is VerdictKind.MALICIOUS
+    assert c.bytes_zero >= 7 * MiB  # 9 of the 12 blocks are zero; overlaps reach into them
+    assert c.bytes_scanned + c.bytes_zero == c.bytes_total == 12 * MiB
+    assert slow.coverage.bytes_zero == 0
+
+
+def test_all_zero_image_is_clean_and_fully_covered(tmp_path):
+    path = image(tmp_path, 4 * MiB, {}, zero=True)
+    e = Engine(EngineSettings(threads=1))
+    try:
+        verdict = scan_image(path, e)
+    finally:
+        e.close()
+    assert verdict.kind is VerdictKind.CLEAN
+    assert verdict.coverage.bytes_zero == 4 * MiB and verdict.coverage.units_scanned == 1
