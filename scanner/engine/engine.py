@@ -242,7 +242,13 @@ class _Run:
                 result = future.result()
             except Exception as e:  # a bug or a backend fault: account it, keep scanning
                 unit = state.unit
-                gap = Gap(GapKind.FAILED, unit.name, repr(e), unit.base + window.offset, window.own_end - window.offset)
+                gap = Gap(
+                    GapKind.FAILED,
+                    unit.name,
+                    repr(e),
+                    unit.base + window.offset,
+                    window.own_end - window.offset,
+                )
                 result = WindowResult([], [gap], 0)
             self._merge(state, result)
 

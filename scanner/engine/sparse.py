@@ -22,7 +22,9 @@ BLOCK = 1024 * 1024
 READ_SIZE = 16 * 1024 * 1024
 
 
-def nonzero_spans(unit: Unit, overlap: int, block: int = BLOCK, read_size: int = READ_SIZE) -> list[tuple[int, int]]:
+def nonzero_spans(
+    unit: Unit, overlap: int, block: int = BLOCK, read_size: int = READ_SIZE
+) -> list[tuple[int, int]]:
     """``[(start, end), ...]`` unit offsets to scan; the rest of the unit is all zero."""
     spans: list[tuple[int, int]] = []
     for start, end in _nonzero_blocks(unit, block, read_size):

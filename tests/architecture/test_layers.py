@@ -8,7 +8,18 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CORE = ["engine", "targets", "acquisition", "rulesets", "state", "jobs", "verdicts.py", "errors.py", "app.py", "config.py"]
+CORE = [
+    "engine",
+    "targets",
+    "acquisition",
+    "rulesets",
+    "state",
+    "jobs",
+    "verdicts.py",
+    "errors.py",
+    "app.py",
+    "config.py",
+]
 EDGE_MODULES = {"grpc", "libvmi", "pyVmomi", "pyVim", "scanner.api", "scanner.v1", "scanner.cli"}
 
 
@@ -35,6 +46,10 @@ def test_core_never_imports_grpc_libvmi_or_pyvmomi():
 
 
 def test_generated_proto_code_is_fresh():
-    result = subprocess.run([sys.executable, str(REPO / "proto" / "generate.py"), "--check"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "proto" / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

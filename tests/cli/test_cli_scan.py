@@ -17,7 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 def avscan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scanner", "--state-dir", str(cwd / "state"), *args],
-        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
     )
 
 

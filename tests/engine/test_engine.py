@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ from hypothesis import strategies as st
 from scanner.acquisition.memory.raw import RawMemory
 from scanner.engine import Engine, EngineSettings, ScanListener
 from scanner.engine.windows import plan_windows
-from scanner.targets.memory import MemoryTarget
 from scanner.targets.buffer import BufferTarget
+from scanner.targets.memory import MemoryTarget
 from scanner.verdicts import GapKind, VerdictKind
 
 MARKER = b"AVSCAN-TEST-MARKER-" + b"0123456789"
@@ -192,7 +193,7 @@ def test_windows_cover_every_byte_once_as_owner():
         owned = sum(w.own_end - w.offset for w in windows)
         assert owned == size
         assert all(w.offset + w.length <= size for w in windows)
-        assert all(a.own_end == b.offset for a, b in zip(windows, windows[1:], strict=False))
+        assert all(a.own_end == b.offset for a, b in itertools.pairwise(windows))
 
 
 MiB = 1024 * 1024

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import cast
 
 from scanner.acquisition.memory.base import MemorySource, PhysRange
-from scanner.errors import InvalidArgument
+from scanner.errors import InvalidArgument, SourceError
 
 REGISTRY: dict[str, str] = {
     "raw": "scanner.acquisition.memory.raw:RawMemory",
+    "elfcore": "scanner.acquisition.memory.elfcore:ElfCoreMemory",
+    "lime": "scanner.acquisition.memory.lime:LimeMemory",
+    "vmware": "scanner.acquisition.memory.vmware:VmwareMemory",
+}
+
+# Leading bytes that name a format, for ``format="auto"`` (a .vmem has none: it goes by name).
+MAGICS: dict[bytes, str] = {
+    b"\x7fELF": "elfcore",
+    b"EMiL": "lime",
+    b"\xd0\xbe\xd2\xbe": "vmware",
+    b"\xd1\xba\xd1\xba": "vmware",
+    b"\xd2\xbe\xd2\xbe": "vmware",
+    b"\xd3\xbe\xd3\xbe": "vmware",
 }
 
 
 def open_memory(path: str, fmt: str = "raw") -> MemorySource:
-    """Open ``path`` as guest physical memory in format ``fmt``."""
+    """Open ``path`` as guest physical memory in format ``fmt`` (``"auto"``: :func:`detect_format`)."""
+    if fmt == "auto":
+        fmt = detect_format(path)
     try:
         module_name, cls_name = REGISTRY[fmt].split(":")
     except KeyError:
@@ -24,4 +40,16 @@ def open_memory(path: str, fmt: str = "raw") -> MemorySource:
     return cast(MemorySource, cls(path))
 
 
-__all__ = ["REGISTRY", "MemorySource", "PhysRange", "open_memory"]
+def detect_format(path: str) -> str:
+    """The format of the dump at ``path`` from its magic bytes; ``.vmem`` by name; else ``raw``."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise SourceError(path, f"cannot open memory image: {e.strerror}") from e
+    if head in MAGICS:
+        return MAGICS[head]
+    return "vmware" if path.lower().endswith(".vmem") else "raw"
+
+
+__all__ = ["MAGICS", "REGISTRY", "MemorySource", "PhysRange", "detect_format", "open_memory"]

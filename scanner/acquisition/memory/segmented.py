@@ -142,7 +142,9 @@ class SegmentedDump(MemorySource):
             try:
                 view = stack.enter_context(file_window(self._fd, offset, length, self.data_path))
             except UnreadableError as e:
-                raise UnreadableError(self.name, address, length, f"file offset {offset:#x}: {e.reason}") from e
+                raise UnreadableError(
+                    self.name, address, length, f"file offset {offset:#x}: {e.reason}"
+                ) from e
             yield view
 
     def close(self) -> None:
@@ -151,15 +153,15 @@ class SegmentedDump(MemorySource):
             self._fd = -1
 
 
-def _resolve(
-    name: str, layout: Layout, file_size: int
-) -> tuple[list[Segment], list[tuple[PhysRange, str]]]:
+def _resolve(name: str, layout: Layout, file_size: int) -> tuple[list[Segment], list[tuple[PhysRange, str]]]:
     """Check, clip to the file and merge a backend's layout (see the module contract)."""
     if len(layout.segments) > MAX_SEGMENTS:
         raise SourceError(name, f"{len(layout.segments)} segments (limit {MAX_SEGMENTS})")
     for s in layout.segments:
         if s.phys < 0 or s.offset < 0 or s.length < 0 or s.phys_end > PHYS_LIMIT:
-            raise SourceError(name, f"invalid segment: phys {s.phys:#x}, offset {s.offset:#x}, {s.length:#x} bytes")
+            raise SourceError(
+                name, f"invalid segment: phys {s.phys:#x}, offset {s.offset:#x}, {s.length:#x} bytes"
+            )
     segs = _merge(name, sorted(s for s in layout.segments if s.length > 0))
     stored: list[Segment] = []
     absent = [(r, why) for r, why in layout.absent if r.length > 0]
@@ -194,9 +196,7 @@ def _merge(name: str, segs: list[Segment]) -> list[Segment]:
     return out
 
 
-def _absent_gaps(
-    stored: list[Segment], absent: list[tuple[PhysRange, str]]
-) -> list[tuple[PhysRange, str]]:
+def _absent_gaps(stored: list[Segment], absent: list[tuple[PhysRange, str]]) -> list[tuple[PhysRange, str]]:
     """Declared-absent ranges minus what a stored segment supplies, sorted and non-overlapping."""
     starts = [s.phys for s in stored]
     out: list[tuple[PhysRange, str]] = []
