@@ -22,7 +22,9 @@ class ClientTLS:
 
 
 class Client:
-    def __init__(self, address: str, token: str = "", tls: ClientTLS | None = None, timeout: float = 120.0) -> None:
+    def __init__(
+        self, address: str, token: str = "", tls: ClientTLS | None = None, timeout: float = 120.0
+    ) -> None:
         if tls is None:
             self.channel = grpc.insecure_channel(address)
         else:
@@ -49,9 +51,13 @@ class Client:
 
     # signatures
 
-    def push_ruleset(self, files: Iterable[tuple[str, bytes]], name: str, description: str = "") -> signatures_pb2.PushRulesetResponse:
+    def push_ruleset(
+        self, files: Iterable[tuple[str, bytes]], name: str, description: str = ""
+    ) -> signatures_pb2.PushRulesetResponse:
         def messages() -> Iterator[signatures_pb2.PushRulesetRequest]:
-            yield signatures_pb2.PushRulesetRequest(header=signatures_pb2.RulesetHeader(name=name, description=description))
+            yield signatures_pb2.PushRulesetRequest(
+                header=signatures_pb2.RulesetHeader(name=name, description=description)
+            )
             for chunk in _chunks(files):
                 yield signatures_pb2.PushRulesetRequest(chunk=chunk)
 
@@ -71,14 +77,18 @@ class Client:
 
     def list_rulesets(self) -> list[signatures_pb2.Ruleset]:
         request = signatures_pb2.ListRulesetsRequest()
-        return list(self.signatures.ListRulesets(request, metadata=self.metadata, timeout=self.timeout).rulesets)
+        return list(
+            self.signatures.ListRulesets(request, metadata=self.metadata, timeout=self.timeout).rulesets
+        )
 
     # scans
 
-    def start_scan(self, target: scans_pb2.Target, request_id: str = "", unit_timeout: int = 0,
-                   ruleset_digest: str = "") -> scans_pb2.Scan:
+    def start_scan(
+        self, target: scans_pb2.Target, request_id: str = "", unit_timeout: int = 0, ruleset_digest: str = ""
+    ) -> scans_pb2.Scan:
         request = scans_pb2.StartScanRequest(
-            target=target, request_id=request_id,
+            target=target,
+            request_id=request_id,
             options=scans_pb2.ScanOptions(unit_timeout_seconds=unit_timeout, ruleset_digest=ruleset_digest),
         )
         return self.scans.StartScan(request, metadata=self.metadata, timeout=self.timeout).scan
@@ -98,7 +108,9 @@ class Client:
         request = scans_pb2.GetScanRequest(scan_id=scan_id)
         return self.scans.GetScan(request, metadata=self.metadata, timeout=self.timeout).scan
 
-    def list_scans(self, page_size: int = 50, page_token: str = "", state: int = 0) -> scans_pb2.ListScansResponse:
+    def list_scans(
+        self, page_size: int = 50, page_token: str = "", state: int = 0
+    ) -> scans_pb2.ListScansResponse:
         request = scans_pb2.ListScansRequest(page_size=page_size, page_token=page_token, state=state)
         return self.scans.ListScans(request, metadata=self.metadata, timeout=self.timeout)
 
@@ -116,9 +128,13 @@ class Client:
         request = scans_pb2.CancelScanRequest(scan_id=scan_id)
         return self.scans.CancelScan(request, metadata=self.metadata, timeout=self.timeout).scan
 
-    def scan_bytes(self, data: bytes, name: str = "buffer", ruleset_digest: str = "") -> scans_pb2.ScanBytesResponse:
+    def scan_bytes(
+        self, data: bytes, name: str = "buffer", ruleset_digest: str = ""
+    ) -> scans_pb2.ScanBytesResponse:
         def messages() -> Iterator[scans_pb2.ScanBytesRequest]:
-            yield scans_pb2.ScanBytesRequest(header=scans_pb2.ScanBytesHeader(name=name, ruleset_digest=ruleset_digest))
+            yield scans_pb2.ScanBytesRequest(
+                header=scans_pb2.ScanBytesHeader(name=name, ruleset_digest=ruleset_digest)
+            )
             for i in range(0, len(data), CHUNK):
                 yield scans_pb2.ScanBytesRequest(chunk=data[i : i + CHUNK])
 
@@ -139,3 +155,13 @@ def files_target(*paths: str) -> scans_pb2.Target:
 
 def memory_target(path: str, fmt: str = "raw") -> scans_pb2.Target:
     return scans_pb2.Target(memory=scans_pb2.MemoryTarget(path=path, format=fmt))
+
+
+def guest_target(
+    ram: str = "", qmp: str = "", paused: bool = False, max_pause: float = 0.0
+) -> scans_pb2.Target:
+    consistency = scans_pb2.CONSISTENCY_PAUSED if paused else scans_pb2.CONSISTENCY_RUNNING
+    guest = scans_pb2.GuestTarget(
+        ram_path=ram, qmp_socket=qmp, consistency=consistency, max_pause_seconds=max_pause
+    )
+    return scans_pb2.Target(guest=guest)

@@ -45,7 +45,20 @@ def target_spec(target: scans_pb2.Target) -> TargetSpec:
         if not target.memory.path:
             raise InvalidArgument("target.memory.path", "a path is required")
         return TargetSpec("memory", {"path": target.memory.path, "format": target.memory.format or "raw"})
-    raise InvalidArgument("target", "set one target kind (files, memory)")
+    if which == "guest":
+        g = target.guest
+        consistency = "paused" if g.consistency == scans_pb2.CONSISTENCY_PAUSED else "running"
+        params = {
+            "ram": g.ram_path,
+            "qmp": g.qmp_socket,
+            "driver": g.driver or "file",
+            "consistency": consistency,
+            "max_pause_seconds": g.max_pause_seconds or 30.0,
+            "domain": g.domain,
+            "kvmi_socket": g.kvmi_socket,
+        }
+        return TargetSpec("guest", params)
+    raise InvalidArgument("target", "set one target kind (files, memory, guest)")
 
 
 def target_message(spec: TargetSpec) -> scans_pb2.Target:
@@ -56,6 +69,18 @@ def target_message(spec: TargetSpec) -> scans_pb2.Target:
         return scans_pb2.Target(
             memory=scans_pb2.MemoryTarget(path=params["path"], format=params.get("format", ""))
         )
+    if spec.kind == "guest":
+        paused = params.get("consistency") == "paused"
+        guest = scans_pb2.GuestTarget(
+            ram_path=params.get("ram", ""),
+            qmp_socket=params.get("qmp", ""),
+            driver=params.get("driver", ""),
+            max_pause_seconds=float(params.get("max_pause_seconds", 0)),
+            consistency=scans_pb2.CONSISTENCY_PAUSED if paused else scans_pb2.CONSISTENCY_RUNNING,
+            domain=params.get("domain", ""),
+            kvmi_socket=params.get("kvmi_socket", ""),
+        )
+        return scans_pb2.Target(guest=guest)
     return scans_pb2.Target()
 
 

@@ -36,17 +36,13 @@ def load_ruleset(config: Config, rules: Path | None) -> tuple[Ruleset, int, int]
 
 def run_scan(
     config: Config,
-    paths: tuple[str, ...],
-    memory: tuple[str, ...],
-    fmt: str,
+    specs: list[TargetSpec],
     rules: Path | None,
     as_json: bool,
     infected_only: bool,
 ) -> int:
-    specs = [TargetSpec("files", {"paths": list(paths)})] if paths else []
-    specs += [TargetSpec("memory", {"path": m, "format": fmt}) for m in memory]
     if not specs:
-        raise click.UsageError("give PATH arguments or --memory IMAGE")
+        raise click.UsageError("give PATH arguments, --memory IMAGE, --guest-ram FILE or --guest-qmp SOCKET")
     try:
         ruleset, rule_count, version = load_ruleset(config, rules)
     except ScannerError as e:

@@ -12,6 +12,7 @@ import click
 from scanner.cli import local_scan, remote
 from scanner.config import Config, load_config
 from scanner.errors import ConfigError
+from scanner.targets import TargetSpec
 
 
 def _config(ctx: click.Context) -> Config:
@@ -72,6 +73,10 @@ def scan(
     paths: tuple[str, ...],
     memory: tuple[str, ...],
     fmt: str,
+    guest_ram: tuple[str, ...],
+    guest_qmp: tuple[str, ...],
+    pause: bool,
+    max_pause: float,
     rules: Path | None,
     as_json: bool,
     infected: bool,
@@ -81,7 +86,14 @@ def scan(
     Exit code: 0 clean, 1 found, 2 error or incomplete.
     """
     config = _config(ctx)
-    sys.exit(local_scan.run_scan(config, paths, memory, fmt, rules, as_json, infected))
+    specs = [TargetSpec("files", {"paths": list(paths)})] if paths else []
+    specs += [TargetSpec("memory", {"path": m, "format": fmt}) for m in memory]
+    consistency = "paused" if pause else "running"
+    live = [{"ram": r} for r in guest_ram] + [{"qmp": q} for q in guest_qmp]
+    specs += [
+        TargetSpec("guest", {**g, "consistency": consistency, "max_pause_seconds": max_pause}) for g in live
+    ]
+    sys.exit(local_scan.run_scan(config, specs, rules, as_json, infected))
 
 
 @cli.command()

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 import grpc
 
-from scanner.api.client import Client, ClientTLS, files_target, memory_target
+from scanner.api.client import Client, ClientTLS, files_target, guest_target, memory_target
 from scanner.api.status import field_violations
 from scanner.v1 import scans_pb2, signatures_pb2, verdict_pb2
 
@@ -169,15 +169,31 @@ def scans() -> None:
 @click.argument("paths", nargs=-1)
 @click.option("--memory", help="A memory image on the appliance instead of PATHS.")
 @click.option("--format", "fmt", default="raw", show_default=True)
+@click.option("--guest-ram", help="A live guest's RAM file on the appliance.")
+@click.option("--guest-qmp", help="A live guest's QMP socket on the appliance.")
+@click.option("--pause", is_flag=True, help="Pause the live guest while scanning.")
 @click.option("--watch/--no-watch", default=True, show_default=True)
 @click.option("--request-id", default="")
 @client_options
 @rpc_errors
 def scans_start(
-    paths: tuple[str, ...], memory: str | None, fmt: str, watch: bool, request_id: str, **conn: Any
+    paths: tuple[str, ...],
+    memory: str | None,
+    fmt: str,
+    guest_ram: str | None,
+    guest_qmp: str | None,
+    pause: bool,
+    watch: bool,
+    request_id: str,
+    **conn: Any,
 ) -> None:
-    """Start a scan of PATHS (files, directories) or of --memory IMAGE on the appliance."""
-    target = memory_target(memory, fmt) if memory else files_target(*[os.path.abspath(p) for p in paths])
+    """Start a scan of PATHS (files, directories), a memory image or a live guest on the appliance."""
+    if memory:
+        target = memory_target(memory, fmt)
+    elif guest_ram or guest_qmp:
+        target = guest_target(guest_ram or "", guest_qmp or "", paused=pause)
+    else:
+        target = files_target(*[os.path.abspath(p) for p in paths])
     with connect(**conn) as client:
         scan = client.start_scan(target, request_id=request_id)
         click.echo(f"scan {scan.scan_id} queued")

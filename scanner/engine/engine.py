@@ -127,7 +127,10 @@ class Engine:
             self.settings if unit_timeout is None else replace(self.settings, unit_timeout=unit_timeout)
         )
         run = _Run(self, settings, ruleset, listener or ScanListener(), cancel or threading.Event())
-        run.execute(target)
+        try:
+            run.execute(target)
+        finally:
+            target.finish()
         findings = tuple(run.findings)
         coverage = run.tally.coverage()
         kind = decide(findings, coverage, self.settings.malicious_threshold)

@@ -5,8 +5,9 @@ its RAM in a shared ``/dev/shm`` file and a QMP socket; marker processes hold a 
 test string in memory, a clean process holds none. See :class:`LabGuest`.
 """
 
+from scanner.acquisition.qmp import QmpError
 from scanner.lab.console import GuestProcess, MapEntry
-from scanner.lab.errors import LabError, QmpError
+from scanner.lab.errors import LabError
 from scanner.lab.guest import LabGuest
 from scanner.lab.image import LabImage, build_image, cache_dir
 from scanner.lab.markers import eicar, variant_tag

@@ -21,12 +21,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from scanner.acquisition.qmp import QmpClient, QmpError
 from scanner.errors import InvalidArgument, Unavailable
 from scanner.lab import accel as accel_mod
 from scanner.lab.console import GuestProcess, is_ready, parse_processes
 from scanner.lab.errors import LabError
 from scanner.lab.image import LabImage, build_image, cache_dir
-from scanner.lab.qmp import QmpClient
 
 QEMU = "qemu-system-x86_64"
 SHM_DIR = Path("/dev/shm")  # noqa: S108 - guest RAM must be a shared-memory file
@@ -57,6 +57,7 @@ class LabGuest:
         self.workdir = Path(tempfile.mkdtemp(prefix="avlab-"))
         self.ram_path = SHM_DIR / f"{SHM_PREFIX}{token}"
         self.qmp_path = self.workdir / "qmp.sock"
+        self.scanner_qmp_path = self.workdir / "qmp-scanner.sock"
         self.console_path = self.workdir / "console.log"
         self.stderr_path = self.workdir / "qemu.stderr"
         self.accel = ""
@@ -145,6 +146,8 @@ class LabGuest:
             f"file:{self.console_path}",
             "-qmp",
             f"unix:{self.qmp_path},server=on,wait=off",
+            "-qmp",  # the appliance's own monitor: QEMU serves one client per QMP socket
+            f"unix:{self.scanner_qmp_path},server=on,wait=off",
         ]
 
     def _boot(self, accel: str, timeout: float) -> None:
@@ -177,7 +180,7 @@ class LabGuest:
         """Quit QEMU (QMP ``quit``, then SIGKILL) and remove every file the guest made."""
         _live.discard(self)
         if self._qmp is not None:
-            with contextlib.suppress(LabError):
+            with contextlib.suppress(LabError, QmpError):
                 self._qmp.execute("quit", timeout=5)
             self._qmp.close()
             self._qmp = None

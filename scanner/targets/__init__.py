@@ -21,9 +21,16 @@ def _memory(spec: TargetSpec, policy: FilePolicy) -> Target:
     return MemoryTarget.from_params(spec.params)
 
 
+def _guest(spec: TargetSpec, policy: FilePolicy) -> Target:
+    from scanner.targets.guest import GuestTarget
+
+    return GuestTarget.from_params(spec.params)
+
+
 REGISTRY: dict[str, Callable[[TargetSpec, FilePolicy], Target]] = {
     "files": _files,
     "memory": _memory,
+    "guest": _guest,
 }
 
 

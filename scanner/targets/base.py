@@ -85,6 +85,9 @@ class Target(abc.ABC):
     def plan(self) -> Iterator[Unit | Skipped]:
         """Units to scan and things skipped, in a stable order."""
 
+    def finish(self) -> None:  # noqa: B027 - optional hook
+        """Scanning is over (all windows done): release consistency holds, e.g. resume a guest."""
+
     def details(self) -> Mapping[str, str]:
         """Facts about the acquisition to record in the verdict (mode, pause time...)."""
         return {}

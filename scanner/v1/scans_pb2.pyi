@@ -19,12 +19,21 @@ class ScanState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCAN_STATE_DONE: _ClassVar[ScanState]
     SCAN_STATE_CANCELLED: _ClassVar[ScanState]
     SCAN_STATE_INTERRUPTED: _ClassVar[ScanState]
+
+class Consistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONSISTENCY_UNSPECIFIED: _ClassVar[Consistency]
+    CONSISTENCY_RUNNING: _ClassVar[Consistency]
+    CONSISTENCY_PAUSED: _ClassVar[Consistency]
 SCAN_STATE_UNSPECIFIED: ScanState
 SCAN_STATE_QUEUED: ScanState
 SCAN_STATE_RUNNING: ScanState
 SCAN_STATE_DONE: ScanState
 SCAN_STATE_CANCELLED: ScanState
 SCAN_STATE_INTERRUPTED: ScanState
+CONSISTENCY_UNSPECIFIED: Consistency
+CONSISTENCY_RUNNING: Consistency
+CONSISTENCY_PAUSED: Consistency
 
 class FilesTarget(_message.Message):
     __slots__ = ("paths",)
@@ -40,13 +49,33 @@ class MemoryTarget(_message.Message):
     format: str
     def __init__(self, path: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
 
+class GuestTarget(_message.Message):
+    __slots__ = ("ram_path", "qmp_socket", "driver", "consistency", "max_pause_seconds", "domain", "kvmi_socket")
+    RAM_PATH_FIELD_NUMBER: _ClassVar[int]
+    QMP_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAUSE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    KVMI_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    ram_path: str
+    qmp_socket: str
+    driver: str
+    consistency: Consistency
+    max_pause_seconds: float
+    domain: str
+    kvmi_socket: str
+    def __init__(self, ram_path: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., driver: _Optional[str] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., max_pause_seconds: _Optional[float] = ..., domain: _Optional[str] = ..., kvmi_socket: _Optional[str] = ...) -> None: ...
+
 class Target(_message.Message):
-    __slots__ = ("files", "memory")
+    __slots__ = ("files", "memory", "guest")
     FILES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
+    GUEST_FIELD_NUMBER: _ClassVar[int]
     files: FilesTarget
     memory: MemoryTarget
-    def __init__(self, files: _Optional[_Union[FilesTarget, _Mapping]] = ..., memory: _Optional[_Union[MemoryTarget, _Mapping]] = ...) -> None: ...
+    guest: GuestTarget
+    def __init__(self, files: _Optional[_Union[FilesTarget, _Mapping]] = ..., memory: _Optional[_Union[MemoryTarget, _Mapping]] = ..., guest: _Optional[_Union[GuestTarget, _Mapping]] = ...) -> None: ...
 
 class ScanOptions(_message.Message):
     __slots__ = ("unit_timeout_seconds", "ruleset_digest")

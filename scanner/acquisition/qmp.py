@@ -1,5 +1,9 @@
 """A small synchronous QMP client: JSON lines over QEMU's unix socket.
 
+Used by the appliance to control live QEMU/KVM guests (find the RAM file, pause and resume) and
+by the guest lab. QEMU serves one client per QMP socket at a time, so the appliance should have
+a monitor socket of its own (a second ``-qmp`` option).
+
 Contract: :meth:`QmpClient.connect` reads the greeting and negotiates capabilities;
 :meth:`QmpClient.execute` sends one command with a fresh ``id`` and returns its ``return``
 value, raising :class:`QmpError` on an ``error`` reply. Asynchronous events that arrive before
@@ -14,7 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scanner.lab.errors import QmpError
+from scanner.errors import Unavailable
+
+
+class QmpError(Unavailable):
+    """QEMU answered a QMP command with an error, or the QMP socket failed."""
+
+    def __init__(self, command: str, message: str) -> None:
+        super().__init__(f"qmp {command}: {message}")
+        self.command = command
 
 
 class QmpClient:

@@ -1,0 +1,105 @@
+"""A live guest: its RAM read from outside through LibVMI, optionally paused for consistency.
+
+Params: ``ram`` (the guest's RAM file) and/or ``qmp`` (its QMP socket: finds the RAM file,
+pauses, tells when the guest is gone); ``domain`` for the kvm/xen drivers; ``driver`` (``file``;
+``kvm``/``xen`` where the host has them); ``consistency`` (``running``: scan while the guest runs,
+the default; ``paused``: pause, scan, resume, the pause bounded by ``max_pause_seconds``). The
+verdict's details record the mode and how long the guest was paused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from typing import Any
+
+from scanner.acquisition.live import PauseRecord, QemuGuest
+from scanner.acquisition.memory.vmi import LibvmiMemory
+from scanner.errors import InvalidArgument
+from scanner.targets.base import Skipped, Target, Unit
+from scanner.targets.memory import MemoryTarget
+
+CONSISTENCY = ("running", "paused")
+MAX_PAUSE_LIMIT = 3600.0
+
+
+class GuestTarget(Target):
+    kind = "guest"
+
+    def __init__(
+        self,
+        ram: str = "",
+        qmp: str = "",
+        driver: str = "file",
+        consistency: str = "running",
+        max_pause: float = 30.0,
+        kvmi_socket: str = "",
+        domain: str = "",
+    ) -> None:
+        if consistency not in CONSISTENCY:
+            raise InvalidArgument("target.guest.consistency", f"must be one of {', '.join(CONSISTENCY)}")
+        if not 0 < max_pause <= MAX_PAUSE_LIMIT:
+            raise InvalidArgument("target.guest.max_pause_seconds", f"must be in (0, {MAX_PAUSE_LIMIT:.0f}]")
+        if consistency == "paused" and not qmp:
+            raise InvalidArgument("target.guest.qmp", "pausing the guest needs its QMP socket")
+        if not ram and not qmp and not domain:
+            raise InvalidArgument("target.guest", "give the guest's RAM file, its QMP socket or its domain")
+        self.consistency = consistency
+        self.max_pause = max_pause
+        self._stack = ExitStack()
+        self._pause: PauseRecord | None = None
+        try:
+            self.guest = QemuGuest(qmp) if qmp else None
+            if self.guest is not None:
+                self._stack.callback(self.guest.close)
+            if driver == "file":
+                name = ram or (self.guest.ram_path() if self.guest else "")
+            elif not domain:
+                raise InvalidArgument(
+                    "target.guest.domain", f"the {driver} driver needs the guest's domain name"
+                )
+            else:
+                name = domain
+            probe = self.guest.gone if self.guest else None
+            source = LibvmiMemory(name, driver, kvmi_socket, probe=probe)
+            self._stack.callback(source.close)
+            self.memory = MemoryTarget(source)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> GuestTarget:
+        try:
+            max_pause = float(params.get("max_pause_seconds") or 30.0)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgument("target.guest.max_pause_seconds", "must be a number") from e
+        return cls(
+            ram=str(params.get("ram") or ""),
+            qmp=str(params.get("qmp") or ""),
+            driver=str(params.get("driver") or "file"),
+            consistency=str(params.get("consistency") or "running"),
+            max_pause=max_pause,
+            kvmi_socket=str(params.get("kvmi_socket") or ""),
+            domain=str(params.get("domain") or ""),
+        )
+
+    def plan(self) -> Iterator[Unit | Skipped]:
+        if self.consistency == "paused" and self.guest is not None:
+            self._pause = self._stack.enter_context(self.guest.paused(self.max_pause))
+        yield from self.memory.plan()
+
+    def finish(self) -> None:
+        """Resume the guest as soon as the last window is scanned."""
+        self._stack.close()
+
+    def details(self) -> Mapping[str, str]:
+        out = {**self.memory.details(), "memory.format": "libvmi", "consistency": self.consistency}
+        if self._pause is not None:
+            out["paused_seconds"] = f"{self._pause.paused_seconds:.3f}"
+            out["pause_cut_short"] = str(self._pause.cut_short).lower()
+            out["guest_was_running"] = str(self._pause.was_running).lower()
+        return out
+
+    def close(self) -> None:
+        self._stack.close()
