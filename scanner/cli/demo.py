@@ -21,9 +21,10 @@ from pathlib import Path
 import click
 import grpc
 
-from scanner.api.client import Client, files_target, memory_target
+from scanner.api.client import Client, files_target, guest_target, memory_target
 from scanner.api.status import field_violations
 from scanner.cli.remote import diagnostic_line, ruleset_line, verdict_text
+from scanner.errors import ScannerError
 from scanner.v1 import scans_pb2
 
 EICAR = "X5O!P%@AP[4\\PZX54(P^)7CC)7}" + "$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -72,6 +73,7 @@ def run_demo(workdir: Path | None) -> int:
             _wait_ready(client, server)
             _signatures(client)
             ok = _scans(client, base)
+            ok = _live_guest(client) and ok
             _rollback(client)
     finally:
         _stop_service(server)
@@ -207,9 +209,39 @@ def _make_memory_image(path: Path) -> Path:
     return path
 
 
+def _live_guest(client: Client) -> bool:
+    """Boot a lab guest (tiny Debian kernel + busybox on QEMU) and scan its RAM from outside."""
+    from scanner.lab import LabGuest
+
+    say("-- hypervisor side: boot a lab guest whose processes hold an EICAR string in their heap")
+    try:
+        guest = LabGuest.start(memory_mib=256, markers=1, variant="demo")
+    except ScannerError as e:
+        print(f"   the guest lab cannot run here: {e.message}")
+        return False
+    with guest:
+        print(f"   guest up under {guest.accel} in {guest.boot_seconds:.1f} s; RAM file {guest.ram_path}")
+        marker = guest.marker_pids[0]
+        print(f"   inside the guest: pid {marker} holds the marker, pid {guest.clean_pid} is clean")
+        say("-- SOC: scan the running guest's memory through LibVMI (no agent, guest keeps running)")
+        live = _watch_scan(client, client.start_scan(guest_target(qmp=str(guest.scanner_qmp_path))))
+        say("-- SOC: scan it again, paused for a consistent view (pause bounded at 10 s)")
+        paused = _watch_scan(
+            client, client.start_scan(guest_target(qmp=str(guest.scanner_qmp_path), paused=True, max_pause=10))
+        )
+        details = paused.verdict.details
+        print(f"   guest paused {details.get('paused_seconds', '?')} s, now {guest.status()}")
+        found = _marker_addresses(client, live)
+        ram = guest.ram_path.read_bytes()
+        real = all(ram[a : a + len(EICAR)] == EICAR.encode() for a in found)
+        where = ", ".join(hex(a) for a in sorted(found))
+        print(f"   marker at physical {where}: read back from RAM, {'matches' if real else 'DIFFERS'}")
+    return bool(found) and real and paused.verdict.findings_count > 0
+
+
 def _rollback(client: Client) -> None:
     say("-- security team: roll back to the previous ruleset")
-    print("  ", ruleset_line(client.rollback()))
+    print("   now active:", ruleset_line(client.rollback()).strip())
     for r in client.list_rulesets():
         print("  ", ruleset_line(r))
 

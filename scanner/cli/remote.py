@@ -81,11 +81,16 @@ def diagnostic_line(d: signatures_pb2.Diagnostic) -> str:
 def verdict_text(v: verdict_pb2.Verdict) -> str:
     kind = verdict_pb2.VerdictKind.Name(v.kind).removeprefix("VERDICT_KIND_")
     c = v.coverage
+    zero = f" + {_mib(c.bytes_zero)} all-zero" if c.bytes_zero else ""
     text = (
-        f"{kind}: {v.findings_count} findings; scanned {c.bytes_scanned} of {c.bytes_total} bytes, "
+        f"{kind}: {v.findings_count} findings; scanned {_mib(c.bytes_scanned)}{zero} of {_mib(c.bytes_total)}, "
         f"{c.units_scanned}/{c.units_total} units"
     )
     return text + (f"; {v.reason}" if v.reason else "")
+
+
+def _mib(n: int) -> str:
+    return f"{n} bytes" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
 
 
 def scan_line(s: scans_pb2.Scan) -> str:
