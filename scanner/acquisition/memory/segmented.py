@@ -86,8 +86,10 @@ class SegmentedDump(MemorySource):
 
     def read_header(self, offset: int, length: int) -> bytes:
         """``length`` bytes of the data file at ``offset`` for header parsing (short at EOF)."""
+        if offset < 0 or offset >= self.file_size or length <= 0:
+            return b""
         try:
-            return os.pread(self._fd, length, offset)
+            return os.pread(self._fd, min(length, self.file_size - offset), offset)
         except OSError as e:
             raise SourceError(self.data_path, f"cannot read header at {offset:#x}: {e.strerror}") from e
 
@@ -142,9 +144,7 @@ class SegmentedDump(MemorySource):
             try:
                 view = stack.enter_context(file_window(self._fd, offset, length, self.data_path))
             except UnreadableError as e:
-                raise UnreadableError(
-                    self.name, address, length, f"file offset {offset:#x}: {e.reason}"
-                ) from e
+                raise UnreadableError(self.name, address, length, f"file offset {offset:#x}: {e.reason}") from e
             yield view
 
     def close(self) -> None:
@@ -159,9 +159,7 @@ def _resolve(name: str, layout: Layout, file_size: int) -> tuple[list[Segment], 
         raise SourceError(name, f"{len(layout.segments)} segments (limit {MAX_SEGMENTS})")
     for s in layout.segments:
         if s.phys < 0 or s.offset < 0 or s.length < 0 or s.phys_end > PHYS_LIMIT:
-            raise SourceError(
-                name, f"invalid segment: phys {s.phys:#x}, offset {s.offset:#x}, {s.length:#x} bytes"
-            )
+            raise SourceError(name, f"invalid segment: phys {s.phys:#x}, offset {s.offset:#x}, {s.length:#x} bytes")
     segs = _merge(name, sorted(s for s in layout.segments if s.length > 0))
     stored: list[Segment] = []
     absent = [(r, why) for r, why in layout.absent if r.length > 0]
