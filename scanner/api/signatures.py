@@ -73,8 +73,8 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
     async def ListRulesets(
         self, request: pb.ListRulesetsRequest, context: aio.ServicerContext
     ) -> pb.ListRulesetsResponse:
-        infos = await asyncio.to_thread(self.app.store.list)
-        return pb.ListRulesetsResponse(rulesets=[ruleset_message(i) for i in infos])
+        infos = await asyncio.to_thread(self.app.store.list)  # oldest first; the API lists newest first
+        return pb.ListRulesetsResponse(rulesets=[ruleset_message(i) for i in reversed(infos)])
 
 
 def _assemble(chunks: list[pb.RuleFileChunk], limit: int) -> list[RulesetFile]:
