@@ -24,9 +24,7 @@ class App:
         self.db = Database(config.state_dir / "state.sqlite3")
         self.store = RulesetStore(config.state_dir / "rulesets", audit=self.db.audit)
         self.engine = Engine(config.engine)
-        self.scans = ScanManager(
-            self.db, self.engine, self.ruleset, config.files, config.max_concurrent_scans
-        )
+        self.scans = ScanManager(self.db, self.engine, self.ruleset, config.files, config.max_concurrent_scans)
 
     def prepare(self) -> None:
         """Blocking start-up work: install the default ruleset on first start."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from scanner.engine.settings import MiB, EngineSettings
+from scanner.engine.settings import EngineSettings, MiB
 from scanner.errors import ConfigError
 from scanner.targets.files import FilePolicy
 

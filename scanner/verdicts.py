@@ -63,6 +63,7 @@ class StringMatch:
     address: int
     length: int
     data: bytes  # at most MAX_MATCHED_DATA bytes of the match
+    physical: int | None = None  # guest physical address, when the unit knows it
 
 
 @dataclass(frozen=True)
@@ -148,9 +149,7 @@ class Verdict:
         return text + (f" (+{more} more)" if more > 0 else "")
 
 
-def decide(
-    findings: Iterable[Finding], coverage: Coverage, threshold: int = MALICIOUS_THRESHOLD
-) -> VerdictKind:
+def decide(findings: Iterable[Finding], coverage: Coverage, threshold: int = MALICIOUS_THRESHOLD) -> VerdictKind:
     """The verdict kind for these findings and this coverage (see the module contract)."""
     severities = [f.severity for f in findings]
     if severities:

@@ -58,15 +58,11 @@ class QemuGuest:
         objects = self.execute("qom-list", {"path": "/objects"})
         backends = [o["name"] for o in objects if o.get("type") == "child<memory-backend-file>"]
         if len(backends) != 1:
-            raise SourceError(
-                "qmp", f"expected one memory-backend-file, QEMU has {len(backends)}; give the RAM path"
-            )
+            raise SourceError("qmp", f"expected one memory-backend-file, QEMU has {len(backends)}; give the RAM path")
         path = self.execute("qom-get", {"path": f"/objects/{backends[0]}", "property": "mem-path"})
         shared = self.execute("qom-get", {"path": f"/objects/{backends[0]}", "property": "share"})
         if not shared:
-            raise SourceError(
-                str(path), "guest RAM backend is not share=on: the file does not show live memory"
-            )
+            raise SourceError(str(path), "guest RAM backend is not share=on: the file does not show live memory")
         return str(path)
 
     def status(self) -> str:

@@ -62,9 +62,7 @@ class QmpClient:
             self._sock.close()
             self._sock = None
 
-    def execute(
-        self, command: str, arguments: dict[str, Any] | None = None, timeout: float | None = None
-    ) -> Any:
+    def execute(self, command: str, arguments: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
         """Run ``command`` and return its ``return`` value."""
         if self._sock is None:
             raise QmpError(command, "not connected")

@@ -22,9 +22,7 @@ class ClientTLS:
 
 
 class Client:
-    def __init__(
-        self, address: str, token: str = "", tls: ClientTLS | None = None, timeout: float = 120.0
-    ) -> None:
+    def __init__(self, address: str, token: str = "", tls: ClientTLS | None = None, timeout: float = 120.0) -> None:
         if tls is None:
             self.channel = grpc.insecure_channel(address)
         else:
@@ -77,9 +75,7 @@ class Client:
 
     def list_rulesets(self) -> list[signatures_pb2.Ruleset]:
         request = signatures_pb2.ListRulesetsRequest()
-        return list(
-            self.signatures.ListRulesets(request, metadata=self.metadata, timeout=self.timeout).rulesets
-        )
+        return list(self.signatures.ListRulesets(request, metadata=self.metadata, timeout=self.timeout).rulesets)
 
     # scans
 
@@ -108,9 +104,7 @@ class Client:
         request = scans_pb2.GetScanRequest(scan_id=scan_id)
         return self.scans.GetScan(request, metadata=self.metadata, timeout=self.timeout).scan
 
-    def list_scans(
-        self, page_size: int = 50, page_token: str = "", state: int = 0
-    ) -> scans_pb2.ListScansResponse:
+    def list_scans(self, page_size: int = 50, page_token: str = "", state: int = 0) -> scans_pb2.ListScansResponse:
         request = scans_pb2.ListScansRequest(page_size=page_size, page_token=page_token, state=state)
         return self.scans.ListScans(request, metadata=self.metadata, timeout=self.timeout)
 
@@ -128,13 +122,9 @@ class Client:
         request = scans_pb2.CancelScanRequest(scan_id=scan_id)
         return self.scans.CancelScan(request, metadata=self.metadata, timeout=self.timeout).scan
 
-    def scan_bytes(
-        self, data: bytes, name: str = "buffer", ruleset_digest: str = ""
-    ) -> scans_pb2.ScanBytesResponse:
+    def scan_bytes(self, data: bytes, name: str = "buffer", ruleset_digest: str = "") -> scans_pb2.ScanBytesResponse:
         def messages() -> Iterator[scans_pb2.ScanBytesRequest]:
-            yield scans_pb2.ScanBytesRequest(
-                header=scans_pb2.ScanBytesHeader(name=name, ruleset_digest=ruleset_digest)
-            )
+            yield scans_pb2.ScanBytesRequest(header=scans_pb2.ScanBytesHeader(name=name, ruleset_digest=ruleset_digest))
             for i in range(0, len(data), CHUNK):
                 yield scans_pb2.ScanBytesRequest(chunk=data[i : i + CHUNK])
 
@@ -157,11 +147,7 @@ def memory_target(path: str, fmt: str = "raw") -> scans_pb2.Target:
     return scans_pb2.Target(memory=scans_pb2.MemoryTarget(path=path, format=fmt))
 
 
-def guest_target(
-    ram: str = "", qmp: str = "", paused: bool = False, max_pause: float = 0.0
-) -> scans_pb2.Target:
+def guest_target(ram: str = "", qmp: str = "", paused: bool = False, max_pause: float = 0.0) -> scans_pb2.Target:
     consistency = scans_pb2.CONSISTENCY_PAUSED if paused else scans_pb2.CONSISTENCY_RUNNING
-    guest = scans_pb2.GuestTarget(
-        ram_path=ram, qmp_socket=qmp, consistency=consistency, max_pause_seconds=max_pause
-    )
+    guest = scans_pb2.GuestTarget(ram_path=ram, qmp_socket=qmp, consistency=consistency, max_pause_seconds=max_pause)
     return scans_pb2.Target(guest=guest)

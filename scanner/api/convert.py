@@ -44,7 +44,7 @@ def target_spec(target: scans_pb2.Target) -> TargetSpec:
     if which == "memory":
         if not target.memory.path:
             raise InvalidArgument("target.memory.path", "a path is required")
-        return TargetSpec("memory", {"path": target.memory.path, "format": target.memory.format or "raw"})
+        return TargetSpec("memory", {"path": target.memory.path, "format": target.memory.format or "auto"})
     if which == "guest":
         g = target.guest
         consistency = "paused" if g.consistency == scans_pb2.CONSISTENCY_PAUSED else "running"
@@ -66,9 +66,7 @@ def target_message(spec: TargetSpec) -> scans_pb2.Target:
     if spec.kind == "files":
         return scans_pb2.Target(files=scans_pb2.FilesTarget(paths=params.get("paths", [])))
     if spec.kind == "memory":
-        return scans_pb2.Target(
-            memory=scans_pb2.MemoryTarget(path=params["path"], format=params.get("format", ""))
-        )
+        return scans_pb2.Target(memory=scans_pb2.MemoryTarget(path=params["path"], format=params.get("format", "")))
     if spec.kind == "guest":
         paused = params.get("consistency") == "paused"
         guest = scans_pb2.GuestTarget(
@@ -104,7 +102,12 @@ def finding_message(f: Finding) -> verdict_pb2.Finding:
         address=f.address,
         strings=[
             verdict_pb2.StringMatch(
-                identifier=s.identifier, offset=s.offset, address=s.address, length=s.length, data=s.data
+                identifier=s.identifier,
+                offset=s.offset,
+                address=s.address,
+                length=s.length,
+                data=s.data,
+                physical_address=s.physical,
             )
             for s in f.strings
         ],

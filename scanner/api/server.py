@@ -57,16 +57,21 @@ async def start_server(config: Config) -> Running:
     await asyncio.to_thread(app.prepare)
     server = aio.server(
         interceptors=[GuardInterceptor(Authenticator(config))],
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                 ("grpc.max_send_message_length", MAX_MESSAGE)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+        ],
     )
     scans_pb2_grpc.add_ScanServiceServicer_to_server(ScanService(app), server)
     signatures_pb2_grpc.add_SignatureServiceServicer_to_server(SignatureService(app), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
-        names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                 reflection.SERVICE_NAME)
+        names = (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
         reflection.enable_server_reflection(names, server)
     port = _bind(server, config)
     await server.start()

@@ -74,9 +74,7 @@ def _scan_one(engine: Engine, ruleset: Ruleset, spec: TargetSpec, config: Config
         return engine.scan(ruleset, target)
 
 
-def _report(
-    verdict: Verdict, rule_count: int, version: int, elapsed: float, as_json: bool, quiet: bool
-) -> None:
+def _report(verdict: Verdict, rule_count: int, version: int, elapsed: float, as_json: bool, quiet: bool) -> None:
     if as_json:
         for f in verdict.findings:
             click.echo(ecs.finding_json(f, verdict, version))

@@ -25,9 +25,7 @@ def _config(ctx: click.Context) -> Config:
 
 
 @click.group()
-@click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, exists=True), help="TOML config file."
-)
+@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True), help="TOML config file.")
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
@@ -61,10 +59,18 @@ def serve(ctx: click.Context, listen: str | None) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--memory", multiple=True, type=click.Path(), help="A memory image to scan (repeatable).")
-@click.option("--format", "fmt", default="raw", show_default=True, help="Memory image format.")
 @click.option(
-    "--rules", type=click.Path(path_type=Path, exists=True), help="Scan with the YARA sources at PATH."
+    "--format",
+    "fmt",
+    default="auto",
+    show_default=True,
+    help="Memory image format: auto, raw, elfcore (QEMU dump-guest-memory), lime, vmware (.vmem + .vmsn/.vmss).",
 )
+@click.option("--guest-ram", multiple=True, help="A live guest's RAM file (QEMU memory-backend-file).")
+@click.option("--guest-qmp", multiple=True, help="A live guest's QMP socket (finds its RAM file).")
+@click.option("--pause", is_flag=True, help="Pause live guests while scanning (needs --guest-qmp).")
+@click.option("--max-pause", default=30.0, show_default=True, help="Upper bound of a pause, seconds.")
+@click.option("--rules", type=click.Path(path_type=Path, exists=True), help="Scan with the YARA sources at PATH.")
 @click.option("--json", "as_json", is_flag=True, help="One ECS JSON object per finding on stdout.")
 @click.option("-i", "--infected", is_flag=True, help="Print only findings (no gap lines).")
 @click.pass_context
@@ -90,9 +96,7 @@ def scan(
     specs += [TargetSpec("memory", {"path": m, "format": fmt}) for m in memory]
     consistency = "paused" if pause else "running"
     live = [{"ram": r} for r in guest_ram] + [{"qmp": q} for q in guest_qmp]
-    specs += [
-        TargetSpec("guest", {**g, "consistency": consistency, "max_pause_seconds": max_pause}) for g in live
-    ]
+    specs += [TargetSpec("guest", {**g, "consistency": consistency, "max_pause_seconds": max_pause}) for g in live]
     sys.exit(local_scan.run_scan(config, specs, rules, as_json, infected))
 
 

@@ -25,13 +25,9 @@ def client_options(fn: F) -> F:
             show_default=True,
             help="Service address (env AVSCAN_SERVER).",
         ),
-        click.option(
-            "--token", default=os.environ.get("AVSCAN_TOKEN", ""), help="Bearer token (env AVSCAN_TOKEN)."
-        ),
+        click.option("--token", default=os.environ.get("AVSCAN_TOKEN", ""), help="Bearer token (env AVSCAN_TOKEN)."),
         click.option("--ca", type=click.Path(path_type=Path, exists=True), help="CA certificate: use TLS."),
-        click.option(
-            "--cert", type=click.Path(path_type=Path, exists=True), help="Client certificate (mTLS)."
-        ),
+        click.option("--cert", type=click.Path(path_type=Path, exists=True), help="Client certificate (mTLS)."),
         click.option("--key", type=click.Path(path_type=Path, exists=True), help="Client key (mTLS)."),
     ]
     for option in reversed(options):
@@ -173,7 +169,7 @@ def scans() -> None:
 @scans.command("start")
 @click.argument("paths", nargs=-1)
 @click.option("--memory", help="A memory image on the appliance instead of PATHS.")
-@click.option("--format", "fmt", default="raw", show_default=True)
+@click.option("--format", "fmt", default="auto", show_default=True)
 @click.option("--guest-ram", help="A live guest's RAM file on the appliance.")
 @click.option("--guest-qmp", help="A live guest's QMP socket on the appliance.")
 @click.option("--pause", is_flag=True, help="Pause the live guest while scanning.")
@@ -213,9 +209,7 @@ def _watch(client: Client, scan_id: str) -> None:
             click.echo(f"  FOUND {f.rule} in {f.unit} at {f.address:#x}")
         elif event.HasField("progress"):
             p = event.progress
-            click.echo(
-                f"  progress {p.bytes_done}/{p.bytes_total} bytes, {p.units_done}/{p.units_total} units"
-            )
+            click.echo(f"  progress {p.bytes_done}/{p.bytes_total} bytes, {p.units_done}/{p.units_total} units")
         elif event.HasField("done"):
             click.echo(scan_line(event.done))
 

@@ -123,9 +123,7 @@ class Engine:
         ``unit_timeout`` overrides the configured per-unit time limit for this scan.
         """
         started = time.time()
-        settings = (
-            self.settings if unit_timeout is None else replace(self.settings, unit_timeout=unit_timeout)
-        )
+        settings = self.settings if unit_timeout is None else replace(self.settings, unit_timeout=unit_timeout)
         run = _Run(self, settings, ruleset, listener or ScanListener(), cancel or threading.Event())
         try:
             run.execute(target)
@@ -216,7 +214,7 @@ class _Run:
         if not (unit.chunkable and s.skip_zero_blocks):
             return list(plan_windows(unit.size, s.chunk_size, s.overlap, unit.chunkable))
         windows = []
-        for start, end in nonzero_spans(unit, s.overlap):
+        for start, end in nonzero_spans(unit, s.overlap, stop=self.cancel.is_set):
             for w in plan_windows(end - start, s.chunk_size, s.overlap, chunkable=True):
                 windows.append(Window(start + w.offset, w.length, start + w.own_end))
         self.tally.bytes_zero += unit.size - sum(w.own_end - w.offset for w in windows)
@@ -264,7 +262,8 @@ class _Run:
             if have is None:
                 state.hits[key] = hit
             else:
-                have.instances.extend(hit.instances)
+                seen = {(i.identifier, i.offset) for i in have.instances}
+                have.instances.extend(i for i in hit.instances if (i.identifier, i.offset) not in seen)
                 have.truncated = have.truncated or hit.truncated
         state.windows_left -= 1
         if state.windows_left == 0:

@@ -95,32 +95,31 @@ def scan_window(
 def _owned_hits(
     matches: list[Any], unit: Unit, window: Window, max_instances: int, max_per_string: int
 ) -> tuple[list[RuleHit], list[str]]:
+    """Hits with their instances; a rule whose instances all start past the window's own end is
+    left to the next window, which sees them whole. Instances in the overlap are kept: a rule
+    matched here may not match in the next window, and the engine removes duplicates."""
     hits: list[RuleHit] = []
     flooded: list[str] = []
     for m in matches:
         hit = RuleHit(m.namespace, m.rule, tuple(m.tags), dict(m.meta))
-        has_strings = False
+        has_strings = owned = False
         for s in m.strings:
             has_strings = has_strings or bool(s.instances)
             if len(s.instances) > max_per_string:
                 flooded.append(f"{m.rule}:{s.identifier} matched {len(s.instances)} times")
             for inst in s.instances:
                 offset = window.offset + inst.offset
-                if not window.owns(offset):
-                    continue
+                owned = owned or window.owns(offset)
                 if len(hit.instances) >= max_instances:
                     hit.truncated = True
                     break
+                data = bytes(inst.matched_data[:MAX_MATCHED_DATA])
                 hit.instances.append(
                     StringMatch(
-                        s.identifier,
-                        offset,
-                        unit.base + offset,
-                        inst.matched_length,
-                        bytes(inst.matched_data[:MAX_MATCHED_DATA]),
+                        s.identifier, offset, unit.base + offset, inst.matched_length, data, unit.physical(offset)
                     )
                 )
-        if hit.instances or not has_strings:
+        if owned or not has_strings:
             hits.append(hit)
     return hits, flooded
 

@@ -13,7 +13,7 @@ coverage, never as a gap. A block that cannot be read is kept, so the scan repor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from scanner.errors import UnreadableError
 from scanner.targets.base import Unit
@@ -23,11 +23,19 @@ READ_SIZE = 16 * 1024 * 1024
 
 
 def nonzero_spans(
-    unit: Unit, overlap: int, block: int = BLOCK, read_size: int = READ_SIZE
+    unit: Unit,
+    overlap: int,
+    block: int = BLOCK,
+    read_size: int = READ_SIZE,
+    stop: Callable[[], bool] = lambda: False,
 ) -> list[tuple[int, int]]:
-    """``[(start, end), ...]`` unit offsets to scan; the rest of the unit is all zero."""
+    """``[(start, end), ...]`` unit offsets to scan; the rest of the unit is all zero.
+
+    When ``stop()`` turns true (a cancelled scan) the rest of the unit is returned as one span
+    without reading it, so the engine accounts it as cancelled rather than zero.
+    """
     spans: list[tuple[int, int]] = []
-    for start, end in _nonzero_blocks(unit, block, read_size):
+    for start, end in _nonzero_blocks(unit, block, read_size, stop):
         lo, hi = max(0, start - overlap), min(unit.size, end + overlap)
         if spans and lo <= spans[-1][1]:
             spans[-1] = (spans[-1][0], hi)
@@ -36,10 +44,13 @@ def nonzero_spans(
     return spans
 
 
-def _nonzero_blocks(unit: Unit, block: int, read_size: int) -> Iterator[tuple[int, int]]:
+def _nonzero_blocks(unit: Unit, block: int, read_size: int, stop: Callable[[], bool]) -> Iterator[tuple[int, int]]:
     zero = bytes(block)
     run_start = -1
     for offset in range(0, unit.size, read_size):
+        if stop():
+            yield (offset if run_start < 0 else run_start), unit.size
+            return
         length = min(read_size, unit.size - offset)
         try:
             with unit.window(offset, length) as view:

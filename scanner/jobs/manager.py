@@ -61,19 +61,22 @@ class ScanManager:
             await asyncio.to_thread(self.db.set_state, record.id, "QUEUED")
             self._enqueue(record.id)
         self._accepting = True
-        self._workers = [
-            asyncio.create_task(self._worker(), name=f"scan-worker-{i}") for i in range(self.concurrency)
-        ]
+        self._workers = [asyncio.create_task(self._worker(), name=f"scan-worker-{i}") for i in range(self.concurrency)]
         if resumed:
             log.info("resumed %d unfinished scans", len(resumed))
         return len(resumed)
 
-    async def submit(
-        self, spec: TargetSpec, options: dict[str, Any], actor: str, request_id: str = ""
-    ) -> ScanRecord:
+    async def submit(self, spec: TargetSpec, options: dict[str, Any], actor: str, request_id: str = "") -> ScanRecord:
         if not self._accepting:
             raise FailedPrecondition("the service is shutting down; not accepting scans")
+        if request_id:  # a retry gets the scan already started, even if its target changed since
+            existing = await asyncio.to_thread(self.db.find_request, request_id)
+            if existing is not None:
+                return existing
         await asyncio.to_thread(self._check_target, spec)
+        pinned = str(options.get("ruleset_digest", ""))
+        if pinned:
+            await asyncio.to_thread(self.resolve_ruleset, pinned)  # NotFound now, not an ERROR later
         record, created = await asyncio.to_thread(self.db.create_scan, spec, options, actor, request_id)
         if created:
             self._enqueue(record.id)
@@ -142,18 +145,15 @@ class ScanManager:
         try:
             ruleset = self.resolve_ruleset(str(record.options.get("ruleset_digest", "")))
         except ScannerError as e:
-            await asyncio.to_thread(
-                self.db.finish_scan, live.scan_id, "DONE", error_verdict("", e.message, started)
-            )
+            await asyncio.to_thread(self.db.finish_scan, live.scan_id, "DONE", error_verdict("", e.message, started))
             return
-        await asyncio.to_thread(self.db.mark_running, live.scan_id, ruleset.digest)
+        if not await asyncio.to_thread(self.db.mark_running, live.scan_id, ruleset.digest):
+            return  # cancelled between the queue and the worker
         listener = LoopListener(asyncio.get_running_loop(), live)
         verdict = await asyncio.to_thread(self._scan, record, ruleset, listener, live)
         await asyncio.sleep(0)  # let queued events reach watchers before the final state
         state = "INTERRUPTED" if live.interrupted else "CANCELLED" if live.cancel.is_set() else "DONE"
-        await asyncio.to_thread(
-            self.db.finish_scan, live.scan_id, state, None if live.interrupted else verdict
-        )
+        await asyncio.to_thread(self.db.finish_scan, live.scan_id, state, None if live.interrupted else verdict)
 
     def _scan(self, record: ScanRecord, ruleset: Ruleset, listener: LoopListener, live: LiveScan) -> Verdict:
         started = time.time()
@@ -164,9 +164,7 @@ class ScanManager:
         except ScannerError as e:
             return error_verdict(ruleset.digest, e.message, started)
         with target:
-            return engine.scan(
-                ruleset, target, listener, live.cancel, unit_timeout=float(timeout) if timeout else None
-            )
+            return engine.scan(ruleset, target, listener, live.cancel, unit_timeout=float(timeout) if timeout else None)
 
     def _finish_live(self, scan_id: str) -> None:
         live = self._live.pop(scan_id, None)

@@ -106,15 +106,11 @@ def run_compiler(
         result = _read_result(Path(tmp) / "result.json")
     for d in result.errors:
         if d.message == "not enough memory":
-            raise ResourceExhausted(
-                f"ruleset: compiler memory limit of {limits.memory_bytes} bytes exceeded at {d}"
-            )
+            raise ResourceExhausted(f"ruleset: compiler memory limit of {limits.memory_bytes} bytes exceeded at {d}")
     return result
 
 
-def compile_files(
-    files: Iterable[RulesetFile], name: str, limits: CompileLimits | None = None
-) -> LoadedRuleset:
+def compile_files(files: Iterable[RulesetFile], name: str, limits: CompileLimits | None = None) -> LoadedRuleset:
     """Compile ``files`` into an ad-hoc ruleset (version 0); RulesetError on errors."""
     ordered = check_limits(files, limits or CompileLimits())
     with tempfile.TemporaryDirectory(prefix="yara-rules-") as tmp:

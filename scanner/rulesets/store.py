@@ -266,8 +266,7 @@ class RulesetStore:
         actual = hashlib.sha256(data).hexdigest()
         if actual != manifest.compiled_sha256:
             raise FailedPrecondition(
-                f"{path}: compiled rules fail verification "
-                f"(sha256 {actual}, manifest says {manifest.compiled_sha256})"
+                f"{path}: compiled rules fail verification (sha256 {actual}, manifest says {manifest.compiled_sha256})"
             )
         try:
             rules = yara.load(file=io.BytesIO(data))

@@ -19,7 +19,7 @@ def finding_to_dict(f: Finding) -> dict[str, Any]:
         "offset": f.offset,
         "address": f.address,
         "strings": [
-            [s.identifier, s.offset, s.address, s.length, base64.b64encode(s.data).decode()]
+            [s.identifier, s.offset, s.address, s.length, base64.b64encode(s.data).decode(), s.physical]
             for s in f.strings
         ],
         "strings_truncated": f.strings_truncated,
@@ -29,8 +29,8 @@ def finding_to_dict(f: Finding) -> dict[str, Any]:
 
 def finding_from_dict(d: dict[str, Any]) -> Finding:
     strings = tuple(
-        StringMatch(ident, off, addr, length, base64.b64decode(data))
-        for ident, off, addr, length, data in d["strings"]
+        StringMatch(ident, off, addr, length, base64.b64decode(data), *rest[:1])
+        for ident, off, addr, length, data, *rest in d["strings"]
     )
     return Finding(
         rule=d["rule"],

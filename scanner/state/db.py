@@ -150,7 +150,8 @@ class Database:
         return _record(row)
 
     def list_scans(self, limit: int, before_seq: int | None, state: str | None) -> list[ScanRecord]:
-        sql, args = "SELECT * FROM scans WHERE 1=1", []
+        sql = "SELECT * FROM scans WHERE 1=1"
+        args: list[object] = []
         if before_seq is not None:
             sql += " AND seq < ?"
             args.append(before_seq)
@@ -172,14 +173,23 @@ class Database:
             ).fetchall()
         return [_record(r) for r in rows]
 
-    def mark_running(self, scan_id: str, ruleset_digest: str) -> None:
+    def mark_running(self, scan_id: str, ruleset_digest: str) -> bool:
+        """QUEUED -> RUNNING; False if the scan left QUEUED meanwhile (e.g. it was cancelled)."""
         with self._tx() as c:
-            c.execute("DELETE FROM findings WHERE scan_id = ?", (scan_id,))
-            c.execute(
+            updated = c.execute(
                 "UPDATE scans SET state='RUNNING', started_at=?, attempts=attempts+1,"
-                " ruleset_digest=? WHERE id=?",
+                " ruleset_digest=? WHERE id=? AND state='QUEUED'",
                 (time.time(), ruleset_digest, scan_id),
-            )
+            ).rowcount
+            if updated:
+                c.execute("DELETE FROM findings WHERE scan_id = ?", (scan_id,))
+        return bool(updated)
+
+    def find_request(self, request_id: str) -> ScanRecord | None:
+        """The scan started for an idempotency key, if any."""
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM scans WHERE request_id = ?", (request_id,)).fetchone()
+        return _record(row) if row else None
 
     def set_state(self, scan_id: str, state: str) -> None:
         with self._tx() as c:

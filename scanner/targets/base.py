@@ -44,6 +44,10 @@ class Unit(abc.ABC):
     def window(self, offset: int, length: int) -> AbstractContextManager[memoryview]:
         """A read-only view of ``length`` bytes at ``offset`` in the unit."""
 
+    def physical(self, offset: int) -> int | None:
+        """The guest physical address of byte ``offset``, if this unit maps to guest memory."""
+        return None
+
     def finding_context(self) -> Mapping[str, str]:
         """Facts attached to each finding in this unit (computed only when something matched)."""
         return self.context

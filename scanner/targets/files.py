@@ -141,9 +141,7 @@ class FileTarget(Target):
         if excluded:
             return Skipped(path, size, GapKind.SKIPPED_POLICY, excluded, policy.exclusions_are_gaps)
         if size > policy.max_file_size:
-            return Skipped(
-                path, size, GapKind.SKIPPED_LIMIT, f"larger than max_file_size {policy.max_file_size}"
-            )
+            return Skipped(path, size, GapKind.SKIPPED_LIMIT, f"larger than max_file_size {policy.max_file_size}")
         self._count += 1
         if self._count > policy.max_files:
             return Skipped(path, size, GapKind.SKIPPED_LIMIT, f"more than {policy.max_files} files")

@@ -55,9 +55,7 @@ class GuestTarget(Target):
             if driver == "file":
                 name = ram or (self.guest.ram_path() if self.guest else "")
             elif not domain:
-                raise InvalidArgument(
-                    "target.guest.domain", f"the {driver} driver needs the guest's domain name"
-                )
+                raise InvalidArgument("target.guest.domain", f"the {driver} driver needs the guest's domain name")
             else:
                 name = domain
             probe = self.guest.gone if self.guest else None

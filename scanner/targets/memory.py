@@ -24,6 +24,9 @@ class PhysicalRangeUnit(Unit):
     def window(self, offset: int, length: int) -> AbstractContextManager[memoryview]:
         return self.source.window(self.base + offset, length)
 
+    def physical(self, offset: int) -> int | None:
+        return self.base + offset
+
 
 class MemoryTarget(Target):
     """A memory image or live guest RAM, scanned physically."""
@@ -36,7 +39,7 @@ class MemoryTarget(Target):
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> MemoryTarget:
         path = params.get("path")
-        fmt = params.get("format", "raw") or "raw"
+        fmt = params.get("format", "auto") or "auto"
         if not isinstance(path, str) or not path:
             raise InvalidArgument("target.memory.path", "a memory image path is required")
         if not isinstance(fmt, str):

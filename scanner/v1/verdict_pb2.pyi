@@ -91,18 +91,20 @@ class Coverage(_message.Message):
     def __init__(self, bytes_total: _Optional[int] = ..., bytes_scanned: _Optional[int] = ..., bytes_skipped: _Optional[int] = ..., bytes_unreadable: _Optional[int] = ..., units_total: _Optional[int] = ..., units_scanned: _Optional[int] = ..., units_skipped: _Optional[int] = ..., units_failed: _Optional[int] = ..., gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ..., gaps_truncated: _Optional[int] = ..., complete: _Optional[bool] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., bytes_zero: _Optional[int] = ...) -> None: ...
 
 class StringMatch(_message.Message):
-    __slots__ = ("identifier", "offset", "address", "length", "data")
+    __slots__ = ("identifier", "offset", "address", "length", "data", "physical_address")
     IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    PHYSICAL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     identifier: str
     offset: int
     address: int
     length: int
     data: bytes
-    def __init__(self, identifier: _Optional[str] = ..., offset: _Optional[int] = ..., address: _Optional[int] = ..., length: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    physical_address: int
+    def __init__(self, identifier: _Optional[str] = ..., offset: _Optional[int] = ..., address: _Optional[int] = ..., length: _Optional[int] = ..., data: _Optional[bytes] = ..., physical_address: _Optional[int] = ...) -> None: ...
 
 class MetaValue(_message.Message):
     __slots__ = ("string_value", "int_value", "bool_value")

@@ -84,10 +84,7 @@ def test_reader_may_read_but_not_scan(tls_server, pki, tmp_path: Path) -> None:
     with tls_client(tls_server, pki, "reader") as reader:
         assert [r.active for r in reader.list_rulesets()] == [True]
         assert reader.get_scan(scan.scan_id).scan_id == scan.scan_id
-        assert (
-            code_of(lambda: reader.start_scan(files_target(str(tmp_path))))
-            == grpc.StatusCode.PERMISSION_DENIED
-        )
+        assert code_of(lambda: reader.start_scan(files_target(str(tmp_path)))) == grpc.StatusCode.PERMISSION_DENIED
         assert code_of(lambda: reader.cancel(scan.scan_id)) == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -140,9 +137,7 @@ def test_a_token_grants_its_roles_only(token_server, tmp_path: Path) -> None:
         assert code_of(lambda: ops.push_ruleset(default_files(), "x")) == grpc.StatusCode.PERMISSION_DENIED
     with Client(token_server.address, token="soc-token-1", timeout=10) as soc:
         assert soc.get_scan(scan.scan_id).requested_by == "ops"
-        assert (
-            code_of(lambda: soc.start_scan(files_target(str(tmp_path)))) == grpc.StatusCode.PERMISSION_DENIED
-        )
+        assert code_of(lambda: soc.start_scan(files_target(str(tmp_path)))) == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_listening_beyond_loopback_without_tls_is_refused(tmp_path: Path) -> None:

@@ -74,9 +74,7 @@ def test_watch_streams_progress_then_findings_then_done(client: Client, tmp_path
 
 def test_get_list_and_findings_paging(client: Client, tmp_path: Path) -> None:
     root = sample_dir(tmp_path / "samples", infected=5, clean=0)
-    ids = [
-        client.wait(client.start_scan(files_target(str(root))).scan_id, timeout=60).scan_id for _ in range(3)
-    ]
+    ids = [client.wait(client.start_scan(files_target(str(root))).scan_id, timeout=60).scan_id for _ in range(3)]
 
     got = client.get_scan(ids[0])
     assert got.scan_id == ids[0] and got.verdict.findings_count == 5
@@ -157,9 +155,7 @@ def test_cancel_a_queued_scan(tmp_path: Path, server: ServerThread, client: Clie
 def test_a_running_scan_keeps_the_ruleset_it_started_with(client: Client, tmp_path: Path) -> None:
     image = sparse_image(tmp_path / "guest.raw", GiB, {GiB - 4096: marker("newer")})
     old = client.list_rulesets()[0]
-    newer = client.push_ruleset(
-        [*default_files(), ("extra/newer.yar", marker_rule("newer"))], "newer"
-    ).ruleset
+    newer = client.push_ruleset([*default_files(), ("extra/newer.yar", marker_rule("newer"))], "newer").ruleset
     scan = client.start_scan(memory_target(str(image)))
     wait_state(client, scan.scan_id, scans_pb2.SCAN_STATE_RUNNING)
 
@@ -197,14 +193,13 @@ def test_scan_bytes_over_the_limit_is_resource_exhausted(client: Client) -> None
 def test_a_scan_can_pin_a_stored_ruleset(client: Client, tmp_path: Path) -> None:
     sample = tmp_path / "dropper.sh"
     sample.write_bytes(b"# " + marker("pinned") + b"\n")
-    pinned = client.push_ruleset(
-        [*default_files(), ("extra/pinned.yar", marker_rule("pinned"))], "pinned"
-    ).ruleset
+    pinned = client.push_ruleset([*default_files(), ("extra/pinned.yar", marker_rule("pinned"))], "pinned").ruleset
 
     done = client.wait(client.start_scan(files_target(str(sample)), ruleset_digest=pinned.digest).scan_id, 60)
     unpinned = client.wait(client.start_scan(files_target(str(sample))).scan_id, 60)
     missing = "sha256:" + "0" * 64
-    failed = client.wait(client.start_scan(files_target(str(sample)), ruleset_digest=missing).scan_id, 60)
+    with pytest.raises(grpc.RpcError) as unknown:
+        client.start_scan(files_target(str(sample)), ruleset_digest=missing)
 
     assert (done.verdict.ruleset_digest, done.verdict.kind) == (
         pinned.digest,
@@ -212,4 +207,5 @@ def test_a_scan_can_pin_a_stored_ruleset(client: Client, tmp_path: Path) -> None
     )
     assert [f.rule for f in findings(client, done.scan_id)] == ["Marker_pinned"]
     assert unpinned.verdict.kind == verdict_pb2.VERDICT_KIND_CLEAN, "the active ruleset is unchanged"
-    assert failed.verdict.kind == verdict_pb2.VERDICT_KIND_ERROR and missing in failed.verdict.error
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND, "an unknown pin is refused up front"
+    assert "0000000000" in unknown.value.details()

@@ -68,9 +68,7 @@ def _some_scan(client: Client, tmp: Path) -> str:
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_bad_request_names_the_field_and_the_server_keeps_serving(
-    case: str, client: Client, tmp_path: Path
-) -> None:
+def test_bad_request_names_the_field_and_the_server_keeps_serving(case: str, client: Client, tmp_path: Path) -> None:
     call, code, field = BAD_REQUESTS[case]
 
     with pytest.raises(grpc.RpcError) as caught:

@@ -1,4 +1,8 @@
-"""The layout's promises: the core imports no edge library; generated code is fresh."""
+"""The layout's promises: the core imports no edge library; generated code is fresh.
+
+Acquisition backends (LibVMI, QMP) and the API/CLI are edges; the engine, targets, signature
+store, state and jobs are the core.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ REPO = Path(__file__).resolve().parents[2]
 CORE = [
     "engine",
     "targets",
-    "acquisition",
     "rulesets",
     "state",
     "jobs",

@@ -36,9 +36,7 @@ def compile_rules(source: str) -> Rules:
     return Rules(yara.compile(source=source, externals=EXTERNALS))
 
 
-MARKER_RULE = compile_rules(
-    'rule marker { meta: severity = 90 strings: $m = "' + MARKER.decode() + '" condition: $m }'
-)
+MARKER_RULE = compile_rules('rule marker { meta: severity = 90 strings: $m = "' + MARKER.decode() + '" condition: $m }')
 
 
 FILLER = bytes(range(1, 256)) * 4112  # about 1 MiB of non-zero bytes with no marker in it

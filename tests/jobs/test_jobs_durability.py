@@ -95,9 +95,7 @@ def test_acknowledged_scans_survive_sigkill(tmp_path: Path, config: Path, servic
     with second.client() as client:
         acknowledged = [running, *queued]
         finals = {s.scan_id: client.wait(s.scan_id, timeout=120) for s in acknowledged}
-        assert (
-            client.start_scan(files_target(str(samples)), request_id="retry-me").scan_id == queued[2].scan_id
-        )
+        assert client.start_scan(files_target(str(samples)), request_id="retry-me").scan_id == queued[2].scan_id
         listed = {s.scan_id for s in client.list_scans().scans}
     assert listed == {s.scan_id for s in acknowledged}
     for scan_id, final in finals.items():

@@ -65,8 +65,7 @@ def test_versions_only_grow_across_restarts(tmp_path: Path) -> None:
 def test_concurrent_pushes_of_one_ruleset_store_it_once(store: RulesetStore) -> None:
     versions: list[int] = []
     threads = [
-        threading.Thread(target=lambda: versions.append(store.push(SET_A, "a", "", "u").version))
-        for _ in range(4)
+        threading.Thread(target=lambda: versions.append(store.push(SET_A, "a", "", "u").version)) for _ in range(4)
     ]
     for t in threads:
         t.start()
@@ -169,9 +168,7 @@ def test_interrupted_pointer_write_leaves_the_old_pointer(tmp_path: Path) -> Non
     assert rule_names(reopened, b"marker-alpha") == ["rule_a"]
 
 
-def test_crash_before_the_rename_leaves_the_old_pointer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_crash_before_the_rename_leaves_the_old_pointer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = RulesetStore(tmp_path)
     store.push(SET_A, "a", "", "u")
     store.push(SET_C, "c", "", "u")

@@ -79,9 +79,7 @@ def test_create_resume_and_finish(db: Database, tmp_path: Path) -> None:
 
 def test_request_id_dedupe(db: Database) -> None:
     first, created = db.create_scan(SPEC, {}, "alice", request_id="ticket-1")
-    again, created_again = db.create_scan(
-        TargetSpec("files", {"paths": ["/other"]}), {}, "bob", request_id="ticket-1"
-    )
+    again, created_again = db.create_scan(TargetSpec("files", {"paths": ["/other"]}), {}, "bob", request_id="ticket-1")
     other, _ = db.create_scan(SPEC, {}, "alice", request_id="ticket-2")
     anonymous = [db.create_scan(SPEC, {}, "alice")[0] for _ in range(2)]
 

@@ -28,9 +28,7 @@ def test_size_limit_is_a_gap_and_exclusion_is_counted(tmp_path):
     (tmp_path / "big.bin").write_bytes(b"x" * 100)
     (tmp_path / "movie.iso").write_bytes(b"y")
     (tmp_path / "ok.txt").write_bytes(b"z")
-    items = {
-        os.path.basename(i.name): i for i in plan([tmp_path], max_file_size=50, exclude_extensions=("iso",))
-    }
+    items = {os.path.basename(i.name): i for i in plan([tmp_path], max_file_size=50, exclude_extensions=("iso",))}
     big, iso = items["big.bin"], items["movie.iso"]
     assert isinstance(big, Skipped) and big.kind is GapKind.SKIPPED_LIMIT and big.gap
     assert isinstance(iso, Skipped) and iso.kind is GapKind.SKIPPED_POLICY and not iso.gap

@@ -36,11 +36,7 @@ def service(tmp_path):
 
 def marker_addresses(findings) -> list[int]:
     return sorted(
-        s.address
-        for f in findings
-        if f.rule == "EICAR_Test_File"
-        for s in f.strings
-        if s.identifier == "$head"
+        s.address for f in findings if f.rule == "EICAR_Test_File" for s in f.strings if s.identifier == "$head"
     )
 
 
@@ -63,15 +59,11 @@ def test_ruleset_without_the_marker_rule_finds_nothing(lab_guest, service, tmp_p
     rule = b'rule Not_In_Guest { strings: $a = "AVSCAN-NEVER-PRESENT-4f1d" condition: $a }\n'
     with service.client() as client:
         pushed = client.push_ruleset([("other.yar", rule)], "other").ruleset
-        scan = client.start_scan(
-            guest_target(qmp=str(lab_guest.scanner_qmp_path)), ruleset_digest=pushed.digest
-        )
+        scan = client.start_scan(guest_target(qmp=str(lab_guest.scanner_qmp_path)), ruleset_digest=pushed.digest)
         done = client.wait(scan.scan_id, timeout=120)
     assert done.verdict.kind == verdict_pb2.VERDICT_KIND_CLEAN
     assert done.verdict.ruleset_digest == pushed.digest
-    assert (
-        done.verdict.coverage.bytes_scanned + done.verdict.coverage.bytes_zero == lab_guest.memory_mib << 20
-    )
+    assert done.verdict.coverage.bytes_scanned + done.verdict.coverage.bytes_zero == lab_guest.memory_mib << 20
 
 
 def test_paused_mode_pauses_resumes_and_records_the_pause(lab_guest, default_rules):

@@ -50,9 +50,7 @@ class LibvmiMemory(MemorySource):
         super().__init__(target)
         self._probe = probe
         if driver not in DRIVERS:
-            raise InvalidArgument(
-                "target.guest.driver", f"unknown driver {driver!r} (known: {', '.join(DRIVERS)})"
-            )
+            raise InvalidArgument("target.guest.driver", f"unknown driver {driver!r} (known: {', '.join(DRIVERS)})")
         self.driver = driver
         self._lock = threading.Lock()  # one LibVMI handle is not safe for concurrent reads
         self._fd = -1
@@ -126,9 +124,7 @@ def _open_hypervisor(name: str, driver: str, kvmi_socket: str) -> Any:
         raise Unavailable("libvmi xen driver: unavailable: this host is not a Xen dom0 (no /dev/xen/privcmd)")
     if driver == "kvm":
         if not kvmi_socket:
-            raise Unavailable(
-                "libvmi kvm driver: unavailable: needs a KVMi-enabled QEMU and its socket (kvmi_socket)"
-            )
+            raise Unavailable("libvmi kvm driver: unavailable: needs a KVMi-enabled QEMU and its socket (kvmi_socket)")
         if not Path(kvmi_socket).is_socket():
             raise Unavailable(f"libvmi kvm driver: unavailable: {kvmi_socket} is not a KVMi socket")
     libvmi = _libvmi()
