@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -57,11 +57,11 @@ class Authenticator:
         self.config = config
         self._tokens = {t.sha256: t for t in config.tokens}
 
-    def identify(self, auth_context: Mapping[str, Sequence[bytes]], metadata: Mapping[str, str]) -> Identity:
+    def identify(self, auth_context: Mapping[str, Iterable[bytes]], metadata: Mapping[str, str]) -> Identity:
         """The caller's identity; raises Unauthenticated when none can be established."""
-        pem = auth_context.get("x509_pem_cert")
+        pem = next(iter(auth_context.get("x509_pem_cert", ())), None)
         if pem:
-            return _from_certificate(pem[0])
+            return _from_certificate(pem)
         header = metadata.get("authorization", "")
         if header:
             return self._from_token(header)

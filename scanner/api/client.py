@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 
@@ -105,7 +106,7 @@ class Client:
         return self.scans.GetScan(request, metadata=self.metadata, timeout=self.timeout).scan
 
     def list_scans(self, page_size: int = 50, page_token: str = "", state: int = 0) -> scans_pb2.ListScansResponse:
-        request = scans_pb2.ListScansRequest(page_size=page_size, page_token=page_token, state=state)
+        request = scans_pb2.ListScansRequest(page_size=page_size, page_token=page_token, state=cast(Any, state))
         return self.scans.ListScans(request, metadata=self.metadata, timeout=self.timeout)
 
     def findings(self, scan_id: str) -> list[scans_pb2.ListFindingsResponse]:

@@ -131,7 +131,7 @@ def verdict_message(v: Verdict, with_findings: bool) -> verdict_pb2.Verdict:
         units_failed=c.units_failed,
         gaps=[
             verdict_pb2.Gap(
-                kind=verdict_pb2.GapKind.Value(f"GAP_KIND_{g.kind.value}"),
+                kind=getattr(verdict_pb2, f"GAP_KIND_{g.kind.value}"),
                 unit=g.unit,
                 detail=g.detail,
                 offset=g.offset,
@@ -145,7 +145,7 @@ def verdict_message(v: Verdict, with_findings: bool) -> verdict_pb2.Verdict:
         cache_misses=c.cache_misses,
     )
     return verdict_pb2.Verdict(
-        kind=verdict_pb2.VerdictKind.Value(f"VERDICT_KIND_{v.kind.value}"),
+        kind=getattr(verdict_pb2, f"VERDICT_KIND_{v.kind.value}"),
         ruleset_digest=v.ruleset_digest,
         coverage=coverage,
         findings=[finding_message(f) for f in v.findings] if with_findings else [],

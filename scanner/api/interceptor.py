@@ -23,7 +23,7 @@ from scanner.errors import ScannerError
 log = logging.getLogger(__name__)
 
 
-class GuardInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+class GuardInterceptor(aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
 
@@ -33,7 +33,7 @@ class GuardInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        method: str = details.method  # type: ignore[attr-defined]
+        method: str = details.method
         if handler is None or method.startswith(PUBLIC_PREFIXES):
             return handler
         return _wrap(handler, method, self.authenticator)
@@ -55,7 +55,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, auth: Authenticator) -> g
         await context.abort(status.code, status.details, status.trailing_metadata)
 
     if handler.unary_unary or handler.stream_unary:
-        inner = handler.unary_unary or handler.stream_unary
+        inner: Any = handler.unary_unary or handler.stream_unary
 
         async def unary(request: Any, context: aio.ServicerContext) -> Any:
             try:
@@ -69,7 +69,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, auth: Authenticator) -> g
         factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
         return factory(unary, handler.request_deserializer, handler.response_serializer)
 
-    inner_stream = handler.unary_stream or handler.stream_stream
+    inner_stream: Any = handler.unary_stream or handler.stream_stream
 
     async def streaming(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
         try:

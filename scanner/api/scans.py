@@ -90,7 +90,8 @@ class ScanService(scans_pb2_grpc.ScanServiceServicer):
         self, request_iterator: AsyncIterator[pb.ScanBytesRequest], context: aio.ServicerContext
     ) -> pb.ScanBytesResponse:
         limit = self.app.config.max_upload_bytes
-        name, digest, parts, total = "buffer", "", [], 0
+        name, digest, total = "buffer", "", 0
+        parts: list[bytes] = []
         async for message in request_iterator:
             if message.HasField("header"):
                 if parts:

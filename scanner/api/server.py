@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -40,7 +41,7 @@ class Running:
 
     app: App
     server: aio.Server
-    health: health.HealthServicer
+    health: Any  # grpc_health's aio HealthServicer (untyped)
     port: int
 
     async def stop(self, grace: float | None = None) -> None:
@@ -64,7 +65,7 @@ async def start_server(config: Config) -> Running:
     )
     scans_pb2_grpc.add_ScanServiceServicer_to_server(ScanService(app), server)
     signatures_pb2_grpc.add_SignatureServiceServicer_to_server(SignatureService(app), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
         names = (
