@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchmarks.corpus import DEFAULT_RULESETS_DIR, MiB, write_corpus
+from benchmarks.corpus import DEFAULT_RULESETS_DIR, REPO_ROOT, MiB, write_corpus
 from scanner.engine import Engine, EngineSettings
 from scanner.rulesets import compile_path
 from scanner.targets import TargetSpec, build_target
@@ -62,6 +63,27 @@ def physical_limits(data: bytes, repeat: int) -> list[tuple[str, float]]:
     return out
 
 
+EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}" + b"$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+# planted so the comparison can fail: inside a window, across the first 16 MiB window edge, late
+PLANTS = (1 * MiB + 123, 16 * MiB - 20, 200 * MiB + 7)
+
+
+def plant(image: Path, size: int) -> None:
+    with image.open("r+b") as f:
+        for offset in PLANTS:
+            if offset + len(EICAR) <= size:
+                f.seek(offset)
+                f.write(EICAR)
+
+
+def with_default_signatures(rules_dir: Path, tmp: Path) -> Path:
+    """The public rule set plus the default signatures (its EICAR rule sees the planted copies)."""
+    out = tmp / rules_dir.parent.name
+    shutil.copytree(rules_dir, out / "set")
+    shutil.copytree(REPO_ROOT / "signatures", out / "default", ignore=shutil.ignore_patterns("*.md"))
+    return out
+
+
 def engine_scan(ruleset: Any, image: Path, threads: int) -> set[RuleKey]:
     engine = Engine(EngineSettings(threads=threads))
     try:
@@ -75,9 +97,9 @@ def engine_scan(ruleset: Any, image: Path, threads: int) -> set[RuleKey]:
     return {(f.namespace, f.rule) for f in verdict.findings}
 
 
-def bench_ruleset(path: Path, data: bytes, image: Path, repeat: int) -> bool:
+def bench_ruleset(path: Path, data: bytes, image: Path, repeat: int, tmp: Path) -> bool:
     t0 = time.perf_counter()
-    ruleset = compile_path(path)
+    ruleset = compile_path(with_default_signatures(path, tmp))
     print(f"\n== {path} ({ruleset.rule_count} rules, compiled in {time.perf_counter() - t0:.1f} s)")
     mib = len(data) / MiB
     base_s, matches = best_of(repeat, lambda: ruleset.rules.match(data=data))
@@ -99,6 +121,10 @@ def bench_ruleset(path: Path, data: bytes, image: Path, repeat: int) -> bool:
                 print(f"    {label}: {ns}:{rule}")
         if found != baseline:
             print(f"    findings DIFFER from the baseline ({threads} thread(s); see above)")
+        ok = ok and found == baseline
+    if not any(rule == "EICAR_Test_File" for _, rule in baseline):
+        print("    the planted EICAR copies were not found: the comparison proves nothing")
+        ok = False
     return ok
 
 
@@ -116,6 +142,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         image = Path(tmp) / "corpus.raw"
         files = write_corpus(image, args.size_mib * MiB)
+        plant(image, args.size_mib * MiB)
         data = image.read_bytes()
         print(f"data: {len(data) / MiB:.0f} MiB from {files} system files")
         limits = physical_limits(data, args.repeat)
@@ -125,7 +152,7 @@ def main() -> int:
             f"machine 2-thread scaling (sha256): {limits[-2][1] / limits[-1][1]:.2f}x"
             f" (load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs)"
         )
-        results = [bench_ruleset(args.rulesets_dir / rs, data, image, args.repeat) for rs in RULESETS]
+        results = [bench_ruleset(args.rulesets_dir / rs, data, image, args.repeat, Path(tmp)) for rs in RULESETS]
     print("\nall targets met" if all(results) else "\nsome targets MISSED")
     return 0 if all(results) else 1
 
