@@ -39,8 +39,9 @@ def alternative(guest: LabGuest, compiled: Path, work: Path) -> tuple[float, flo
     began = time.perf_counter()
     guest.dump_elf(dump)  # dump-guest-memory stops the guest until the dump completes
     dumped = time.perf_counter()
-    out = subprocess.run(["yara", "-C", "-p", "2", str(compiled), str(dump)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["yara", "-C", "-p", "2", str(compiled), str(dump)], capture_output=True, text=True, check=False
+    )
     total = time.perf_counter() - began
     if out.returncode not in (0, 1):
         raise SystemExit(f"yara failed: {out.stderr}")
@@ -49,8 +50,11 @@ def alternative(guest: LabGuest, compiled: Path, work: Path) -> tuple[float, flo
 
 
 def ours(guest: LabGuest, rules: object, threads: int, paused: bool) -> tuple[float, float, bool]:
-    params = {"qmp": str(guest.scanner_qmp_path), "consistency": "paused" if paused else "running",
-              "max_pause_seconds": 600}
+    params = {
+        "qmp": str(guest.scanner_qmp_path),
+        "consistency": "paused" if paused else "running",
+        "max_pause_seconds": 600,
+    }
     engine = Engine(EngineSettings(threads=threads))
     try:
         began = time.perf_counter()
@@ -80,8 +84,9 @@ def main() -> int:
             (sources / f"{i:05d}_{f.name}").parent.mkdir(exist_ok=True)
             (sources / f"{i:05d}_{f.name}").write_bytes(f.read_bytes())
         compiled = work / "rules.yarc"
-        made = subprocess.run(["yarac", *sorted(map(str, sources.iterdir())), str(compiled)],
-                              capture_output=True, text=True, check=False)
+        made = subprocess.run(
+            ["yarac", *sorted(map(str, sources.iterdir())), str(compiled)], capture_output=True, text=True, check=False
+        )
         if made.returncode != 0:  # rules needing externals (signature-base) need -d for yarac
             raise SystemExit(f"yarac failed: {made.stderr[-2000:]}")
         rules = compile_path(sources)

@@ -48,8 +48,18 @@ def sweep_stale_shm() -> None:
 class LabGuest:
     """A running guest. Use ``with LabGuest.start(...) as g:``."""
 
-    def __init__(self, image: LabImage, memory_mib: int, markers: int, variant: str) -> None:
+    def __init__(
+        self,
+        image: LabImage,
+        memory_mib: int,
+        markers: int,
+        variant: str,
+        disk: Path | None = None,
+        bus: str = "virtio",
+    ) -> None:
         self.image = image
+        self.disk = disk
+        self.disk_bus = bus
         self.memory_mib = memory_mib
         self.markers = markers
         self.variant = variant
@@ -78,11 +88,16 @@ class LabGuest:
         timeout: float = 120.0,
         kvm_timeout: float = 10.0,
         cache: Path | None = None,
+        disk: Path | None = None,
+        disk_bus: str = "virtio",
     ) -> LabGuest:
         """Build the image if needed, boot, and wait for READY (``timeout`` seconds under TCG).
 
-        With KVM, a boot that is not READY after ``kvm_timeout`` is retried under TCG.
+        With KVM, a boot that is not READY after ``kvm_timeout`` is retried under TCG. ``disk``
+        attaches a qcow2 image as drive ``labdisk`` (``disk_bus``: ``virtio`` or ``ide``).
         """
+        if disk_bus not in ("virtio", "ide"):
+            raise InvalidArgument("disk_bus", f"{disk_bus!r}: expected virtio or ide")
         if not MIN_MEMORY_MIB <= memory_mib <= MAX_MEMORY_MIB:
             raise InvalidArgument("memory_mib", f"{memory_mib}: expected {MIN_MEMORY_MIB}..{MAX_MEMORY_MIB}")
         if not 0 <= markers <= MAX_MARKERS:
@@ -97,7 +112,7 @@ class LabGuest:
         cache = cache or cache_dir()
         image = build_image(cache)
         for accel in accel_mod.candidates(cache, image.key):
-            guest = cls(image, memory_mib, markers, variant)
+            guest = cls(image, memory_mib, markers, variant, disk, disk_bus)
             _live.add(guest)
             try:
                 guest._boot(accel, kvm_timeout if accel == "kvm" else timeout)
@@ -148,7 +163,17 @@ class LabGuest:
             f"unix:{self.qmp_path},server=on,wait=off",
             "-qmp",  # the appliance's own monitor: QEMU serves one client per QMP socket
             f"unix:{self.scanner_qmp_path},server=on,wait=off",
+            *self._disk_args(),
         ]
+
+    def _disk_args(self) -> list[str]:
+        if self.disk is None:
+            return []
+        if self.disk_bus == "virtio":
+            device = "virtio-blk-pci,drive=labdisk,id=labdisk-dev"
+        else:
+            device = "ide-hd,drive=labdisk,bus=ide.0,id=labdisk-dev"
+        return ["-drive", f"file={self.disk},format=qcow2,if=none,id=labdisk", "-device", device]
 
     def _boot(self, accel: str, timeout: float) -> None:
         self.accel = accel

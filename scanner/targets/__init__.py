@@ -27,10 +27,17 @@ def _guest(spec: TargetSpec, policy: FilePolicy) -> Target:
     return GuestTarget.from_params(spec.params)
 
 
+def _disk(spec: TargetSpec, policy: FilePolicy) -> Target:
+    from scanner.targets.disk import DiskTarget
+
+    return DiskTarget.from_params(spec.params, policy)
+
+
 REGISTRY: dict[str, Callable[[TargetSpec, FilePolicy], Target]] = {
     "files": _files,
     "memory": _memory,
     "guest": _guest,
+    "disk": _disk,
 }
 
 

@@ -1,0 +1,21 @@
+"""Errors of the disk layers (all carry the path or volume that caused them)."""
+
+from __future__ import annotations
+
+from scanner.errors import SourceError, Unavailable
+
+
+class DiskFormatError(SourceError):
+    """The image, a volume or a filesystem is not what it claims to be (or too damaged to open)."""
+
+
+class TruncatedImage(OSError):
+    """A read ran past the end of an image file: the image is truncated or a table points past it.
+
+    An ``OSError`` so that parser code treating I/O failures as I/O failures keeps doing so.
+    """
+
+
+def unavailable(package: str, error: ImportError) -> Unavailable:
+    """The error for a parser package that is not installed."""
+    return Unavailable(f"unavailable: install {package} ({error})")

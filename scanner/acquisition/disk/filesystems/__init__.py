@@ -1,0 +1,75 @@
+"""Filesystems inside a volume, behind one small interface: :class:`Node`.
+
+One module per filesystem, each with ``detect(head) -> bool`` (from the volume's first 64 KiB)
+and ``open_fs(stream) -> Node`` (the root directory); ``FILESYSTEMS`` is the registry, tried in
+order. A backend maps its parser's objects onto :class:`Node` and nothing else: the walk, the
+limits and the error accounting live in :mod:`scanner.acquisition.disk.walk`.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from datetime import datetime
+from typing import BinaryIO, cast
+
+HEAD_SIZE = 65536
+
+FILESYSTEMS: dict[str, str] = {
+    "ext": "scanner.acquisition.disk.filesystems.ext",
+    "xfs": "scanner.acquisition.disk.filesystems.xfs",
+    "ntfs": "scanner.acquisition.disk.filesystems.ntfs",
+    "fat": "scanner.acquisition.disk.filesystems.fat",
+}
+
+
+class Node(abc.ABC):
+    """A directory entry: ``kind`` is ``dir``, ``file``, ``symlink``, ``other`` or ``damaged``
+    (an entry whose own record is unusable; ``problem`` says why).
+
+    ``key`` identifies the underlying object (inode, MFT record, first cluster) so the walk can
+    refuse to enter a directory twice (a looping directory in a damaged filesystem).
+    """
+
+    name: str
+    key: Hashable
+    kind: str
+    size: int
+    problem: str = ""
+
+    @abc.abstractmethod
+    def children(self) -> Iterator[Node]:
+        """Entries of a directory, without ``.`` and ``..``; parser errors propagate."""
+
+    @abc.abstractmethod
+    def open(self) -> BinaryIO:
+        """The file's contents as a read-only stream."""
+
+    def times(self) -> Mapping[str, datetime | None]:
+        """Timestamps as the filesystem records them (``mtime``, ``ctime``, ``atime``, ``crtime``)."""
+        return {}
+
+
+def detect_filesystem(stream: BinaryIO) -> str:
+    """The name of the filesystem on ``stream`` (a key of ``FILESYSTEMS``), or ``""``."""
+    stream.seek(0)
+    head = stream.read(HEAD_SIZE)
+    for name in FILESYSTEMS:
+        if _backend(name, "detect")(head):
+            return name
+    return ""
+
+
+def open_filesystem(name: str, stream: BinaryIO) -> Node:
+    """The root directory of the ``name`` filesystem on ``stream``."""
+    stream.seek(0)
+    return cast(Node, _backend(name, "open_fs")(stream))
+
+
+def _backend(name: str, attr: str) -> Callable[..., object]:
+    return cast(Callable[..., object], getattr(importlib.import_module(FILESYSTEMS[name]), attr))
+
+
+def iso(value: object) -> datetime | None:
+    return value if isinstance(value, datetime) else None

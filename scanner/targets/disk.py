@@ -1,0 +1,248 @@
+"""A guest disk read from outside: image (or live QEMU disk) -> volumes -> filesystems -> files.
+
+Params (``TargetSpec("disk", {...})``):
+
+- ``path``: the image file or block device (raw, qcow2, VMDK, VHDX); opened read-only;
+- ``format``: ``auto`` (default, sniffed from the first bytes), ``raw``, ``qcow2``, ``vmdk``, ``vhdx``;
+- ``qmp`` + ``device``: a running QEMU guest's disk instead of ``path``: ``qmp`` is the guest's QMP
+  socket (the appliance's own), ``device`` the block node name, drive id or qdev id. The disk is
+  frozen with an external snapshot, scanned, then merged back (see
+  :mod:`scanner.acquisition.disk.live`).
+
+Each regular file is one :class:`DiskFileUnit`, scanned whole (``filesize``, ``pe``/``elf``
+keep their meaning); it is read through the parsers into memory, so units are bounded by the
+policy's ``max_file_size``. Unit names are ``<volume>:<path>`` (``p1:/etc/passwd``,
+``lvm/vg0/root:/bin/ls``, ``disk:/x`` for a filesystem on the whole disk). Exclusion globs match
+the path inside the guest. Anything not read (a volume with no filesystem we know, an unreadable
+directory, a directory loop, a limit) is a :class:`Skipped` with its reason, so such a scan is
+INCOMPLETE, never CLEAN. An image that cannot be opened at all raises ``SourceError``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from scanner.acquisition.disk.containers import Chain, open_container
+from scanner.acquisition.disk.errors import DiskFormatError
+from scanner.acquisition.disk.filesystems import HEAD_SIZE, Node, detect_filesystem, open_filesystem
+from scanner.acquisition.disk.volumes import Volume, find_volumes
+from scanner.acquisition.disk.walk import GuestFile, Walker, WalkLimits, WalkProblem, describe
+from scanner.errors import InvalidArgument, SourceError, UnreadableError
+from scanner.targets.base import Skipped, Target, Unit
+from scanner.targets.files import FilePolicy
+from scanner.verdicts import GapKind
+
+FORMATS = ("auto", "raw", "qcow2", "vmdk", "vhdx")
+SWAP_MAGICS = (b"SWAPSPACE2", b"SWAP-SPACE")
+
+
+class DiskFileUnit(Unit):
+    """One regular file inside a guest filesystem, read whole through the parsers."""
+
+    kind = "file"
+
+    def __init__(self, volume: str, path: str, node: Node, size: int, lock: threading.Lock) -> None:
+        self.volume = volume
+        self.path = path
+        self.node = node
+        self.size = size
+        self.name = f"{volume}:{path}"
+        self._lock = lock
+        base = PurePosixPath(path)
+        self.externals = {
+            "filename": base.name,
+            "filepath": str(base.parent),
+            "extension": base.suffix.lstrip(".").lower(),
+            "filetype": "",
+            "owner": "",
+        }
+
+    def window(self, offset: int, length: int) -> AbstractContextManager[memoryview]:
+        return self._window(offset, length)
+
+    @contextmanager
+    def _window(self, offset: int, length: int) -> Iterator[memoryview]:
+        yield memoryview(self._read(offset, length))
+
+    def _read(self, offset: int, length: int) -> bytes:
+        """A copy of ``length`` bytes at ``offset``; the parsers share one handle, hence the lock."""
+        try:
+            with self._lock:
+                stream = self.node.open()
+                stream.seek(offset)
+                data = stream.read(length)
+        except Exception as e:  # parser or I/O failure on a damaged image: this range is a gap
+            raise UnreadableError(self.name, offset, length, describe(e)) from e
+        if len(data) != length:
+            raise UnreadableError(self.name, offset, length, f"file data ends after {len(data)} bytes")
+        return bytes(data)
+
+    def finding_context(self) -> Mapping[str, str]:
+        """Path inside the guest, volume, size, timestamps and the SHA-256 of the bytes scanned."""
+        context = {"path": self.path, "volume": self.volume, "size": str(self.size)}
+        try:
+            context["sha256"] = hashlib.sha256(self._read(0, self.size)).hexdigest()
+        except UnreadableError as e:
+            context["sha256_error"] = e.reason
+        try:
+            for key, value in self.node.times().items():
+                if value is not None:
+                    context[key] = value.isoformat()
+        except Exception as e:  # a damaged timestamp attribute must not lose the finding
+            context["times_error"] = describe(e)
+        return context
+
+
+class DiskTarget(Target):
+    kind = "disk"
+
+    def __init__(
+        self,
+        path: str = "",
+        fmt: str = "auto",
+        policy: FilePolicy | None = None,
+        qmp: str = "",
+        device: str = "",
+    ) -> None:
+        if fmt not in FORMATS:
+            raise InvalidArgument("target.disk.format", f"{fmt!r}: expected one of {', '.join(FORMATS)}")
+        if bool(qmp) != bool(device):
+            raise InvalidArgument("target.disk.device" if qmp else "target.disk.qmp", "qmp and device go together")
+        if not path and not qmp:
+            raise InvalidArgument("target.disk.path", "give an image path, or qmp and device for a live guest")
+        if path and qmp:
+            raise InvalidArgument("target.disk.path", "give either an image path or qmp and device, not both")
+        self.path = path
+        self.format = fmt
+        self.policy = policy or FilePolicy()
+        self.qmp = qmp
+        self.device = device
+        self._lock = threading.Lock()
+        self._stack = ExitStack()
+        self._details: dict[str, str] = {}
+        self._live: Any = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], policy: FilePolicy) -> DiskTarget:
+        for key in ("path", "format", "qmp", "device"):
+            if key in params and not isinstance(params[key], str):
+                raise InvalidArgument(f"target.disk.{key}", "must be a string")
+        return cls(
+            path=params.get("path") or "",
+            fmt=params.get("format") or "auto",
+            policy=policy,
+            qmp=params.get("qmp") or "",
+            device=params.get("device") or "",
+        )
+
+    def plan(self) -> Iterator[Unit | Skipped]:
+        image, fmt = self._image()
+        chain = Chain()
+        self._stack.callback(chain.close)
+        try:
+            disk, fmt = open_container(image, fmt, chain)
+        except DiskFormatError:
+            raise
+        except OSError as e:
+            raise SourceError(str(image), e.strerror or str(e)) from e
+        self._details.update({"disk.format": fmt, "disk.chain": " <- ".join(chain.files)})
+        size = _size(disk)
+        volumes, problems = find_volumes(disk, size)
+        for problem in problems:
+            yield Skipped(problem.name, problem.size, GapKind.UNREADABLE, problem.reason)
+        self._details["disk.volumes"] = ", ".join(v.name for v in volumes)
+        walker = Walker(WalkLimits(self.policy.max_depth, self.policy.max_files))
+        for volume in volumes:
+            yield from self._volume(volume, walker)
+
+    def _image(self) -> tuple[Path, str]:
+        if not self.qmp:
+            path = Path(self.path)
+            if not path.exists():
+                raise SourceError(self.path, "no such image file or device")
+            return path, self.format
+        from scanner.acquisition.disk.live import LiveDisk
+
+        self._live = LiveDisk(Path(self.qmp), self.device)
+        self._stack.callback(self._live.release)
+        frozen = self._live.freeze()
+        self._details.update(self._live.details())
+        return frozen.path, frozen.format if self.format == "auto" else self.format
+
+    def _volume(self, volume: Volume, walker: Walker) -> Iterator[Unit | Skipped]:
+        try:
+            name = detect_filesystem(volume.stream)
+        except Exception as e:
+            yield Skipped(volume.name, volume.size, GapKind.UNREADABLE, f"volume not readable: {describe(e)}")
+            return
+        if not name:
+            yield self._unknown(volume)
+            return
+        try:
+            root = open_filesystem(name, volume.stream)
+        except Exception as e:
+            detail = f"{name} filesystem does not open: {describe(e)}"
+            yield Skipped(volume.name, volume.size, GapKind.UNREADABLE, detail)
+            return
+        for item in walker.walk(root):
+            if isinstance(item, WalkProblem):
+                yield Skipped(f"{volume.name}:{item.path}", item.size, item.kind, item.reason)
+            else:
+                yield self._file(volume.name, item)
+
+    def _unknown(self, volume: Volume) -> Skipped:
+        try:
+            volume.stream.seek(0)
+            head = volume.stream.read(min(HEAD_SIZE, volume.size))
+        except Exception:
+            head = b""
+        if any(m in head[4086:4096] for m in SWAP_MAGICS):
+            return Skipped(volume.name, volume.size, GapKind.SKIPPED_POLICY, "swap space: no files", gap=False)
+        detail = f"{volume.description}: no supported filesystem (ext, xfs, ntfs, fat)"
+        return Skipped(volume.name, volume.size, GapKind.SKIPPED_POLICY, detail)
+
+    def _file(self, volume: str, item: GuestFile) -> Unit | Skipped:
+        name = f"{volume}:{item.path}"
+        excluded = self._exclusion(item.path)
+        if excluded:
+            return Skipped(name, item.size, GapKind.SKIPPED_POLICY, excluded, self.policy.exclusions_are_gaps)
+        if item.size > self.policy.max_file_size:
+            detail = f"larger than max_file_size {self.policy.max_file_size}"
+            return Skipped(name, item.size, GapKind.SKIPPED_LIMIT, detail)
+        return DiskFileUnit(volume, item.path, item.node, item.size, self._lock)
+
+    def _exclusion(self, path: str) -> str:
+        ext = PurePosixPath(path).suffix.lstrip(".").lower()
+        if ext and ext in {e.lstrip(".").lower() for e in self.policy.exclude_extensions}:
+            return f"excluded extension .{ext}"
+        for pattern in self.policy.exclude_globs:
+            if fnmatch.fnmatch(path, pattern):
+                return f"excluded by {pattern}"
+        return ""
+
+    def finish(self) -> None:
+        if self._live is not None:
+            self._live.release()
+            self._details.update(self._live.details())
+
+    def details(self) -> Mapping[str, str]:
+        return dict(self._details)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _size(stream: Any) -> int:
+    size = getattr(stream, "size", None)
+    if isinstance(size, int):
+        return size
+    end = int(stream.seek(0, os.SEEK_END))
+    stream.seek(0)
+    return end
