@@ -152,3 +152,7 @@ def guest_target(ram: str = "", qmp: str = "", paused: bool = False, max_pause: 
     consistency = scans_pb2.CONSISTENCY_PAUSED if paused else scans_pb2.CONSISTENCY_RUNNING
     guest = scans_pb2.GuestTarget(ram_path=ram, qmp_socket=qmp, consistency=consistency, max_pause_seconds=max_pause)
     return scans_pb2.Target(guest=guest)
+
+
+def disk_target(path: str = "", fmt: str = "auto", qmp: str = "", device: str = "") -> scans_pb2.Target:
+    return scans_pb2.Target(disk=scans_pb2.DiskTarget(path=path, format=fmt, qmp_socket=qmp, device=device))

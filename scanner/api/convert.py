@@ -58,7 +58,14 @@ def target_spec(target: scans_pb2.Target) -> TargetSpec:
             "kvmi_socket": g.kvmi_socket,
         }
         return TargetSpec("guest", params)
-    raise InvalidArgument("target", "set one target kind (files, memory, guest)")
+    if which == "disk":
+        d = target.disk
+        if not d.path and not (d.qmp_socket and d.device):
+            raise InvalidArgument("target.disk.path", "give an image path, or qmp_socket and device")
+        return TargetSpec(
+            "disk", {"path": d.path, "format": d.format or "auto", "qmp": d.qmp_socket, "device": d.device}
+        )
+    raise InvalidArgument("target", "set one target kind (files, memory, guest, disk)")
 
 
 def target_message(spec: TargetSpec) -> scans_pb2.Target:
@@ -79,6 +86,14 @@ def target_message(spec: TargetSpec) -> scans_pb2.Target:
             kvmi_socket=params.get("kvmi_socket", ""),
         )
         return scans_pb2.Target(guest=guest)
+    if spec.kind == "disk":
+        disk = scans_pb2.DiskTarget(
+            path=params.get("path", ""),
+            format=params.get("format", ""),
+            qmp_socket=params.get("qmp", ""),
+            device=params.get("device", ""),
+        )
+        return scans_pb2.Target(disk=disk)
     return scans_pb2.Target()
 
 

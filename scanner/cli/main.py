@@ -66,6 +66,8 @@ def serve(ctx: click.Context, listen: str | None) -> None:
     show_default=True,
     help="Memory image format: auto, raw, elfcore (QEMU dump-guest-memory), lime, vmware (.vmem + .vmsn/.vmss).",
 )
+@click.option("--disk", multiple=True, type=click.Path(), help="A disk image or block device (repeatable).")
+@click.option("--disk-format", default="auto", show_default=True, help="raw, qcow2, vmdk, vhdx or auto.")
 @click.option("--guest-ram", multiple=True, help="A live guest's RAM file (QEMU memory-backend-file).")
 @click.option("--guest-qmp", multiple=True, help="A live guest's QMP socket (finds its RAM file).")
 @click.option("--pause", is_flag=True, help="Pause live guests while scanning (needs --guest-qmp).")
@@ -79,6 +81,8 @@ def scan(
     paths: tuple[str, ...],
     memory: tuple[str, ...],
     fmt: str,
+    disk: tuple[str, ...],
+    disk_format: str,
     guest_ram: tuple[str, ...],
     guest_qmp: tuple[str, ...],
     pause: bool,
@@ -87,13 +91,14 @@ def scan(
     as_json: bool,
     infected: bool,
 ) -> None:
-    """Scan files, directories and memory images here, without a server.
+    """Scan files, directories, memory dumps, disk images and live guests here, without a server.
 
     Exit code: 0 clean, 1 found, 2 error or incomplete.
     """
     config = _config(ctx)
     specs = [TargetSpec("files", {"paths": list(paths)})] if paths else []
     specs += [TargetSpec("memory", {"path": m, "format": fmt}) for m in memory]
+    specs += [TargetSpec("disk", {"path": d, "format": disk_format}) for d in disk]
     consistency = "paused" if pause else "running"
     live = [{"ram": r} for r in guest_ram] + [{"qmp": q} for q in guest_qmp]
     specs += [TargetSpec("guest", {**g, "consistency": consistency, "max_pause_seconds": max_pause}) for g in live]

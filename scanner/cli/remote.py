@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 import grpc
 
-from scanner.api.client import Client, ClientTLS, files_target, guest_target, memory_target
+from scanner.api.client import Client, ClientTLS, disk_target, files_target, guest_target, memory_target
 from scanner.api.status import field_violations
 from scanner.v1 import scans_pb2, signatures_pb2, verdict_pb2
 
@@ -170,6 +170,7 @@ def scans() -> None:
 @click.argument("paths", nargs=-1)
 @click.option("--memory", help="A memory image on the appliance instead of PATHS.")
 @click.option("--format", "fmt", default="auto", show_default=True)
+@click.option("--disk", help="A disk image or block device on the appliance.")
 @click.option("--guest-ram", help="A live guest's RAM file on the appliance.")
 @click.option("--guest-qmp", help="A live guest's QMP socket on the appliance.")
 @click.option("--pause", is_flag=True, help="Pause the live guest while scanning.")
@@ -181,6 +182,7 @@ def scans_start(
     paths: tuple[str, ...],
     memory: str | None,
     fmt: str,
+    disk: str | None,
     guest_ram: str | None,
     guest_qmp: str | None,
     pause: bool,
@@ -191,6 +193,8 @@ def scans_start(
     """Start a scan of PATHS (files, directories), a memory image or a live guest on the appliance."""
     if memory:
         target = memory_target(memory, fmt)
+    elif disk:
+        target = disk_target(disk)
     elif guest_ram or guest_qmp:
         target = guest_target(guest_ram or "", guest_qmp or "", paused=pause)
     else:

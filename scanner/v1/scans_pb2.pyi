@@ -67,15 +67,29 @@ class GuestTarget(_message.Message):
     kvmi_socket: str
     def __init__(self, ram_path: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., driver: _Optional[str] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., max_pause_seconds: _Optional[float] = ..., domain: _Optional[str] = ..., kvmi_socket: _Optional[str] = ...) -> None: ...
 
+class DiskTarget(_message.Message):
+    __slots__ = ("path", "format", "qmp_socket", "device")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    QMP_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    format: str
+    qmp_socket: str
+    device: str
+    def __init__(self, path: _Optional[str] = ..., format: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+
 class Target(_message.Message):
-    __slots__ = ("files", "memory", "guest")
+    __slots__ = ("files", "memory", "guest", "disk")
     FILES_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     GUEST_FIELD_NUMBER: _ClassVar[int]
+    DISK_FIELD_NUMBER: _ClassVar[int]
     files: FilesTarget
     memory: MemoryTarget
     guest: GuestTarget
-    def __init__(self, files: _Optional[_Union[FilesTarget, _Mapping]] = ..., memory: _Optional[_Union[MemoryTarget, _Mapping]] = ..., guest: _Optional[_Union[GuestTarget, _Mapping]] = ...) -> None: ...
+    disk: DiskTarget
+    def __init__(self, files: _Optional[_Union[FilesTarget, _Mapping]] = ..., memory: _Optional[_Union[MemoryTarget, _Mapping]] = ..., guest: _Optional[_Union[GuestTarget, _Mapping]] = ..., disk: _Optional[_Union[DiskTarget, _Mapping]] = ...) -> None: ...
 
 class ScanOptions(_message.Message):
     __slots__ = ("unit_timeout_seconds", "ruleset_digest")
