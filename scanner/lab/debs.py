@@ -19,9 +19,10 @@ from pathlib import Path
 from scanner.errors import Unavailable
 from scanner.lab.errors import LabError
 
-KERNEL_META = "linux-image-cloud-amd64"
+FLAVOUR = "cloud-amd64"  # Debian kernel flavours: cloud-amd64 (default), amd64
+KERNEL_META = f"linux-image-{FLAVOUR}"
 BUSYBOX = "busybox-static"
-_KERNEL_RE = re.compile(r"^\s*Depends:\s*(linux-image-\S+-cloud-amd64)\s*$", re.M)
+FLAVOURS = ("cloud-amd64", "amd64")
 
 _apt_updated: list[bool] = []  # non-empty once apt-get update ran in this process
 
@@ -62,19 +63,19 @@ def _show(name: str) -> DebRef | None:
     return DebRef(fields["Package"], fields["Version"], Path(fields["Filename"]).name)
 
 
-def _kernel_name() -> str | None:
+def _kernel_name(flavour: str = FLAVOUR) -> str | None:
     try:
-        out = _run(["apt-cache", "depends", KERNEL_META])
+        out = _run(["apt-cache", "depends", f"linux-image-{flavour}"])
     except LabError:
         return None
-    found = _KERNEL_RE.findall(out)
+    found = re.findall(rf"^\s*Depends:\s*(linux-image-\d\S*-{re.escape(flavour)})\s*$", out, re.M)
     return found[0] if found else None
 
 
-def resolve() -> tuple[DebRef, DebRef]:
+def resolve(flavour: str = FLAVOUR) -> tuple[DebRef, DebRef]:
     """The versioned cloud kernel package and busybox-static, as apt's candidates."""
     for attempt in range(2):
-        kernel = _kernel_name()
+        kernel = _kernel_name(flavour)
         kref = _show(kernel) if kernel else None
         bref = _show(BUSYBOX)
         if kref and bref:
@@ -83,8 +84,8 @@ def resolve() -> tuple[DebRef, DebRef]:
             try:
                 _apt_update_once()
             except LabError as e:
-                raise Unavailable(f"unavailable: apt cannot resolve {KERNEL_META}: {e}") from e
-    raise Unavailable(f"unavailable: apt cannot resolve {KERNEL_META} and {BUSYBOX}")
+                raise Unavailable(f"unavailable: apt cannot resolve linux-image-{flavour}: {e}") from e
+    raise Unavailable(f"unavailable: apt cannot resolve linux-image-{flavour} and {BUSYBOX}")
 
 
 def download(ref: DebRef, debs_dir: Path) -> Path:

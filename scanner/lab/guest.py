@@ -25,6 +25,7 @@ from scanner.acquisition.qmp import QmpClient, QmpError
 from scanner.errors import InvalidArgument, Unavailable
 from scanner.lab import accel as accel_mod
 from scanner.lab.console import GuestProcess, is_ready, parse_processes
+from scanner.lab.debs import FLAVOURS
 from scanner.lab.errors import LabError
 from scanner.lab.image import LabImage, build_image, cache_dir
 
@@ -88,12 +89,14 @@ class LabGuest:
         timeout: float = 120.0,
         kvm_timeout: float = 10.0,
         cache: Path | None = None,
+        flavour: str = "cloud-amd64",
         disk: Path | None = None,
         disk_bus: str = "virtio",
     ) -> LabGuest:
         """Build the image if needed, boot, and wait for READY (``timeout`` seconds under TCG).
 
-        With KVM, a boot that is not READY after ``kvm_timeout`` is retried under TCG. ``disk``
+        With KVM, a boot that is not READY after ``kvm_timeout`` is retried under TCG. ``flavour``
+        picks the Debian kernel: ``cloud-amd64`` (the default) or ``amd64``. ``disk``
         attaches a qcow2 image as drive ``labdisk`` (``disk_bus``: ``virtio`` or ``ide``).
         """
         if disk_bus not in ("virtio", "ide"):
@@ -109,8 +112,10 @@ class LabGuest:
         if not SHM_DIR.is_dir():
             raise Unavailable(f"unavailable: {SHM_DIR} does not exist")
         sweep_stale_shm()
+        if flavour not in FLAVOURS:
+            raise InvalidArgument("flavour", f"{flavour!r}: expected one of {', '.join(FLAVOURS)}")
         cache = cache or cache_dir()
-        image = build_image(cache)
+        image = build_image(cache, flavour)
         for accel in accel_mod.candidates(cache, image.key):
             guest = cls(image, memory_mib, markers, variant, disk, disk_bus)
             _live.add(guest)

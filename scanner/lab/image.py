@@ -98,10 +98,10 @@ def _load(directory: Path) -> LabImage:
     )
 
 
-def build_image(cache: Path | None = None) -> LabImage:
-    """Return the image for the current inputs, building it first if it is not cached."""
+def build_image(cache: Path | None = None, flavour: str = debs.FLAVOUR) -> LabImage:
+    """Return the image for the current inputs (kernel ``flavour``), building it first if it is not cached."""
     cache = cache or cache_dir()
-    kernel_ref, busybox_ref = debs.resolve()
+    kernel_ref, busybox_ref = debs.resolve(flavour)
     key = _key(kernel_ref, busybox_ref)
     final = cache / "images" / key
     with _locked(cache):
