@@ -15,6 +15,17 @@ from scanner.targets import TargetSpec
 from scanner.v1 import scans_pb2, signatures_pb2, verdict_pb2
 from scanner.verdicts import Finding, Verdict
 
+_OS_MODES: dict[int, str] = {
+    scans_pb2.OS_AWARENESS_UNSPECIFIED: "auto",
+    scans_pb2.OS_AWARENESS_AUTO: "auto",
+    scans_pb2.OS_AWARENESS_PROCESSES: "processes",
+    scans_pb2.OS_AWARENESS_PHYSICAL: "physical",
+}
+_OS_ENUMS = {
+    "auto": scans_pb2.OS_AWARENESS_AUTO,
+    "processes": scans_pb2.OS_AWARENESS_PROCESSES,
+    "physical": scans_pb2.OS_AWARENESS_PHYSICAL,
+}
 _SCAN_STATES = {
     "QUEUED": scans_pb2.SCAN_STATE_QUEUED,
     "RUNNING": scans_pb2.SCAN_STATE_RUNNING,
@@ -44,11 +55,13 @@ def target_spec(target: scans_pb2.Target) -> TargetSpec:
     if which == "memory":
         if not target.memory.path:
             raise InvalidArgument("target.memory.path", "a path is required")
-        return TargetSpec("memory", {"path": target.memory.path, "format": target.memory.format or "auto"})
+        m = target.memory
+        params = {"path": m.path, "format": m.format or "auto", "os": _os_mode(m.os, "target.memory.os")}
+        return TargetSpec("memory", {**params, "kernel": m.kernel_path} if m.kernel_path else params)
     if which == "guest":
         g = target.guest
         consistency = "paused" if g.consistency == scans_pb2.CONSISTENCY_PAUSED else "running"
-        params = {
+        guest_params: dict[str, Any] = {
             "ram": g.ram_path,
             "qmp": g.qmp_socket,
             "driver": g.driver or "file",
@@ -56,8 +69,10 @@ def target_spec(target: scans_pb2.Target) -> TargetSpec:
             "max_pause_seconds": g.max_pause_seconds or 30.0,
             "domain": g.domain,
             "kvmi_socket": g.kvmi_socket,
+            "os": _os_mode(g.os, "target.guest.os"),
+            "kernel": g.kernel_path,
         }
-        return TargetSpec("guest", params)
+        return TargetSpec("guest", guest_params)
     if which == "disk":
         d = target.disk
         if not d.path and not (d.qmp_socket and d.device):
@@ -68,12 +83,25 @@ def target_spec(target: scans_pb2.Target) -> TargetSpec:
     raise InvalidArgument("target", "set one target kind (files, memory, guest, disk)")
 
 
+def _os_mode(value: int, field: str) -> str:
+    try:
+        return _OS_MODES[value]
+    except KeyError:
+        raise InvalidArgument(field, f"unknown OS awareness mode {value}") from None
+
+
 def target_message(spec: TargetSpec) -> scans_pb2.Target:
     params: Mapping[str, Any] = spec.params
     if spec.kind == "files":
         return scans_pb2.Target(files=scans_pb2.FilesTarget(paths=params.get("paths", [])))
     if spec.kind == "memory":
-        return scans_pb2.Target(memory=scans_pb2.MemoryTarget(path=params["path"], format=params.get("format", "")))
+        memory = scans_pb2.MemoryTarget(
+            path=params["path"],
+            format=params.get("format", ""),
+            os=_OS_ENUMS.get(str(params.get("os", "auto")), scans_pb2.OS_AWARENESS_AUTO),
+            kernel_path=params.get("kernel", ""),
+        )
+        return scans_pb2.Target(memory=memory)
     if spec.kind == "guest":
         paused = params.get("consistency") == "paused"
         guest = scans_pb2.GuestTarget(
@@ -84,6 +112,8 @@ def target_message(spec: TargetSpec) -> scans_pb2.Target:
             consistency=scans_pb2.CONSISTENCY_PAUSED if paused else scans_pb2.CONSISTENCY_RUNNING,
             domain=params.get("domain", ""),
             kvmi_socket=params.get("kvmi_socket", ""),
+            os=_OS_ENUMS.get(str(params.get("os", "auto")), scans_pb2.OS_AWARENESS_AUTO),
+            kernel_path=params.get("kernel", ""),
         )
         return scans_pb2.Target(guest=guest)
     if spec.kind == "disk":

@@ -67,7 +67,7 @@ def _scan_one(engine: Engine, ruleset: Ruleset, spec: TargetSpec, config: Config
     from scanner.engine import error_verdict
 
     try:
-        target = build_target(spec, config.files)
+        target = build_target(spec, config.files, config.state_dir / "profiles")
     except ScannerError as e:
         return error_verdict(ruleset.digest, e.message, time.time())
     with target:

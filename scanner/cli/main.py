@@ -66,6 +66,15 @@ def serve(ctx: click.Context, listen: str | None) -> None:
     show_default=True,
     help="Memory image format: auto, raw, elfcore (QEMU dump-guest-memory), lime, vmware (.vmem + .vmsn/.vmss).",
 )
+@click.option(
+    "--os",
+    "os_mode",
+    type=click.Choice(["auto", "processes", "physical"]),
+    default="auto",
+    show_default=True,
+    help="Memory: auto = all RAM, findings named by process; processes = one unit per process region.",
+)
+@click.option("--kernel", type=click.Path(exists=True), help="Guest kernel image, if memory alone gives no profile.")
 @click.option("--disk", multiple=True, type=click.Path(), help="A disk image or block device (repeatable).")
 @click.option("--disk-format", default="auto", show_default=True, help="raw, qcow2, vmdk, vhdx or auto.")
 @click.option("--guest-ram", multiple=True, help="A live guest's RAM file (QEMU memory-backend-file).")
@@ -81,6 +90,8 @@ def scan(
     paths: tuple[str, ...],
     memory: tuple[str, ...],
     fmt: str,
+    os_mode: str,
+    kernel: str | None,
     disk: tuple[str, ...],
     disk_format: str,
     guest_ram: tuple[str, ...],
@@ -97,7 +108,8 @@ def scan(
     """
     config = _config(ctx)
     specs = [TargetSpec("files", {"paths": list(paths)})] if paths else []
-    specs += [TargetSpec("memory", {"path": m, "format": fmt}) for m in memory]
+    awareness = {"os": os_mode, **({"kernel": kernel} if kernel else {})}
+    specs += [TargetSpec("memory", {"path": m, "format": fmt, **awareness}) for m in memory]
     specs += [TargetSpec("disk", {"path": d, "format": disk_format}) for d in disk]
     consistency = "paused" if pause else "running"
     live = [{"ram": r} for r in guest_ram] + [{"qmp": q} for q in guest_qmp]

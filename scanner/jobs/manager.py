@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from scanner.engine import Engine, Progress, Ruleset, error_verdict
@@ -42,11 +43,13 @@ class ScanManager:
         resolve_ruleset: RulesetResolver,
         policy: FilePolicy,
         concurrency: int = 2,
+        profile_cache: Path | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
         self.resolve_ruleset = resolve_ruleset
         self.policy = policy
+        self.profile_cache = profile_cache
         self.concurrency = concurrency
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._live: dict[str, LiveScan] = {}
@@ -85,7 +88,7 @@ class ScanManager:
 
     def _check_target(self, spec: TargetSpec) -> None:
         """Open the target once so a wrong request fails now, with the field named."""
-        build_target(spec, self.policy).close()
+        build_target(spec, self.policy, self.profile_cache).close()
 
     def _enqueue(self, scan_id: str) -> None:
         self._live[scan_id] = LiveScan(scan_id)
@@ -160,7 +163,7 @@ class ScanManager:
         timeout = record.options.get("unit_timeout_seconds") or 0
         engine = self.engine
         try:
-            target = build_target(record.target, self.policy)
+            target = build_target(record.target, self.policy, self.profile_cache)
         except ScannerError as e:
             return error_verdict(ruleset.digest, e.message, started)
         with target:

@@ -69,6 +69,12 @@ def finding_document(f: Finding, verdict: Verdict, ruleset_version: int = 0) -> 
         )
     if f.unit_kind == "memory":
         doc["avscan"]["memory"] = {"physical_address": f.address}
+    pids = [p for p in f.context.get("pid", "").split(",") if p.isdigit()]
+    if pids:  # ECS process.*: the (first) owning process; avscan.owners lists every owner
+        doc["process"] = {"pid": int(pids[0]), "name": f.context.get("process", "").split(",")[0]}
+        doc["avscan"]["owners"] = {
+            k: f.context[k] for k in ("pid", "process", "region", "virtual_address") if k in f.context
+        }
     return doc
 
 

@@ -9,6 +9,9 @@ from scanner.verdicts import Finding, Gap, Verdict
 
 def finding_line(f: Finding) -> str:
     where = f.unit if f.unit_kind == "file" else f"{f.unit} @ {f.address:#x}"
+    owner = f.context.get("pid")
+    if owner and f.unit_kind == "memory":  # a physical hit attributed to its process(es)
+        where += f" (pid {owner} {f.context.get('process', '')})"
     return f"{where}: {f.rule} FOUND"
 
 

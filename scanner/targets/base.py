@@ -17,7 +17,7 @@ Contract for implementations:
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -51,6 +51,10 @@ class Unit(abc.ABC):
     def finding_context(self) -> Mapping[str, str]:
         """Facts attached to each finding in this unit (computed only when something matched)."""
         return self.context
+
+    def attribute(self, offsets: Sequence[int]) -> Mapping[str, str]:
+        """Facts about a finding matched at ``offsets`` of this unit (e.g. the owning processes)."""
+        return {}
 
 
 @dataclass(frozen=True)

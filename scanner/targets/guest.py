@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from scanner.acquisition.live import PauseRecord, QemuGuest
 from scanner.acquisition.memory.vmi import LibvmiMemory
 from scanner.errors import InvalidArgument
+from scanner.targets.awareness import memory_view
 from scanner.targets.base import Skipped, Target, Unit
-from scanner.targets.memory import MemoryTarget
 
 CONSISTENCY = ("running", "paused")
 MAX_PAUSE_LIMIT = 3600.0
@@ -35,7 +36,10 @@ class GuestTarget(Target):
         max_pause: float = 30.0,
         kvmi_socket: str = "",
         domain: str = "",
+        os_params: Mapping[str, Any] | None = None,
+        profile_cache: Path | None = None,
     ) -> None:
+        """``os_params``: ``os`` (auto/processes/physical) and ``kernel``, as for memory images."""
         if consistency not in CONSISTENCY:
             raise InvalidArgument("target.guest.consistency", f"must be one of {', '.join(CONSISTENCY)}")
         if not 0 < max_pause <= MAX_PAUSE_LIMIT:
@@ -61,13 +65,13 @@ class GuestTarget(Target):
             probe = self.guest.gone if self.guest else None
             source = LibvmiMemory(name, driver, kvmi_socket, probe=probe)
             self._stack.callback(source.close)
-            self.memory = MemoryTarget(source)
+            self.memory = memory_view(source, os_params or {}, profile_cache)
         except BaseException:
             self._stack.close()
             raise
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> GuestTarget:
+    def from_params(cls, params: Mapping[str, Any], profile_cache: Path | None = None) -> GuestTarget:
         try:
             max_pause = float(params.get("max_pause_seconds") or 30.0)
         except (TypeError, ValueError) as e:
@@ -80,6 +84,8 @@ class GuestTarget(Target):
             max_pause=max_pause,
             kvmi_socket=str(params.get("kvmi_socket") or ""),
             domain=str(params.get("domain") or ""),
+            os_params={k: params[k] for k in ("os", "kernel") if params.get(k)},
+            profile_cache=profile_cache,
         )
 
     def plan(self) -> Iterator[Unit | Skipped]:

@@ -28,6 +28,17 @@ class PhysicalRangeUnit(Unit):
         return self.base + offset
 
 
+def open_source(params: Mapping[str, object]) -> MemorySource:
+    """The memory source named by ``path`` and ``format`` (default auto) params."""
+    path = params.get("path")
+    fmt = params.get("format", "auto") or "auto"
+    if not isinstance(path, str) or not path:
+        raise InvalidArgument("target.memory.path", "a memory image path is required")
+    if not isinstance(fmt, str):
+        raise InvalidArgument("target.memory.format", "must be a string")
+    return open_memory(path, fmt)
+
+
 class MemoryTarget(Target):
     """A memory image or live guest RAM, scanned physically."""
 
@@ -38,13 +49,7 @@ class MemoryTarget(Target):
 
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> MemoryTarget:
-        path = params.get("path")
-        fmt = params.get("format", "auto") or "auto"
-        if not isinstance(path, str) or not path:
-            raise InvalidArgument("target.memory.path", "a memory image path is required")
-        if not isinstance(fmt, str):
-            raise InvalidArgument("target.memory.format", "must be a string")
-        return cls(open_memory(path, fmt))
+        return cls(open_source(params))
 
     def plan(self) -> Iterator[Unit | Skipped]:
         for r in self.source.ranges():

@@ -20,6 +20,13 @@ class ScanState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCAN_STATE_CANCELLED: _ClassVar[ScanState]
     SCAN_STATE_INTERRUPTED: _ClassVar[ScanState]
 
+class OsAwareness(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OS_AWARENESS_UNSPECIFIED: _ClassVar[OsAwareness]
+    OS_AWARENESS_AUTO: _ClassVar[OsAwareness]
+    OS_AWARENESS_PROCESSES: _ClassVar[OsAwareness]
+    OS_AWARENESS_PHYSICAL: _ClassVar[OsAwareness]
+
 class Consistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CONSISTENCY_UNSPECIFIED: _ClassVar[Consistency]
@@ -31,6 +38,10 @@ SCAN_STATE_RUNNING: ScanState
 SCAN_STATE_DONE: ScanState
 SCAN_STATE_CANCELLED: ScanState
 SCAN_STATE_INTERRUPTED: ScanState
+OS_AWARENESS_UNSPECIFIED: OsAwareness
+OS_AWARENESS_AUTO: OsAwareness
+OS_AWARENESS_PROCESSES: OsAwareness
+OS_AWARENESS_PHYSICAL: OsAwareness
 CONSISTENCY_UNSPECIFIED: Consistency
 CONSISTENCY_RUNNING: Consistency
 CONSISTENCY_PAUSED: Consistency
@@ -42,15 +53,19 @@ class FilesTarget(_message.Message):
     def __init__(self, paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MemoryTarget(_message.Message):
-    __slots__ = ("path", "format")
+    __slots__ = ("path", "format", "os", "kernel_path")
     PATH_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    OS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_PATH_FIELD_NUMBER: _ClassVar[int]
     path: str
     format: str
-    def __init__(self, path: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
+    os: OsAwareness
+    kernel_path: str
+    def __init__(self, path: _Optional[str] = ..., format: _Optional[str] = ..., os: _Optional[_Union[OsAwareness, str]] = ..., kernel_path: _Optional[str] = ...) -> None: ...
 
 class GuestTarget(_message.Message):
-    __slots__ = ("ram_path", "qmp_socket", "driver", "consistency", "max_pause_seconds", "domain", "kvmi_socket")
+    __slots__ = ("ram_path", "qmp_socket", "driver", "consistency", "max_pause_seconds", "domain", "kvmi_socket", "os", "kernel_path")
     RAM_PATH_FIELD_NUMBER: _ClassVar[int]
     QMP_SOCKET_FIELD_NUMBER: _ClassVar[int]
     DRIVER_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +73,8 @@ class GuestTarget(_message.Message):
     MAX_PAUSE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     KVMI_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    OS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_PATH_FIELD_NUMBER: _ClassVar[int]
     ram_path: str
     qmp_socket: str
     driver: str
@@ -65,7 +82,9 @@ class GuestTarget(_message.Message):
     max_pause_seconds: float
     domain: str
     kvmi_socket: str
-    def __init__(self, ram_path: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., driver: _Optional[str] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., max_pause_seconds: _Optional[float] = ..., domain: _Optional[str] = ..., kvmi_socket: _Optional[str] = ...) -> None: ...
+    os: OsAwareness
+    kernel_path: str
+    def __init__(self, ram_path: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., driver: _Optional[str] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., max_pause_seconds: _Optional[float] = ..., domain: _Optional[str] = ..., kvmi_socket: _Optional[str] = ..., os: _Optional[_Union[OsAwareness, str]] = ..., kernel_path: _Optional[str] = ...) -> None: ...
 
 class DiskTarget(_message.Message):
     __slots__ = ("path", "format", "qmp_socket", "device")

@@ -1,0 +1,117 @@
+"""How guest memory is cut into units: by OS awareness mode.
+
+- ``auto`` (default): every byte of RAM is scanned physically (nothing a process does not map is
+  missed), and when a Linux kernel is found in the memory each finding is attributed to the
+  process(es) that map it: pid, process, region, virtual address (``scanner.guestos`` reverse
+  map). The kernel is looked for only when something matched, so a clean scan pays nothing.
+- ``processes``: one unit per process region (VMA) plus kernel memory, as Volatility's
+  ``vmayarascan`` does, so rules that need several strings in one region work; falls back to a
+  physical scan, saying why, when no Linux kernel is found.
+- ``physical``: the plain physical scan.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from scanner.acquisition.memory import MemorySource
+from scanner.errors import InvalidArgument
+from scanner.targets.base import Skipped, Target, Unit
+from scanner.targets.memory import MemoryTarget, PhysicalRangeUnit
+
+MODES = ("auto", "processes", "physical")
+MAX_ATTRIBUTED = 16  # owners listed per finding (shared pages can have many)
+
+
+def memory_view(source: MemorySource, params: Mapping[str, Any], profile_cache: Path | None) -> Target:
+    """The target over ``source`` for the ``os`` mode and optional ``kernel`` image in ``params``."""
+    mode = str(params.get("os") or "auto")
+    if mode not in MODES:
+        source.close()
+        raise InvalidArgument("target.os", f"must be one of {', '.join(MODES)}")
+    kernel = Path(str(params["kernel"])) if params.get("kernel") else None
+    if kernel is not None and not kernel.is_file():
+        source.close()
+        raise InvalidArgument("target.kernel", f"{kernel}: no such kernel image")
+    if mode == "physical":
+        return MemoryTarget(source)
+    if mode == "processes":
+        from scanner.targets.processes import ProcessTarget
+
+        return ProcessTarget(source, kernel, profile_cache)
+    return AttributedMemoryTarget(source, kernel, profile_cache)
+
+
+class _Attribution:
+    """Opens the guest's Linux kernel view once, on the first finding, and maps addresses to owners."""
+
+    def __init__(self, source: MemorySource, kernel: Path | None, profile_cache: Path | None) -> None:
+        self.source, self.kernel_image, self.profile_cache = source, kernel, profile_cache
+        self._lock = threading.Lock()
+        self._opened = False
+        self._view: Any = None
+        self.details: dict[str, str] = {}
+
+    def owners(self, addresses: Sequence[int]) -> Mapping[str, str]:
+        with self._lock:
+            if not self._opened:
+                self._open()
+            if self._view is None:
+                return {}
+            from scanner.guestos.linux.reverse import owners_of
+
+            by_address = owners_of(self._view, addresses)
+        per_pid: dict[int, Any] = {}
+        for address in addresses:  # first mapping of each owning process, in address order
+            for owner in by_address.get(address, []):
+                per_pid.setdefault(owner.pid, owner)
+        if not per_pid:
+            return {"owner": "no process maps these addresses (kernel, page cache or free memory)"}
+        shown = list(per_pid.values())[:MAX_ATTRIBUTED]
+        return {
+            "pid": ",".join(str(o.pid) for o in shown),
+            "process": ",".join(o.process for o in shown),
+            "virtual_address": ",".join(f"{o.virtual:#x}" for o in shown),
+            "region": " | ".join(o.region for o in shown),
+        }
+
+    def _open(self) -> None:
+        from scanner.guestos.linux.detect import open_linux
+
+        self._opened = True
+        detection = open_linux(self.source, self.kernel_image, self.profile_cache)
+        self._view = detection.kernel
+        if detection.kernel is None:
+            self.details["os"] = detection.reason or "no Linux kernel found"
+        else:
+            self.details.update({"os": "linux", "os.banner": detection.banner})
+
+
+class AttributedUnit(PhysicalRangeUnit):
+    def __init__(self, source: MemorySource, start: int, length: int, attribution: _Attribution) -> None:
+        super().__init__(source, start, length)
+        self._attribution = attribution
+
+    def attribute(self, offsets: Sequence[int]) -> Mapping[str, str]:
+        return self._attribution.owners([self.base + o for o in offsets])
+
+
+class AttributedMemoryTarget(MemoryTarget):
+    """Physical scan of all RAM; findings attributed to processes when the guest is Linux."""
+
+    def __init__(self, source: MemorySource, kernel: Path | None = None, profile_cache: Path | None = None) -> None:
+        super().__init__(source)
+        self._attribution = _Attribution(source, kernel, profile_cache)
+
+    def plan(self) -> Iterator[Unit | Skipped]:
+        for item in super().plan():
+            if isinstance(item, PhysicalRangeUnit):
+                yield AttributedUnit(self.source, item.base, item.size, self._attribution)
+            else:
+                yield item
+
+    def details(self) -> Mapping[str, str]:
+        return {**super().details(), "mode": "physical+attribution", **self._attribution.details}
