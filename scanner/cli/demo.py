@@ -178,6 +178,8 @@ def _watch_scan(client: Client, scan: scans_pb2.Scan) -> scans_pb2.Scan:
         if event.HasField("finding"):
             f = event.finding
             where = f.unit if f.unit_kind == "file" else f"physical {f.address:#x}"
+            if f.context.get("pid"):
+                where += f", process {f.context['pid']} {f.context.get('process', '')} ({f.context.get('region', '')})"
             print(f"   FOUND {f.rule} (severity {f.severity}) in {where}")
         elif event.HasField("done"):
             print("  ", verdict_text(event.done.verdict))
