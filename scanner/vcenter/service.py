@@ -1,0 +1,467 @@
+"""vCenter in the loop: triggers -> snapshot -> download -> scan -> verdict -> outbox -> vCenter.
+
+Contract:
+- A trigger becomes a durable job (``vc_jobs``) in the same transaction that moves the event
+  cursor; a burst for one VM (a job still in flight, or one started within ``dedupe_seconds``)
+  coalesces into that job.
+- Jobs run under a global limit (``max_concurrent``) and a per-ESXi-host limit
+  (``per_host_limit``): a storm of power-ons queues instead of snapshotting a whole host at once.
+- The acquisition snapshot is removed right after the download, and again (idempotently, by
+  name) in ``finally`` and when an interrupted job resumes: on success, failure, cancellation,
+  restart, or a VM deleted meanwhile.
+- Scans go through ``ScanManager.submit`` with request ids derived from the job id, so a resumed
+  job gets the same scan instead of a second one. The verdict is the scans' own; a failed
+  acquisition is ERROR with the reason, never CLEAN.
+- Verdict attributes, the event and the quarantine steps are outbox rows written with the job's
+  outcome in one transaction; the relay applies them in order per VM, retrying with backoff
+  until vCenter confirms. A VM deleted meanwhile makes them ABANDONED (with the reason), not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from scanner.jobs.manager import FINAL_STATES, ScanManager
+from scanner.state.db import Database
+from scanner.targets import REGISTRY, TargetSpec
+from scanner.vcenter import acquisition
+from scanner.vcenter.actions import APPLY, REVERSIBLE, ActionContext
+from scanner.vcenter.connection import Connection, VCenterError
+from scanner.vcenter.inventory import VmInfo, list_vms, vm_info
+from scanner.vcenter.settings import VCenterSettings
+from scanner.vcenter.store import Action, Job, NewAction, VCenterStore
+from scanner.vcenter.tags import Tagging
+from scanner.vcenter.triggers import Trigger, Watcher
+from scanner.verdicts import VerdictKind
+
+log = logging.getLogger(__name__)
+ACTOR = "vcenter"
+MAX_BACKOFF = 60.0
+SEVERITY_ORDER = {"MALICIOUS": 5, "SUSPICIOUS": 4, "ERROR": 3, "INCOMPLETE": 2, "CLEAN": 1, "": 0}
+
+
+class VCenterService:
+    def __init__(self, settings: VCenterSettings, scans: ScanManager, db: Database, state_dir: Path) -> None:
+        self.settings = settings
+        self.policy = settings.policy
+        self.scans = scans
+        self.db = db
+        self.conn = Connection(settings)
+        self.store = VCenterStore(state_dir / "vcenter.sqlite3")
+        self.work = state_dir / "vcenter"
+        self.ctx = ActionContext(self.conn, self.store, self.policy, Tagging(self.conn))
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._global = asyncio.Semaphore(self.policy.max_concurrent)
+        self._hosts: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.policy.per_host_limit))
+        self._wake = asyncio.Event()
+        self._running = False
+        self.peak_running = 0  # most jobs acquiring/scanning at once (metrics, benchmarks)
+        self.peak_by_host: dict[str, int] = defaultdict(int)
+        self._active = 0
+        self._active_by_host: dict[str, int] = defaultdict(int)
+        self.on_action: Callable[[Action], Awaitable[None]] | None = None  # tests and benchmarks
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Resume unfinished jobs and start the trigger, relay and keep-alive loops."""
+        self._running = True
+        for job in await asyncio.to_thread(self.store.open_jobs):
+            self._launch(job)
+        self._spawn(self._watch_loop(), "vcenter-triggers")
+        self._spawn(self._relay_loop(), "vcenter-outbox")
+        self._spawn(self._keepalive_loop(), "vcenter-keepalive")
+
+    async def stop(self) -> None:
+        """Stop the loops; jobs in flight stop too and resume at the next start (snapshots removed)."""
+        self._running = False
+        tasks = list(self._tasks) + list(self._jobs.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await asyncio.to_thread(self.conn.close)
+        await asyncio.to_thread(self.store.close)
+
+    def _spawn(self, coro: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # reads
+
+    async def list_vms(self) -> list[VmInfo]:
+        return await self.conn.call(list_vms, "list VMs")
+
+    async def list_actions(self, vm_uuid: str = "", limit: int = 200) -> list[Action]:
+        return await asyncio.to_thread(self.store.actions, vm_uuid, limit)
+
+    async def list_jobs(self, limit: int = 100) -> list[Job]:
+        return await asyncio.to_thread(self.store.list_jobs, limit)
+
+    # triggers
+
+    async def _watch_loop(self) -> None:
+        instance, watcher, failures = "", None, 0
+        while self._running:
+            try:
+                if watcher is None:
+                    await self.conn.call(lambda si: si.CurrentTime(), "connect")
+                    instance = self.conn.instance_uuid
+                    cursor = await asyncio.to_thread(self.store.cursor, instance)
+                    watcher = Watcher(self.policy.triggers, cursor)
+                wait = self.settings.poll_seconds
+                found, newest = await self.conn.call(
+                    functools.partial(_round, watcher, wait=wait),
+                    "wait for vCenter updates",
+                    timeout=wait + self.settings.call_timeout,
+                )
+                for trigger in found:
+                    await self.trigger(trigger, instance, newest)
+                if newest is not None:
+                    await asyncio.to_thread(self.store.set_cursor, instance, newest)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                failures += 1
+                log.warning("vCenter trigger loop: %s", getattr(e, "message", e))
+                if watcher is not None:
+                    watcher.reset()
+                await asyncio.sleep(min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 7)))
+
+    async def trigger(self, trigger: Trigger, instance: str = "", cursor: int | None = None) -> Job | None:
+        """A durable job for ``trigger``, or None when it coalesces into a job for the same VM."""
+        if trigger.reason in ("power_on", "migrate", "attribute") and trigger.reason not in self.policy.triggers:
+            return None
+        move = (instance, cursor) if instance and cursor is not None else None
+        open_job = await asyncio.to_thread(self.store.open_job_for, trigger.vm_uuid)
+        last = open_job or await asyncio.to_thread(self.store.last_job_for, trigger.vm_uuid)
+        recent = last is not None and time.time() - last.created_at < self.policy.dedupe_seconds
+        if open_job is not None or (recent and trigger.reason not in ("attribute", "api")):
+            assert last is not None
+            log.info("%s on %s coalesced into job %s", trigger.reason, trigger.vm_name, last.id)
+            if move:
+                await asyncio.to_thread(self.store.set_cursor, *move)
+            if trigger.reason == "attribute" and not await self._ack_pending(trigger.vm_uuid):
+                await self._ack_request(last, trigger, coalesced=True)
+            return None
+        key = (
+            f"event:{instance}:{trigger.event_key}"
+            if trigger.event_key is not None
+            else f"{trigger.reason}:{time.time_ns()}"
+        )
+        job, created = await asyncio.to_thread(
+            self.store.create_job, key, trigger.reason, trigger.vm_uuid, trigger.vm_name, trigger.host, move
+        )
+        if created:
+            await asyncio.to_thread(
+                self.db.audit, ACTOR, "vcenter.trigger", job.id, f"{trigger.reason} {trigger.vm_name}"
+            )
+            if trigger.reason == "attribute":
+                await self._ack_request(job, trigger, coalesced=False)
+            self._launch(job)
+        return job
+
+    async def _ack_pending(self, vm_uuid: str) -> bool:
+        """An acknowledgement (clearing avscan.request) is still on its way for this VM."""
+        actions = await asyncio.to_thread(self.store.actions, vm_uuid, 50)
+        return any(a.kind.startswith("request_ack") and a.state == "PENDING" for a in actions)
+
+    async def _ack_request(self, job: Job, trigger: Trigger, coalesced: bool) -> None:
+        note = "coalesced into" if coalesced else "queued as"
+        values = {"avscan.request": "", "avscan.lastScan": f"{note} job {job.id} ({trigger.value})"}
+        kind = "request_ack" if not coalesced else f"request_ack:{time.time_ns()}"
+        await asyncio.to_thread(
+            self.store.add_actions, job.id, job.vm_uuid, job.vm_name, [NewAction(kind, {"values": values})]
+        )
+        self._wake.set()
+
+    async def scan_vm(self, vm_uuid: str, actor: str) -> tuple[Job, bool]:
+        """Scan one VM now (API/CLI) through the same durable path as a trigger; True if it joined one in flight."""
+        info = await self.conn.call(lambda si: vm_info(si, vm_uuid), f"find VM {vm_uuid}")
+        job = await self.trigger(Trigger("api", info.instance_uuid, info.name, info.host))
+        if job is not None:
+            await asyncio.to_thread(self.db.audit, actor, "vcenter.scan", job.id, info.name)
+            return job, False
+        existing = await asyncio.to_thread(self.store.open_job_for, vm_uuid)
+        existing = existing or await asyncio.to_thread(self.store.last_job_for, vm_uuid)
+        assert existing is not None
+        return existing, True
+
+    # jobs
+
+    def _launch(self, job: Job) -> None:
+        if job.id in self._jobs:
+            return
+        task = asyncio.ensure_future(self._run_job(job))
+        task.set_name(f"vcenter-job-{job.id}")
+        self._jobs[job.id] = task
+        task.add_done_callback(lambda _: self._jobs.pop(job.id, None))
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Wait until no job runs and no action is pending (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = [a for a in await self.list_actions() if a.state == "PENDING"]
+            if not self._jobs and not pending:
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"vCenter work not idle after {timeout} s")
+
+    async def _run_job(self, job: Job) -> None:
+        host = job.host or "?"
+        async with self._global, self._hosts[host]:
+            self._active += 1
+            self._active_by_host[host] += 1
+            self.peak_running = max(self.peak_running, self._active)
+            self.peak_by_host[host] = max(self.peak_by_host[host], self._active_by_host[host])
+            try:
+                await self._pipeline(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.exception("vCenter job %s failed", job.id)
+                await self._finish(job, "ERROR", 0, [f"internal error: {e}"], [])
+            finally:
+                self._active -= 1
+                self._active_by_host[host] -= 1
+
+    async def _pipeline(self, job: Job) -> None:
+        directory = self.work / job.id
+        snap_name = acquisition.snapshot_name(job.id)
+        notes: list[str] = []
+        with_disks = self.policy.scan_disks and "disk" in REGISTRY
+        if self.policy.scan_disks and not with_disks:
+            notes.append("disk: not scanned (no 'disk' target in this build)")
+        scan_ids = list(job.scan_ids)
+        if not scan_ids:
+            await asyncio.to_thread(self.store.update_job, job.id, state="ACQUIRING", snapshot=snap_name)
+            try:
+                acquired = await self._acquire(job, snap_name, directory, with_disks)
+            except VCenterError as e:
+                await asyncio.to_thread(acquisition.discard, directory)
+                await self._finish(job, "ERROR", 0, [*notes, f"acquisition failed: {e.message}"], [])
+                return
+            finally:
+                await self._remove_snapshot(job, snap_name)
+            notes += acquired.notes
+            scan_ids = await self._submit(job, acquired)
+            await asyncio.to_thread(self.store.update_job, job.id, state="SCANNING", scan_ids=scan_ids, notes=notes)
+        else:  # resumed after a restart: the scans exist; make sure the snapshot is gone
+            notes = list(job.notes)
+            await self._remove_snapshot(job, snap_name)
+        try:
+            kind, severity, digest, summary = await self._verdict(scan_ids)
+        finally:
+            await asyncio.to_thread(acquisition.discard, directory)
+        if not scan_ids:
+            kind, summary = "INCOMPLETE", "nothing acquired"
+        await self._finish(job, kind, severity, [*notes, summary], scan_ids, digest)
+
+    async def _acquire(self, job: Job, name: str, directory: Path, with_disks: bool) -> acquisition.Acquired:
+        conn = self.conn
+        moref = await conn.call(
+            lambda si: acquisition.take_snapshot(conn, si, job.vm_uuid, name),
+            f"snapshot {job.vm_name}",
+            timeout=self.settings.call_timeout * 5,
+        )
+        return await conn.call(
+            lambda si: acquisition.fetch(conn, si, job.vm_uuid, moref, directory, with_disks),
+            f"download {job.vm_name}",
+            timeout=self.settings.download_timeout,
+        )
+
+    async def _remove_snapshot(self, job: Job, name: str) -> None:
+        """Remove the acquisition snapshot; shielded from cancellation, retried a few times."""
+        conn = self.conn
+
+        async def remove() -> None:
+            for attempt in range(5):
+                try:
+                    result = await conn.call(
+                        lambda si: acquisition.remove_snapshot(conn, si, job.vm_uuid, name),
+                        f"remove snapshot {name}",
+                        timeout=self.settings.call_timeout * 5,
+                    )
+                    log.info("job %s: %s", job.id, result)
+                    return
+                except VCenterError as e:
+                    log.warning("job %s: snapshot removal failed (attempt %d): %s", job.id, attempt + 1, e.message)
+                    await asyncio.sleep(0.5 * 2**attempt)
+            log.error("job %s: snapshot %s still present; removed when the job resumes", job.id, name)
+
+        await asyncio.shield(asyncio.ensure_future(remove()))
+
+    async def _submit(self, job: Job, acquired: acquisition.Acquired) -> list[str]:
+        ids = []
+        if acquired.memory is not None:
+            spec = TargetSpec("memory", {"path": str(acquired.memory), "format": "vmware"})
+            record = await self.scans.submit(spec, {}, ACTOR, f"vcenter:{job.id}:memory")
+            ids.append(record.id)
+        for i, disk in enumerate(acquired.disks):
+            # hook: the "disk" target (VMDK) is registered by the disk-scanning work
+            record = await self.scans.submit(
+                TargetSpec("disk", {"path": str(disk)}), {}, ACTOR, f"vcenter:{job.id}:disk{i}"
+            )
+            ids.append(record.id)
+        return ids
+
+    async def _verdict(self, scan_ids: list[str]) -> tuple[str, int, str, str]:
+        worst, severity, digest, parts = "", 0, "", []
+        for scan_id in scan_ids:
+            async for _ in self.scans.watch(scan_id):
+                pass
+            record, _ = await self.scans.get(scan_id)
+            while record.state not in FINAL_STATES:
+                await asyncio.sleep(0.1)
+                record, _ = await self.scans.get(scan_id)
+            verdict = record.verdict
+            kind = verdict.kind.value if verdict else "INCOMPLETE"
+            findings = await asyncio.to_thread(self.db.findings, scan_id)  # the record keeps them apart
+            severity = max([severity, *(f.severity for f in findings)])
+            digest = digest or record.ruleset_digest
+            if SEVERITY_ORDER[kind] > SEVERITY_ORDER[worst]:
+                worst = kind
+            reason = f": {verdict.reason}" if verdict is not None and verdict.reason else ""
+            parts.append(f"{record.target.kind} scan {scan_id}: {kind}{reason}")
+        return worst or "INCOMPLETE", severity, digest, "; ".join(parts)
+
+    async def _finish(
+        self, job: Job, kind: str, severity: int, notes: list[str], scan_ids: list[str], digest: str = ""
+    ) -> None:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        summary = f"{kind}" + (f" severity {severity}" if severity else "")
+        actions = [
+            NewAction(
+                "attributes",
+                {
+                    "values": {
+                        "avscan.verdict": summary,
+                        "avscan.lastScan": f"{when} job {job.id} scans {','.join(scan_ids) or '-'}",
+                        "avscan.ruleset": digest or "-",
+                    }
+                },
+            ),
+            NewAction(
+                "event", {"message": f"avscan: {job.vm_name} {summary} ({job.reason}); {'; '.join(notes)}"[:900]}
+            ),
+        ]
+        if kind in (VerdictKind.MALICIOUS.value, VerdictKind.SUSPICIOUS.value):
+            actions += [NewAction(step, {"severity": severity}) for step in self.policy.steps(severity)]
+        state = "DONE" if kind != "ERROR" else "FAILED"
+        rows = await asyncio.to_thread(
+            self.store.finish_job, job.id, state, kind, severity, tuple(notes), actions, False
+        )
+        if self.policy.dry_run:
+            await asyncio.to_thread(self._dry_run, rows)
+        await asyncio.to_thread(self.db.audit, ACTOR, "vcenter.verdict", job.id, f"{job.vm_name}: {summary}")
+        if kind == "CLEAN" and self.policy.auto_release:
+            await self.release(job.vm_uuid, ACTOR, resume=False, reason="clean rescan")
+        self._wake.set()
+
+    def _dry_run(self, rows: list[Action]) -> None:
+        for a in rows:
+            if a.kind in ("tag", "disconnect", "snapshot", "suspend"):
+                self.store.action_done(a.seq, "DRY_RUN", "dry run: not applied")
+
+    # outbox relay
+
+    async def _relay_loop(self) -> None:
+        while self._running:
+            try:
+                await self.relay_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("vCenter outbox relay")
+            next_at = await asyncio.to_thread(self.store.next_due)
+            delay = 1.0 if next_at is None else max(0.0, min(1.0, next_at - time.time()))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def relay_once(self) -> int:
+        """Apply due actions, oldest first, one at a time per VM (so the ladder keeps its order)."""
+        now, done, blocked = time.time(), 0, set()
+        for action in await asyncio.to_thread(self.store.due_actions, now):
+            if action.vm_uuid in blocked:
+                continue
+            if action.next_at > now:
+                blocked.add(action.vm_uuid)
+                continue
+            if await self._apply(action):
+                done += 1
+            else:
+                blocked.add(action.vm_uuid)
+        return done
+
+    async def _apply(self, action: Action) -> bool:
+        fn = APPLY[action.kind.split(":", 1)[0]]
+        try:
+            result = await self.conn.call(lambda si: fn(self.ctx, si, action), f"{action.kind} on {action.vm_name}")
+        except VCenterError as e:
+            if e.not_found:
+                await asyncio.to_thread(self.store.action_done, action.seq, "ABANDONED", e.message)
+                return True
+            backoff = min(MAX_BACKOFF, 0.5 * 2 ** min(action.attempts, 7)) * (0.8 + 0.4 * random.random())  # noqa: S311
+            await asyncio.to_thread(self.store.action_failed, action.seq, e.message, time.time() + backoff)
+            log.warning("action %s on %s: %s (retry in %.1f s)", action.kind, action.vm_name, e.message, backoff)
+            return False
+        await asyncio.to_thread(self.store.action_done, action.seq, "DONE", result)
+        if self.on_action is not None:
+            await self.on_action(action)
+        return True
+
+    # release
+
+    async def release(self, vm_uuid: str, actor: str, resume: bool = False, reason: str = "") -> list[Action]:
+        """Undo the quarantine of a VM: exact prior NIC state, tag removed, optionally resumed."""
+        actions = await asyncio.to_thread(self.store.actions, vm_uuid, 1000)
+        applied = [a for a in actions if a.kind in REVERSIBLE and a.state == "DONE"]
+        pending = [
+            a for a in actions if a.kind in ("tag", "disconnect", "snapshot", "suspend") and a.state == "PENDING"
+        ]
+        if not applied and not pending:
+            return []
+        for a in pending:
+            await asyncio.to_thread(self.store.action_done, a.seq, "ABANDONED", f"released by {actor} before applied")
+        release_id = f"release-{time.time_ns()}"
+        name = (applied or pending)[0].vm_name
+        new = [
+            NewAction(REVERSIBLE[a.kind], {"prior": a.prior})
+            for a in sorted(applied, key=lambda a: -a.seq)
+            if REVERSIBLE[a.kind] != "resume" or resume
+        ]
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        new.append(NewAction("release_attributes", {"values": {"avscan.verdict": f"RELEASED by {actor} at {when}"}}))
+        new.append(NewAction("release_event", {"message": f"avscan: {name} released by {actor} {reason}".strip()}))
+        rows = await asyncio.to_thread(self.store.add_actions, release_id, vm_uuid, name, new)
+        await asyncio.to_thread(self.store.mark_reverted, [a.seq for a in applied])
+        await asyncio.to_thread(self.db.audit, actor, "vcenter.release", vm_uuid, reason)
+        self._wake.set()
+        return rows
+
+    # keep-alive
+
+    async def _keepalive_loop(self) -> None:
+        while self._running:
+            await asyncio.sleep(self.settings.keepalive_seconds)
+            with contextlib.suppress(VCenterError):
+                await self.conn.call(lambda si: si.CurrentTime(), "keep-alive")
+
+
+def _round(watcher: Watcher, si: Any, wait: float) -> tuple[list[Trigger], int | None]:
+    return watcher.round(si, wait)

@@ -1,0 +1,109 @@
+"""vcsim and lab artifacts for the vCenter tests.
+
+vcsim is built from Debian's govmomi source on first use (``scanner.lab.vcsim``); each test gets
+its own vcsim on a free loopback port. When it cannot be built the tests skip with the reason,
+except under ``CI=true`` where they fail. The guest memory placed on vcsim's datastore is the
+RAM of a real lab guest (``LabGuest.dump_raw``), made once per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scanner.app import App
+from scanner.config import load_config
+from scanner.errors import Unavailable
+from scanner.lab.pytest_plugin import lab_unavailable, start_or_skip
+from scanner.lab.vcsim import PASSWORD, USER, Vcsim
+from scanner.vcenter.settings import QuarantinePolicy, VCenterSettings
+from tests.vcenter.sim import SimClient
+
+
+def vcsim_unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"vcsim cannot run under CI=true: {reason}")
+    pytest.skip(f"vcsim cannot run: {reason}")
+
+
+@pytest.fixture
+def vcsim() -> Iterator[Vcsim]:
+    try:
+        sim = Vcsim.start()
+    except Unavailable as e:
+        vcsim_unavailable(e.message)
+        raise
+    with sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(vcsim: Vcsim) -> Iterator[SimClient]:
+    client = SimClient(vcsim.port)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def lab_vmem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A flat ``.vmem``: the RAM of a 256 MiB lab guest whose marker process holds EICAR."""
+    path = tmp_path_factory.mktemp("lab") / "guest.vmem"
+    with start_or_skip(memory_mib=256, markers=1, variant="vc") as guest:
+        guest.dump_raw(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lab_vmdk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A VMDK (``qemu-img convert -O vmdk``) of a small raw disk with an EICAR string in it."""
+    if shutil.which("qemu-img") is None:
+        lab_unavailable("qemu-img not found (apt-get install qemu-utils)")
+    from scanner.lab import eicar
+
+    base = tmp_path_factory.mktemp("disk")
+    raw = base / "disk.raw"
+    with raw.open("wb") as f:
+        f.truncate(8 << 20)
+        f.seek(1 << 20)
+        f.write(eicar())
+    vmdk = base / "disk1.vmdk"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(vmdk)], check=True)
+    return vmdk
+
+
+def settings_for(sim: Vcsim, **policy: Any) -> VCenterSettings:
+    defaults: dict[str, Any] = {"dedupe_seconds": 0.0}
+    return VCenterSettings(
+        url=sim.url,
+        user=USER,
+        password=PASSWORD,
+        insecure=True,
+        call_timeout=5.0,
+        poll_seconds=1.0,
+        policy=QuarantinePolicy(**{**defaults, **policy}),
+    )
+
+
+@asynccontextmanager
+async def running_app(settings: VCenterSettings, state_dir: Path) -> AsyncIterator[App]:
+    """The real service core (SQLite, default ruleset, scan workers) with vCenter started."""
+    config = replace(load_config(), state_dir=state_dir, vcenter=settings)
+    app = App(config)
+    await asyncio.to_thread(app.prepare)
+    await app.scans.start()
+    await app.start_vcenter()
+    try:
+        yield app
+    finally:
+        await app.stop_vcenter()
+        await app.scans.shutdown(5)
+        await asyncio.to_thread(app.close)

@@ -1,0 +1,162 @@
+"""Faults against a real vcsim: outage mid-action, restart, lost session, VM deleted mid-scan."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from scanner.lab.vcsim import Vcsim
+from scanner.vcenter.store import NewAction
+from tests.vcenter.conftest import running_app, settings_for
+from tests.vcenter.sim import SimClient
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+VM = "DC0_H0_VM1"
+
+
+async def quarantine_order(svc, uuid: str) -> str:  # type: ignore[no-untyped-def]
+    """A MALICIOUS outcome for VM with a disconnect step, written to the outbox as the pipeline does."""
+    job, _ = await asyncio.to_thread(svc.store.create_job, f"test:{time.time_ns()}", "api", uuid, VM, "DC0_H0", None)
+    await asyncio.to_thread(
+        svc.store.finish_job, job.id, "DONE", "MALICIOUS", 100, (), [NewAction("disconnect", {})], False
+    )
+    svc._wake.set()
+    return job.id
+
+
+def reconfigures(sim: SimClient) -> int:
+    return len(sim.events(VM, "VmReconfiguredEvent"))
+
+
+def test_hung_vcenter_action_completes_once_after_it_recovers(vcsim: Vcsim, sim: SimClient, tmp_path: Path):
+    sim.set_nics(VM, connected=True, start=True)
+    before = reconfigures(sim)
+
+    async def scenario() -> None:
+        settings = settings_for(vcsim, triggers=frozenset())
+        settings = type(settings)(**{**settings.__dict__, "call_timeout": 1.0})
+        async with running_app(settings, tmp_path / "state") as app:
+            svc = app.vcenter
+            await svc.list_vms()
+            uuid = sim.uuid(VM)
+            vcsim.pause()  # vCenter hangs: calls time out, the outbox retries
+            try:
+                await quarantine_order(svc, uuid)
+                await asyncio.sleep(3)
+                (action,) = await svc.list_actions()
+                assert action.state == "PENDING" and action.attempts >= 1
+                assert "no answer" in action.last_error or "timed out" in action.last_error
+            finally:
+                vcsim.resume()
+            await svc.wait_idle(60)
+            (action,) = await svc.list_actions()
+            assert action.state == "DONE"
+
+    asyncio.run(scenario())
+    assert all(not c and not s for _, c, s in sim.nics(VM))
+    assert reconfigures(sim) - before == 1  # applied once, although asked again while it hung
+
+
+def test_vcsim_restart_mid_action_outbox_finishes(vcsim: Vcsim, tmp_path: Path):
+    async def scenario() -> None:
+        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state") as app:
+            svc = app.vcenter
+            await svc.list_vms()
+            sim = SimClient(vcsim.port)
+            sim.set_nics(VM, connected=True, start=True)
+            uuid = sim.uuid(VM)
+            vcsim.stop()
+            await quarantine_order(svc, uuid)
+            await asyncio.sleep(2)
+            (action,) = await svc.list_actions()
+            assert action.state == "PENDING" and action.last_error
+            vcsim.restart()  # a fresh inventory: same VM, NIC in its default state
+            sim = SimClient(vcsim.port)
+            sim.set_nics(VM, connected=True, start=True)
+            await svc.wait_idle(90)
+            (action,) = await svc.list_actions()
+            assert action.state == "DONE", action
+            assert all(not c and not s for _, c, s in sim.nics(VM))
+            assert len(sim.events(VM, "VmReconfiguredEvent")) == 2  # ours + the test's own set_nics
+
+    asyncio.run(scenario())
+
+
+def test_lost_session_logs_in_again(vcsim: Vcsim, tmp_path: Path):
+    async def scenario() -> None:
+        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state") as app:
+            svc = app.vcenter
+            assert len(await svc.list_vms()) == 4
+            logins = svc.conn.logins
+            await asyncio.to_thread(svc.conn.invalidate_session)  # as an expired or terminated session
+            assert len(await svc.list_vms()) == 4  # the caller never sees NotAuthenticated
+            assert svc.conn.logins == logins + 1
+
+    asyncio.run(scenario())
+
+
+def test_vm_deleted_during_scan(vcsim: Vcsim, sim: SimClient, lab_vmem: Path, tmp_path: Path):
+    sim.place_memory(VM, lab_vmem)
+
+    async def scenario() -> None:
+        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state") as app:
+            svc = app.vcenter
+            submit = svc._submit
+
+            async def delete_then_submit(job, acquired):  # type: ignore[no-untyped-def]
+                await asyncio.to_thread(sim.destroy, VM)
+                return await submit(job, acquired)
+
+            svc._submit = delete_then_submit
+            job, _ = await svc.scan_vm(sim.uuid(VM), "tester")
+            await svc.wait_idle(120)
+            done = (await svc.list_jobs())[0]
+            assert done.id == job.id and done.verdict == "MALICIOUS"  # what the memory held, VM gone or not
+            actions = await svc.list_actions()
+            assert actions and all(a.state == "ABANDONED" for a in actions), actions
+            assert all("no longer exists" in a.result or "not in vCenter" in a.result for a in actions)
+            assert not (tmp_path / "state" / "vcenter" / job.id).exists()  # downloads discarded
+
+    asyncio.run(scenario())
+
+
+def test_download_failure_is_error_and_snapshot_removed(vcsim: Vcsim, sim: SimClient, tmp_path: Path):
+    """No memory file on the datastore: truthful INCOMPLETE, never CLEAN; the snapshot is gone."""
+
+    async def scenario() -> None:
+        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state") as app:
+            svc = app.vcenter
+            await svc.scan_vm(sim.uuid(VM), "tester")
+            await svc.wait_idle(60)
+            job = (await svc.list_jobs())[0]
+            assert job.verdict == "INCOMPLETE" and any("not on the datastore" in n for n in job.notes)
+            assert sim.snapshots(VM) == []
+            assert sim.attributes(VM)["avscan.verdict"] == "INCOMPLETE"
+            assert not [a for a in await svc.list_actions() if a.kind in ("tag", "disconnect")]
+
+    asyncio.run(scenario())
+
+
+def test_power_on_and_migration_events_trigger_once_across_restart(vcsim: Vcsim, sim: SimClient, tmp_path: Path):
+    async def scenario() -> None:
+        state = tmp_path / "state"
+        async with running_app(settings_for(vcsim), state) as app:
+            await asyncio.sleep(1.5)
+            sim.power_off(VM)
+            sim.power_on(VM)
+            await asyncio.sleep(2)
+            await app.vcenter.wait_idle(60)
+            await asyncio.sleep(1.5)
+            jobs = await app.vcenter.list_jobs()
+            assert [j.reason for j in jobs] == ["power_on"]
+        sim.post_migrated(VM)  # while the service is down
+        async with running_app(settings_for(vcsim), state) as app:
+            await asyncio.sleep(3)
+            await app.vcenter.wait_idle(60)
+            jobs = await app.vcenter.list_jobs()
+            assert sorted(j.reason for j in jobs) == ["migrate", "power_on"]  # the old event not repeated
+
+    asyncio.run(scenario())
