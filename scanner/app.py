@@ -6,13 +6,18 @@ Imports no grpc: the API edge (``scanner.api``) and the CLI drive this object.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from scanner.config import Config
 from scanner.engine import Engine, Ruleset
+from scanner.engine.cache import ResultCache
 from scanner.errors import FailedPrecondition
 from scanner.jobs.manager import ScanManager
 from scanner.rulesets.store import RulesetStore
 from scanner.state.db import Database
+
+if TYPE_CHECKING:
+    from scanner.vcenter.service import VCenterService
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +28,31 @@ class App:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.state_dir / "state.sqlite3")
         self.store = RulesetStore(config.state_dir / "rulesets", audit=self.db.audit)
-        self.engine = Engine(config.engine)
-        self.scans = ScanManager(self.db, self.engine, self.ruleset, config.files, config.max_concurrent_scans)
+        self.cache = self._cache(config)
+        self.engine = Engine(config.engine, self.cache)
+        self.scans = ScanManager(
+            self.db,
+            self.engine,
+            self.ruleset,
+            config.files,
+            config.max_concurrent_scans,
+            profile_cache=config.state_dir / "profiles",
+        )
+        self.vcenter: VCenterService | None = None
+        if config.vcenter is not None:
+            from scanner.vcenter.service import VCenterService
+
+            self.vcenter = VCenterService(config.vcenter, self.scans, self.db, config.state_dir)
+
+    async def start_vcenter(self) -> None:
+        """Start the vCenter trigger loop and outbox relay (after the scan workers run)."""
+        if self.vcenter is not None:
+            await self.vcenter.start()
+
+    async def stop_vcenter(self) -> None:
+        """Stop taking vCenter triggers; jobs in flight resume at the next start."""
+        if self.vcenter is not None:
+            await self.vcenter.stop()
 
     def prepare(self) -> None:
         """Blocking start-up work: install the default ruleset on first start."""
@@ -41,6 +69,16 @@ class App:
             raise FailedPrecondition("no active ruleset: push and activate one first")
         return active
 
+    @staticmethod
+    def _cache(config: Config) -> ResultCache | None:
+        """The result cache every scan of this appliance shares (None when disabled)."""
+        if not config.cache.enabled:
+            return None
+        path = config.cache.path or config.state_dir / "result-cache.sqlite3"
+        return ResultCache(path, config.cache.max_bytes)
+
     def close(self) -> None:
         self.engine.close()
+        if self.cache is not None:
+            self.cache.close()
         self.db.close()

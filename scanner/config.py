@@ -13,9 +13,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from scanner.engine.cache import CacheSettings
 from scanner.engine.settings import EngineSettings, MiB
 from scanner.errors import ConfigError
 from scanner.targets.files import FilePolicy
+from scanner.vcenter.settings import VCenterSettings, settings_from
 
 ROLES = frozenset({"reader", "operator", "publisher"})
 DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
@@ -47,9 +49,11 @@ class Config:
     signatures_dir: Path = DEFAULT_SIGNATURES
     engine: EngineSettings = field(default_factory=EngineSettings)
     files: FilePolicy = field(default_factory=FilePolicy)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     max_concurrent_scans: int = 2
     shutdown_grace: float = 10.0
     max_upload_bytes: int = 64 * MiB
+    vcenter: VCenterSettings | None = None  # [vcenter]: triggers, verdicts and quarantine in vCenter
 
     @property
     def open_local(self) -> bool:
@@ -74,7 +78,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
 
 
 def _from_dict(raw: dict[str, Any]) -> Config:
-    known = {"server", "auth", "state_dir", "signatures_dir", "engine", "files", "jobs", "limits"}
+    known = {"server", "auth", "state_dir", "signatures_dir", "engine", "files", "jobs", "limits", "cache", "vcenter"}
     _no_unknown("", raw, known)
     server = _table(raw, "server", {"listen", "reflection", "tls"})
     kwargs: dict[str, Any] = {}
@@ -91,6 +95,7 @@ def _from_dict(raw: dict[str, Any]) -> Config:
             kwargs[key] = Path(_typed(key, raw[key], str))
     kwargs["engine"] = _section(raw, "engine", EngineSettings)
     kwargs["files"] = _section(raw, "files", FilePolicy)
+    kwargs["cache"] = _section(raw, "cache", CacheSettings)
     jobs = _table(raw, "jobs", {"max_concurrent_scans", "shutdown_grace"})
     if "max_concurrent_scans" in jobs:
         kwargs["max_concurrent_scans"] = _typed("jobs.max_concurrent_scans", jobs["max_concurrent_scans"], int)
@@ -99,6 +104,10 @@ def _from_dict(raw: dict[str, Any]) -> Config:
     limits = _table(raw, "limits", {"max_upload_bytes"})
     if "max_upload_bytes" in limits:
         kwargs["max_upload_bytes"] = _typed("limits.max_upload_bytes", limits["max_upload_bytes"], int)
+    if "vcenter" in raw:
+        if not isinstance(raw["vcenter"], dict):
+            raise ConfigError("vcenter: must be a table")
+        kwargs["vcenter"] = settings_from(raw["vcenter"])
     return Config(**kwargs)
 
 

@@ -47,6 +47,11 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "/scanner.v1.ScanService/GetScan": READ,
     "/scanner.v1.ScanService/ListScans": READ,
     "/scanner.v1.ScanService/ListFindings": READ,
+    "/scanner.v1.VCenterService/ListVMs": READ,
+    "/scanner.v1.VCenterService/ListJobs": READ,
+    "/scanner.v1.VCenterService/ListActions": READ,
+    "/scanner.v1.VCenterService/ScanVM": OPERATE,
+    "/scanner.v1.VCenterService/Release": OPERATE,
 }
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/",)
 """Methods anyone may call (health checks from load balancers and orchestrators)."""

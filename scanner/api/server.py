@@ -22,15 +22,17 @@ from scanner.api.auth import Authenticator
 from scanner.api.interceptor import GuardInterceptor
 from scanner.api.scans import ScanService
 from scanner.api.signatures import SignatureService
+from scanner.api.vcenter import VCenterService
 from scanner.app import App
 from scanner.config import Config
-from scanner.v1 import scans_pb2, scans_pb2_grpc, signatures_pb2, signatures_pb2_grpc
+from scanner.v1 import scans_pb2, scans_pb2_grpc, signatures_pb2, signatures_pb2_grpc, vcenter_pb2, vcenter_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     scans_pb2.DESCRIPTOR.services_by_name["ScanService"].full_name,
     signatures_pb2.DESCRIPTOR.services_by_name["SignatureService"].full_name,
+    vcenter_pb2.DESCRIPTOR.services_by_name["VCenterService"].full_name,
 )
 MAX_MESSAGE = 8 * 1024 * 1024
 
@@ -47,6 +49,7 @@ class Running:
     async def stop(self, grace: float | None = None) -> None:
         grace = self.app.config.shutdown_grace if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        await self.app.stop_vcenter()
         await self.app.scans.shutdown(grace)
         await self.server.stop(1.0)
         await asyncio.to_thread(self.app.close)
@@ -65,6 +68,7 @@ async def start_server(config: Config) -> Running:
     )
     scans_pb2_grpc.add_ScanServiceServicer_to_server(ScanService(app), server)
     signatures_pb2_grpc.add_SignatureServiceServicer_to_server(SignatureService(app), server)
+    vcenter_pb2_grpc.add_VCenterServiceServicer_to_server(VCenterService(app), server)
     health_servicer: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
@@ -77,6 +81,7 @@ async def start_server(config: Config) -> Running:
     port = _bind(server, config)
     await server.start()
     await app.scans.start()
+    await app.start_vcenter()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("listening on %s (port %d)", config.listen, port)

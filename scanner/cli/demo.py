@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import grpc
@@ -77,24 +78,21 @@ def run_demo(workdir: Path | None) -> int:
             _rollback(client)
     finally:
         _stop_service(server)
+    ok = _vcenter(base) and ok
     say("== demo finished" + ("" if ok else " WITH UNEXPECTED RESULTS"))
     return 0 if ok else 1
 
 
-def _start_service(base: Path, port: int) -> subprocess.Popen[bytes]:
-    say(f"-- starting the service: avscan --state-dir {base / 'state'} serve --listen 127.0.0.1:{port}")
-    cmd = [
-        sys.executable,
-        "-m",
-        "scanner",
-        "--state-dir",
-        str(base / "state"),
-        "serve",
-        "--listen",
-        f"127.0.0.1:{port}",
-    ]
-    log = (base / "service.log").open("wb")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+def _start_service(
+    base: Path, port: int, config: Path | None = None, state: str = "state", env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    options = ["--config", str(config)] if config else []
+    shown = " ".join([*options, "--state-dir", str(base / state)])
+    say(f"-- starting the service: avscan {shown} serve --listen 127.0.0.1:{port}")
+    cmd = [sys.executable, "-m", "scanner", *options, "--state-dir", str(base / state), "serve"]
+    cmd += ["--listen", f"127.0.0.1:{port}"]
+    log = (base / ("service.log" if state == "state" else f"service-{state}.log")).open("wb")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
 
 def _wait_ready(client: Client, server: subprocess.Popen[bytes]) -> None:
@@ -246,6 +244,81 @@ def _rollback(client: Client) -> None:
     print("   now active:", ruleset_line(client.rollback()).strip())
     for r in client.list_rulesets():
         print("  ", ruleset_line(r))
+
+
+VC_VM = "DC0_H0_VM0"
+
+
+def _vcenter(base: Path) -> bool:
+    """vCenter in the loop on vcsim: a marked VM is snapshotted, scanned, quarantined, released."""
+    from scanner.lab import LabGuest
+    from scanner.lab.vcsim import PASSWORD, USER, Vcsim
+
+    say("-- vCenter: start vcsim (govmomi's simulator, built from Debian's source) as the vCenter")
+    try:
+        sim_server = Vcsim.start()
+    except ScannerError as e:
+        print(f"   vcsim cannot run here: {e.message}")
+        return False
+    with sim_server:
+        from scanner.lab.vcsim.client import SimClient
+
+        sim = SimClient(sim_server.port)
+        say(f"-- lab: the RAM of a real guest becomes {VC_VM}'s memory on vcsim's datastore")
+        try:
+            with LabGuest.start(memory_mib=256, markers=1, variant="vc-demo") as guest:
+                guest.dump_raw(base / "vc-guest.vmem")
+        except ScannerError as e:
+            print(f"   the guest lab cannot run here: {e.message}")
+            return False
+        print("  ", sim.place_memory(VC_VM, base / "vc-guest.vmem"))
+        sim.set_nics(VC_VM, connected=True, start=True)
+        print(f"   {VC_VM} NICs (key, connected, startConnected): {sim.nics(VC_VM)}")
+        config = base / "avscan-vcenter.toml"
+        config.write_text(
+            f'[vcenter]\nurl = "{sim_server.url}"\nuser = "{USER}"\ninsecure = true  # vcsim: plain HTTP\n'
+            'password_env = "AVSCAN_DEMO_VC_PASSWORD"\n'
+        )
+        port = _free_port()
+        server = _start_service(base, port, config, "state-vcenter", {"AVSCAN_DEMO_VC_PASSWORD": PASSWORD})
+        try:
+            with Client(f"127.0.0.1:{port}") as client:
+                _wait_ready(client, server)
+                return _vcenter_flow(client, sim)
+        finally:
+            _stop_service(server)
+
+
+def _vcenter_flow(client: Client, sim: Any) -> bool:
+    from scanner.cli.vcenter import action_line
+    from scanner.v1 import vcenter_pb2, vcenter_pb2_grpc
+
+    stub = vcenter_pb2_grpc.VCenterServiceStub(client.channel)
+    vms = stub.ListVMs(vcenter_pb2.ListVMsRequest(), timeout=60).vms
+    say("-- SOC: the inventory the appliance sees (avscan vcenter inventory)")
+    for vm in vms:
+        print(f"   {vm.name:<16} {vm.instance_uuid} host {vm.host:<10} {vm.guest_os} {len(vm.files)} files")
+    say(f"-- vCenter admin: set custom attribute avscan.request on {VC_VM}")
+    sim.set_attribute(VC_VM, "avscan.request", "scan please")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and any(c for _, c, _ in sim.nics(VC_VM)):
+        time.sleep(0.5)
+    uuid = sim.uuid(VC_VM)
+    print(f"   attributes in vCenter: {sim.attributes(VC_VM)}")
+    print(f"   NICs now: {sim.nics(VC_VM)}; snapshots left: {sim.snapshots(VC_VM) or 'none'}")
+    for e in sim.events(VC_VM, "GeneralUserEvent")[:2]:
+        print(f"   VM event: {e.message}")
+    say("-- the outbox (avscan vcenter actions): each action confirmed by vCenter")
+    for a in stub.ListActions(vcenter_pb2.ListActionsRequest(vm_uuid=uuid), timeout=60).actions:
+        print("  ", action_line(a))
+    quarantined = all(not c for _, c, _ in sim.nics(VC_VM))
+    say(f"-- security team: release {VC_VM} (avscan vcenter release {uuid})")
+    stub.Release(vcenter_pb2.ReleaseRequest(vm_uuid=uuid, reason="demo"), timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(c for _, c, _ in sim.nics(VC_VM)):
+        time.sleep(0.3)
+    print(f"   NICs after release: {sim.nics(VC_VM)}; avscan.verdict = {sim.attributes(VC_VM)['avscan.verdict']}")
+    return quarantined and all(c and s for _, c, s in sim.nics(VC_VM))
 
 
 def _stop_service(server: subprocess.Popen[bytes]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from scanner.cli import local_scan, remote
+from scanner.cli import vcenter as vcenter_cli
 from scanner.config import Config, load_config
 from scanner.errors import ConfigError
 from scanner.targets import TargetSpec
@@ -130,6 +131,7 @@ def demo(workdir: Path | None) -> None:
 
 cli.add_command(remote.rules)
 cli.add_command(remote.scans)
+cli.add_command(vcenter_cli.vcenter)
 
 
 def main() -> None:

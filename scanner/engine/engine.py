@@ -13,6 +13,11 @@ Contract:
   CANCELLED gaps, so a cancelled scan is INCOMPLETE, never CLEAN.
 - At most ``threads`` windows are mapped at once (``2 * threads`` queued), whatever the
   target size, so memory stays bounded.
+- Chunkable units are cut into windows at content-stable places: all-zero 1 MiB blocks skipped
+  (``sparse``), the rest cut at multiples of ``chunk_size`` (``windows.aligned_windows``).
+- With a result cache (``scanner.engine.cache``) every window and whole unit is looked up by its
+  content first; findings are the same as without the cache, and the verdict's coverage counts
+  ``cache_hits``/``cache_misses`` (windows and whole units looked up).
 """
 
 from __future__ import annotations
@@ -22,13 +27,19 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
+from scanner.engine.blockmap import BlockMap, build_block_map
+from scanner.engine.cache import Planned, ResultCache, lookup_planned, lookup_small, scan_window_cached
 from scanner.engine.matcher import RuleHit, Ruleset, WindowResult, scan_window
 from scanner.engine.settings import EngineSettings
-from scanner.engine.sparse import nonzero_spans
-from scanner.engine.windows import Window, plan_windows
+from scanner.engine.sparse import BLOCK
+from scanner.engine.windows import Window, aligned_windows, plan_windows
 from scanner.targets.base import Skipped, Target, Unit
 from scanner.verdicts import Coverage, Finding, Gap, GapKind, Verdict, VerdictKind, decide
+
+T = TypeVar("T")
+INLINE_LOOKUP = 4 * 1024 * 1024  # windows up to this size are hashed and looked up on the planner thread
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class _UnitState:
     hits: dict[tuple[str, str], RuleHit] = field(default_factory=dict)
     gaps: list[Gap] = field(default_factory=list)
     scanned: int = 0
+    blocks: BlockMap | None = None
 
 
 class _Tally:
@@ -72,6 +84,7 @@ class _Tally:
         self.units_total = self.units_scanned = self.units_skipped = self.units_failed = 0
         self.gaps: list[Gap] = []
         self.gaps_dropped = 0
+        self.cache_hits = self.cache_misses = 0
         self.bytes_done = 0
         self.units_done = 0
 
@@ -97,14 +110,20 @@ class _Tally:
             units_failed=self.units_failed,
             gaps=tuple(self.gaps),
             gaps_truncated=self.gaps_dropped,
+            cache_hits=self.cache_hits,
+            cache_misses=self.cache_misses,
         )
 
 
 class Engine:
-    """Scans targets with a ruleset on a pool of ``settings.threads`` worker threads."""
+    """Scans targets with a ruleset on a pool of ``settings.threads`` worker threads.
 
-    def __init__(self, settings: EngineSettings | None = None) -> None:
+    ``cache``: the appliance's shared result cache (owned by the caller, not closed here).
+    """
+
+    def __init__(self, settings: EngineSettings | None = None, cache: ResultCache | None = None) -> None:
         self.settings = settings or EngineSettings()
+        self.cache = cache
         self._pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="yara")
 
     def close(self) -> None:
@@ -129,6 +148,8 @@ class Engine:
             run.execute(target)
         finally:
             target.finish()
+            if self.cache is not None:
+                self.cache.flush()
         findings = tuple(run.findings)
         coverage = run.tally.coverage()
         kind = decide(findings, coverage, self.settings.malicious_threshold)
@@ -142,7 +163,7 @@ class Engine:
             details=dict(target.details()),
         )
 
-    def submit(self, fn: Callable[[], WindowResult]) -> Future[WindowResult]:
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
         return self._pool.submit(fn)
 
 
@@ -194,36 +215,71 @@ class _Run:
                 continue
             while len(pending) >= 2 * self.s.threads:
                 self._drain(pending, FIRST_COMPLETED)
+            planned = self._lookup(state, window)
+            if isinstance(planned, WindowResult):
+                self._merge(state, planned)
+                continue
             if not state.deadline:
                 state.deadline = time.monotonic() + self.s.unit_timeout
-            pending[self.engine.submit(self._task(state, window))] = (state, window)
+            pending[self.engine.submit(self._task(state, window, planned))] = (state, window)
         while pending:
             self._drain(pending, FIRST_COMPLETED)
 
     def _windows(self, units: list[Unit]) -> Iterator[tuple[_UnitState, Window]]:
         for index, unit in enumerate(units):
-            windows = self._unit_windows(unit)
-            state = _UnitState(unit, index, len(windows))
+            state = _UnitState(unit, index, 0)
+            windows = self._unit_windows(state)
+            state.windows_left = len(windows)
             if not windows:
                 self._unit_done(state)
             for window in windows:
                 yield state, window
 
-    def _unit_windows(self, unit: Unit) -> list[Window]:
-        s = self.s
-        if not (unit.chunkable and s.skip_zero_blocks):
-            return list(plan_windows(unit.size, s.chunk_size, s.overlap, unit.chunkable))
-        windows = []
-        for start, end in nonzero_spans(unit, s.overlap, stop=self.cancel.is_set):
-            for w in plan_windows(end - start, s.chunk_size, s.overlap, chunkable=True):
-                windows.append(Window(start + w.offset, w.length, start + w.own_end))
+    def _unit_windows(self, state: _UnitState) -> list[Window]:
+        s, unit, cache = self.s, state.unit, self.engine.cache
+        if not unit.chunkable:
+            return list(plan_windows(unit.size, s.chunk_size, s.overlap, chunkable=False))
+        skip = s.skip_zero_blocks and s.overlap <= BLOCK // 2
+        zero = bytes(-(-unit.size // BLOCK))
+        if skip or cache is not None:
+            seed = cache.seed if cache is not None else 0
+            blocks = build_block_map(
+                unit, BLOCK, s.overlap, seed, self.engine.submit, self.cancel.is_set, digests=cache is not None
+            )
+            state.blocks = blocks if cache is not None else None
+            zero = blocks.zero if skip else zero
+        windows = aligned_windows(unit.size, s.chunk_size, s.overlap, zero, BLOCK)
         self.tally.bytes_zero += unit.size - sum(w.own_end - w.offset for w in windows)
         return windows
 
-    def _task(self, state: _UnitState, window: Window) -> Callable[[], WindowResult]:
+    def _lookup(self, state: _UnitState, window: Window) -> WindowResult | Planned | None:
+        """A cached result for ``window`` found from its block digests alone (no read, no thread)."""
+        cache, s = self.engine.cache, self.s
+        if cache is None:
+            return None
+        args = (s.max_strings_per_finding, s.max_matches_per_string)
+        if state.blocks is not None:
+            return lookup_planned(cache, self.ruleset, state.unit, window, state.blocks, *args)
+        if window.length <= INLINE_LOOKUP:
+            return lookup_small(cache, self.ruleset, state.unit, window, *args)
+        return None
+
+    def _task(self, state: _UnitState, window: Window, planned: Planned | None) -> Callable[[], WindowResult]:
         s = self.s
+        cache = self.engine.cache
 
         def run() -> WindowResult:
+            if cache is not None:
+                return scan_window_cached(
+                    cache,
+                    self.ruleset,
+                    state.unit,
+                    window,
+                    state.deadline,
+                    s.max_strings_per_finding,
+                    s.max_matches_per_string,
+                    planned,
+                )
             return scan_window(
                 self.ruleset,
                 state.unit,
@@ -255,6 +311,9 @@ class _Run:
 
     def _merge(self, state: _UnitState, result: WindowResult) -> None:
         state.scanned += result.bytes_scanned
+        if result.cache_hit is not None:
+            self.tally.cache_hits += int(result.cache_hit)
+            self.tally.cache_misses += int(not result.cache_hit)
         state.gaps.extend(result.gaps)
         for hit in result.hits:
             key = (hit.namespace, hit.rule)
@@ -315,7 +374,7 @@ class _Run:
                     address=unit.base + offset,
                     strings=tuple(instances[:limit]),
                     strings_truncated=hit.truncated or len(instances) > limit,
-                    context=context,
+                    context={**context, **unit.attribute([i.offset for i in instances] or [offset])},
                 )
             )
         out.sort(key=lambda f: (f.offset, f.namespace, f.rule))

@@ -51,6 +51,7 @@ class WindowResult:
     hits: list[RuleHit]
     gaps: list[Gap]
     bytes_scanned: int
+    cache_hit: bool | None = None  # None: the result cache was not consulted
 
 
 def scan_window(
@@ -62,6 +63,30 @@ def scan_window(
     max_per_string: int,
 ) -> WindowResult:
     """Scan ``window`` of ``unit``; limits and unreadable bytes come back as gaps, never raised."""
+    if deadline - time.monotonic() <= 0:
+        return WindowResult([], [_gap(GapKind.TIMEOUT, unit, window, "unit timeout reached")], 0)
+    try:
+        with unit.window(window.offset, window.length) as view:
+            return match_view(ruleset, unit, window, view, deadline, max_instances, max_per_string)
+    except UnreadableError as e:
+        return WindowResult([], [_gap(GapKind.UNREADABLE, unit, window, e.reason)], 0)
+
+
+def used_externals(ruleset: Ruleset, unit: Unit) -> dict[str, str]:
+    """The unit's external variables that the ruleset declares (they can change its results)."""
+    return {k: v for k, v in unit.externals.items() if k in ruleset.externals}
+
+
+def match_view(
+    ruleset: Ruleset,
+    unit: Unit,
+    window: Window,
+    view: memoryview,
+    deadline: float,
+    max_instances: int,
+    max_per_string: int,
+) -> WindowResult:
+    """Scan ``view``, the mapped bytes of ``window``; like :func:`scan_window` otherwise."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return WindowResult([], [_gap(GapKind.TIMEOUT, unit, window, "unit timeout reached")], 0)
@@ -72,17 +97,13 @@ def scan_window(
             warnings.append(str(message))
         return int(yara.CALLBACK_CONTINUE)
 
-    externals = {k: v for k, v in unit.externals.items() if k in ruleset.externals}
     try:
-        with unit.window(window.offset, window.length) as view:
-            matches = ruleset.rules.match(
-                data=view,
-                timeout=max(1, math.ceil(remaining)),
-                externals=externals,
-                warnings_callback=on_warning,
-            )
-    except UnreadableError as e:
-        return WindowResult([], [_gap(GapKind.UNREADABLE, unit, window, e.reason)], 0)
+        matches = ruleset.rules.match(
+            data=view,
+            timeout=max(1, math.ceil(remaining)),
+            externals=used_externals(ruleset, unit),
+            warnings_callback=on_warning,
+        )
     except yara.TimeoutError:
         return WindowResult([], [_gap(GapKind.TIMEOUT, unit, window, "yara scan timed out")], 0)
     except yara.Error as e:

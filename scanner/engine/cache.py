@@ -1,0 +1,343 @@
+"""The content-addressed result cache: what a window or file matched, by content and ruleset.
+
+One instance per appliance (``App``), shared by every scan, persistent across restarts, so VMs
+cloned from one template and rescans of unchanged guests and disks only pay for what differs.
+
+Keys. ``sha256("avscan-cache-v1", libyara version, hash name, content digest, ruleset digest,
+scan context)``:
+
+- content digest: XXH3-128 (``scanner.native``, about 9 GiB/s per core here) of the bytes the
+  window reads, keyed with a random 64-bit seed made when the cache file is created and kept in
+  it, so guest code cannot precompute colliding pages. For memory windows it is assembled from
+  the digests of the 1 MiB blocks the window covers (``blockmap``: one read of the unit, no
+  second pass); for files and other whole units it is the hash of all their bytes. XXH3 is not a
+  MAC: the seed raises the bar, it is not a proof; whoever can read the cache file knows the
+  seed, so the file is the appliance's (mode of ``state_dir``), and deleting it rotates the seed.
+- ruleset digest: a new ruleset never reads old results.
+- scan context: everything else that shapes the result, i.e. where the window's own part ends
+  (ownership of matches), its length, the instance limits, and the unit's externals the ruleset
+  declares (a file's name and path for signature-base). Not the address: identical memory at
+  another address, or in another guest, hits.
+
+Values: the findings of that content, each rule with its string instances at offsets relative
+to the window's first byte (translated back to unit offsets and addresses on a hit). Only
+complete results are stored: a window with any gap (timeout, unreadable, too many matches) is
+scanned again next time. On a miss the content is hashed again after the scan, in the same
+mapping; if it changed under the scan (a running guest), the result is not stored either.
+
+Memory windows are cut at content-stable places (``windows.aligned_windows``): cells of
+``engine.chunk_size`` aligned to unit offsets (guest physical addresses for RAM), zero blocks
+skipped inside each cell, so a block that differs changes the key of its own cell (and of the
+cell before it, which reads ``overlap`` bytes into it), never the cuts elsewhere: identical
+memory at the same place in two guests hits, wherever the other blocks differ. The same cuts are
+used without a cache, so findings never depend on whether the cache is on. Smaller cells share
+more between guests booted separately (KASLR, page allocation) and cost more YARA calls:
+``chunk_size = 2 MiB`` is the fleet setting measured in ``benchmarks/native_core.py``.
+
+Storage: SQLite (WAL, ``synchronous=NORMAL``): atomic inserts and crash safety for free, an
+index for least-recently-used eviction, one file. A lost last transaction after a power cut
+only costs a rescan. Entries are JSON (never pickle: the file is data, not code). Size is
+bounded by ``max_bytes``: past it the least recently used entries go until 90% remain. A file
+that cannot be opened as a cache is moved aside and a new one started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yara  # type: ignore[import-not-found,unused-ignore]
+
+from scanner import native
+from scanner.engine.blockmap import BlockMap, Segment, digest_from_map, digest_from_view, segments
+from scanner.engine.matcher import RuleHit, Ruleset, WindowResult, match_view, scan_window, used_externals
+from scanner.engine.windows import Window
+from scanner.errors import UnreadableError
+from scanner.targets.base import Unit
+from scanner.verdicts import MAX_MATCHED_DATA, StringMatch
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+_ENTRY_OVERHEAD = 64  # bytes of SQLite bookkeeping per row, counted against max_bytes
+TOUCH_BATCH = 512  # hits whose recency is written in one transaction
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """``[cache]`` in the config: where the cache lives, how big it may grow, whether it is on.
+
+    ``path`` empty: ``<state_dir>/result-cache.sqlite3``.
+    """
+
+    enabled: bool = True
+    path: str = ""
+    max_bytes: int = 256 * MiB
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1 * MiB:
+            raise ValueError("cache.max_bytes must be at least 1 MiB")
+
+
+class ResultCache:
+    """Findings by (content digest, ruleset digest, context); thread-safe, LRU-bounded, on disk."""
+
+    def __init__(self, path: str | Path, max_bytes: int = 256 * MiB) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as e:
+            aside = self.path.with_name(f"{self.path.name}.bad-{int(time.time())}")
+            log.warning("result cache %s unusable (%s); moved to %s, starting empty", self.path, e, aside)
+            os.replace(self.path, aside)
+            self._db = self._open()
+        self.seed = self._seed()
+        self._tick = self._db.execute("SELECT COALESCE(MAX(used), 0) FROM entries").fetchone()[0]
+        self._touched: dict[bytes, int] = {}  # recency updates not yet written (one transaction per batch)
+        self._bytes = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS entries (key BLOB PRIMARY KEY, value BLOB NOT NULL,"
+                " size INTEGER NOT NULL, used INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS entries_used ON entries (used)")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _seed(self) -> int:
+        row = self._db.execute("SELECT v FROM meta WHERE k = 'seed'").fetchone()
+        if row is None:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('seed', ?)", (os.urandom(8),))
+            row = self._db.execute("SELECT v FROM meta WHERE k = 'seed'").fetchone()
+        return int.from_bytes(row[0], "little")
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self._bytes)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def get(self, key: bytes) -> list[Any] | None:
+        """The stored hits for ``key`` (marked as just used), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            self._tick += 1
+            self._touched[key] = self._tick
+            if len(self._touched) >= TOUCH_BATCH:
+                self._flush_touches()
+        try:
+            value = json.loads(row[0])
+        except ValueError:
+            return None
+        return value if isinstance(value, list) else None
+
+    def put(self, key: bytes, hits: list[Any]) -> None:
+        value = json.dumps(hits, separators=(",", ":")).encode()
+        size = len(key) + len(value) + _ENTRY_OVERHEAD
+        with self._lock:
+            self._tick += 1
+            old = self._db.execute("SELECT size FROM entries WHERE key = ?", (key,)).fetchone()
+            self._db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", (key, value, size, self._tick))
+            self._bytes += size - (old[0] if old else 0)
+            if self._bytes > self.max_bytes:
+                self._flush_touches()
+                self._evict(int(self.max_bytes * 0.9))
+
+    def flush(self) -> None:
+        """Write pending recency updates (the engine calls it at the end of every scan)."""
+        with self._lock:
+            self._flush_touches()
+
+    def _flush_touches(self) -> None:
+        if not self._touched:
+            return
+        rows = [(tick, key) for key, tick in self._touched.items()]
+        self._touched.clear()
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("UPDATE entries SET used = ? WHERE key = ?", rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _evict(self, target: int) -> None:
+        """Drop least recently used entries until at most ``target`` bytes remain (lock held)."""
+        self._db.execute("BEGIN")
+        try:
+            while self._bytes > target:
+                rows = self._db.execute("SELECT key, size FROM entries ORDER BY used LIMIT 256").fetchall()
+                if not rows:
+                    break
+                for key, size in rows:
+                    if self._bytes <= target:
+                        break
+                    self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
+                    self._bytes -= size
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._flush_touches()
+            self._db.close()
+
+
+def cache_key(content: bytes, ruleset: Ruleset, context: Any) -> bytes:
+    h = hashlib.sha256(b"avscan-cache-v1\0%s\0%d\0" % (yara.YARA_VERSION.encode(), MAX_MATCHED_DATA))
+    h.update(native.HASH_NAME.encode() + b"\0" + content + b"\0")
+    h.update(ruleset.digest.encode() + b"\0")
+    h.update(json.dumps(context, sort_keys=True, separators=(",", ":")).encode())
+    return h.digest()
+
+
+def encode_hits(hits: list[RuleHit], base: int) -> list[Any]:
+    """JSON-able hits with instance offsets relative to ``base`` (the window's first byte)."""
+    return [
+        [h.namespace, h.rule, list(h.tags), dict(h.meta), h.truncated,
+         [[i.identifier, i.offset - base, i.length, i.data.hex()] for i in h.instances]]
+        for h in hits
+    ]  # fmt: skip
+
+
+def decode_hits(value: list[Any], unit: Unit, base: int) -> list[RuleHit]:
+    out = []
+    for namespace, rule, tags, meta, truncated, instances in value:
+        hit = RuleHit(namespace, rule, tuple(tags), meta, truncated=truncated)
+        for identifier, rel, length, data in instances:
+            offset = base + rel
+            hit.instances.append(
+                StringMatch(identifier, offset, unit.base + offset, length, bytes.fromhex(data), unit.physical(offset))
+            )
+        out.append(hit)
+    return out
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A window the planner already looked up (a miss): its key and how to check its bytes."""
+
+    key: bytes
+    digest: bytes
+    segments: list[Segment] | None  # None: the digest is hash128 of all the window's bytes
+
+
+def _context(ruleset: Ruleset, unit: Unit, window: Window, max_instances: int, max_per_string: int) -> list[Any]:
+    return [window.length, window.own_end - window.offset, max_instances, max_per_string,
+            sorted(used_externals(ruleset, unit).items())]  # fmt: skip
+
+
+def _hit(value: list[Any], unit: Unit, window: Window) -> WindowResult:
+    return WindowResult(decode_hits(value, unit, window.offset), [], window.own_end - window.offset, cache_hit=True)
+
+
+def lookup_planned(
+    cache: ResultCache,
+    ruleset: Ruleset,
+    unit: Unit,
+    window: Window,
+    blocks: BlockMap,
+    max_instances: int,
+    max_per_string: int,
+) -> WindowResult | Planned | None:
+    """Look ``window`` up by the digests of the blocks it covers, without reading it: its cached
+    result, or what its scan needs to store one (a miss), or None (no digest: hash its bytes)."""
+    segs = segments(blocks, window)
+    if segs is None:
+        return None
+    digest = digest_from_map(blocks, segs)
+    key = cache_key(b"segments:" + digest, ruleset, _context(ruleset, unit, window, max_instances, max_per_string))
+    value = cache.get(key)
+    if value is not None:
+        return _hit(value, unit, window)
+    return Planned(key, digest, segs)
+
+
+def lookup_small(
+    cache: ResultCache, ruleset: Ruleset, unit: Unit, window: Window, max_instances: int, max_per_string: int
+) -> WindowResult | Planned | None:
+    """Look a small window (a small file) up by hashing it on the calling thread: cheaper than a
+    round trip through the pool when it hits. None when it cannot be read (the scan reports it)."""
+    try:
+        with unit.window(window.offset, window.length) as view:
+            digest = native.hash128(view, cache.seed, populate=True)
+    except UnreadableError:
+        return None
+    key = cache_key(b"bytes:" + digest, ruleset, _context(ruleset, unit, window, max_instances, max_per_string))
+    value = cache.get(key)
+    if value is not None:
+        return _hit(value, unit, window)
+    return Planned(key, digest, None)
+
+
+def _planned_digest(planned: Planned, view: memoryview, window: Window, seed: int) -> bytes | None:
+    if planned.segments is None:
+        return native.hash128(view, seed)
+    return digest_from_view(view, window.offset, planned.segments, seed)
+
+
+def scan_window_cached(
+    cache: ResultCache,
+    ruleset: Ruleset,
+    unit: Unit,
+    window: Window,
+    deadline: float,
+    max_instances: int,
+    max_per_string: int,
+    planned: Planned | None = None,
+) -> WindowResult:
+    """:func:`~scanner.engine.matcher.scan_window` through the cache (see the module contract).
+
+    Without ``planned`` the window's bytes are hashed here and looked up first; with it (a miss
+    found by the planner) the window is scanned, and the result stored if its bytes still have
+    the planned digest after the scan.
+    """
+    context = _context(ruleset, unit, window, max_instances, max_per_string)
+    try:
+        with unit.window(window.offset, window.length) as view:
+            if planned is None:
+                digest = native.hash128(view, cache.seed, populate=True)
+                key = cache_key(b"bytes:" + digest, ruleset, context)
+                value = cache.get(key)
+                if value is not None:
+                    return _hit(value, unit, window)
+            result = match_view(ruleset, unit, window, view, deadline, max_instances, max_per_string)
+            if planned is None:
+                stable = native.hash128(view, cache.seed) == digest
+            else:
+                key = planned.key
+                stable = _planned_digest(planned, view, window, cache.seed) == planned.digest
+    except UnreadableError:
+        result = scan_window(ruleset, unit, window, deadline, max_instances, max_per_string)
+        result.cache_hit = False
+        return result
+    if not result.gaps and stable:
+        cache.put(key, encode_hits(result.hits, window.offset))
+    result.cache_hit = False
+    return result

@@ -1,0 +1,178 @@
+"""The native core's Python face: page and content hashing, zero pages, gathering pages.
+
+``scanner._native`` (C, built from ``native/avscan_native.c`` by ``pip install``) works on any
+buffer in place (memoryviews of mmaps: no copy) with the GIL released, so it runs on every core
+next to libyara. Where it could not be built (no compiler), the same functions run here in pure
+Python with the same results: ``zero_pages`` and ``gather`` exactly; the XXH3 hashes through the
+``xxhash`` package when it is installed. Without either, hashes fall back to BLAKE2b and
+``HASH_NAME`` says so: the result cache puts ``HASH_NAME`` in every key, so entries made with one
+hash are never read with another.
+
+Why the scan scheduler is not here: libyara is driven through yara-python on the engine's
+threads (``scanner.engine``). yara-python releases the GIL for the whole scan and takes a
+memoryview, so threads already scale on all cores with no copy. Linking libyara directly would
+mean Debian's libyara-dev, which is 4.2.3 here while yara-python bundles 4.5.4: two libyara
+versions in one process (clashing symbols) and rules compiled by one scanned by the other. What
+was single-threaded and copying in Python, zero-block detection and content hashing, is here.
+
+Functions (``buf`` is anything with the buffer protocol):
+
+- ``zero_pages(buf, page_size) -> bytes``: one byte per page, 1 if the page is all zero (the
+  last page may be short);
+- ``page_hashes(buf, page_size, seed=0) -> bytes``: XXH3-64 of each page, little-endian uint64s;
+- ``hash128(buf, seed=0, populate=False) -> bytes``: XXH3-128 of ``buf``, 16 bytes (canonical,
+  big-endian); ``populate``: ``buf`` is a fresh mmap, map its pages in one
+  ``madvise(MADV_POPULATE_READ)`` first rather than one fault per page (best effort);
+- ``block_digests(buf, block, head, seed=0) -> (zero, hashes, heads)``: one pass over ``buf``
+  per ``block``: the zero flag, the XXH3-128 of the block and of its first ``head`` bytes
+  (16 zero bytes for a zero block): what the planner needs to key windows without reading twice;
+- ``gather(src, offsets, page_size, dst) -> int``: copies the page at each little-endian uint64
+  offset of ``offsets`` into ``dst`` one after the other (a VMA from its page-table frames, a file
+  from its extents); returns the bytes written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from types import ModuleType
+from typing import Any, cast
+
+Buffer = Any  # bytes, bytearray, memoryview, mmap: anything exporting the buffer protocol
+
+
+def _load_native() -> ModuleType | None:
+    try:
+        from scanner import _native  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return cast(ModuleType, _native)
+
+
+def _load_xxhash() -> ModuleType | None:
+    try:
+        import xxhash  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return xxhash  # type: ignore[no-any-return,unused-ignore]
+
+
+_NATIVE = _load_native()
+_XXHASH = _load_xxhash()
+
+NATIVE = _NATIVE is not None
+"""True when the C extension is loaded."""
+
+
+def _bytes_view(buf: Buffer) -> memoryview:
+    view = memoryview(buf)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+class PurePython:
+    """The reference implementation: what the C extension must equal (tests compare them)."""
+
+    hash_name = "xxh3" if _XXHASH is not None else "blake2b"
+
+    @staticmethod
+    def zero_pages(buf: Buffer, page_size: int) -> bytes:
+        _check_page_size(page_size)
+        data = _bytes_view(buf)
+        zero = bytes(page_size)
+        out = bytearray()
+        for start in range(0, len(data), page_size):
+            page = data[start : start + page_size]
+            out.append(page == zero[: len(page)])
+        return bytes(out)
+
+    @staticmethod
+    def page_hashes(buf: Buffer, page_size: int, seed: int = 0) -> bytes:
+        _check_page_size(page_size)
+        data = _bytes_view(buf)
+        pages = (data[i : i + page_size] for i in range(0, len(data), page_size))
+        if _XXHASH is not None:
+            return b"".join(struct.pack("<Q", _XXHASH.xxh3_64_intdigest(p, seed=seed)) for p in pages)
+        key = seed.to_bytes(8, "little")
+        return b"".join(hashlib.blake2b(p, digest_size=8, key=key).digest()[::-1] for p in pages)
+
+    @staticmethod
+    def hash128(buf: Buffer, seed: int = 0, populate: bool = False) -> bytes:
+        if _XXHASH is not None:
+            return bytes(_XXHASH.xxh3_128_digest(buf, seed=seed))
+        return hashlib.blake2b(buf, digest_size=16, key=seed.to_bytes(8, "little")).digest()
+
+    @staticmethod
+    def block_digests(buf: Buffer, block: int, head: int, seed: int = 0) -> tuple[bytes, bytes, bytes]:
+        _check_page_size(block)
+        if head < 0:
+            raise ValueError("head must not be negative")
+        data = _bytes_view(buf)
+        zero = PurePython.zero_pages(data, block)
+        hashes, heads = bytearray(), bytearray()
+        for i, is_zero in enumerate(zero):
+            piece = data[i * block : (i + 1) * block]
+            hashes += bytes(16) if is_zero else PurePython.hash128(piece, seed)
+            heads += bytes(16) if is_zero else PurePython.hash128(piece[:head], seed)
+        return zero, bytes(hashes), bytes(heads)
+
+    @staticmethod
+    def gather(src: Buffer, offsets: Buffer, page_size: int, dst: Buffer) -> int:
+        _check_page_size(page_size)
+        source, out = _bytes_view(src), memoryview(dst).cast("B")
+        raw = bytes(offsets)
+        if len(raw) % 8:
+            raise ValueError("offsets must be a whole number of little-endian uint64")
+        count = len(raw) // 8
+        if count > len(out) // page_size:
+            raise ValueError("dst is too small for len(offsets) pages")
+        offs = struct.unpack(f"<{count}Q", raw)
+        for i, off in enumerate(offs):
+            if off > len(source) or len(source) - off < page_size:
+                raise ValueError(f"offset out of range of src (offsets[{i}])")
+        for i, off in enumerate(offs):
+            out[i * page_size : (i + 1) * page_size] = source[off : off + page_size]
+        return count * page_size
+
+
+def _check_page_size(page_size: int) -> None:
+    if page_size <= 0:
+        raise ValueError("page_size must be positive")
+
+
+_impl: Any = _NATIVE if _NATIVE is not None else PurePython
+HASH_NAME = "xxh3" if _NATIVE is not None else PurePython.hash_name
+"""The content hash in use ("xxh3", or "blake2b" without the extension and the xxhash package)."""
+
+
+def zero_pages(buf: Buffer, page_size: int) -> bytes:
+    return cast(bytes, _impl.zero_pages(buf, page_size))
+
+
+def page_hashes(buf: Buffer, page_size: int, seed: int = 0) -> bytes:
+    return cast(bytes, _impl.page_hashes(buf, page_size, seed=seed))
+
+
+def hash128(buf: Buffer, seed: int = 0, populate: bool = False) -> bytes:
+    return cast(bytes, _impl.hash128(buf, seed=seed, populate=populate))
+
+
+def block_digests(buf: Buffer, block: int, head: int, seed: int = 0) -> tuple[bytes, bytes, bytes]:
+    return cast(tuple[bytes, bytes, bytes], _impl.block_digests(buf, block, head, seed=seed))
+
+
+def gather(src: Buffer, offsets: Buffer, page_size: int, dst: Buffer) -> int:
+    return cast(int, _impl.gather(src, offsets, page_size, dst))
+
+
+def repeated_pages(hashes: bytes) -> dict[int, int]:
+    """``{page index: index of the first page with the same hash}`` for every repeat after the
+    first (from :func:`page_hashes`). Equal hashes are candidates only: compare the bytes before
+    treating two pages as the same."""
+    first: dict[bytes, int] = {}
+    out: dict[int, int] = {}
+    for i in range(len(hashes) // 8):
+        h = hashes[i * 8 : i * 8 + 8]
+        j = first.setdefault(h, i)
+        if j != i:
+            out[i] = j
+    return out

@@ -1,0 +1,94 @@
+"""The native core equals the pure-Python reference, bit for bit, on buffers of every shape."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scanner import native
+from scanner.native import PurePython
+
+requires_native = pytest.mark.skipif(
+    not native.NATIVE and os.environ.get("CI") != "true", reason="scanner._native not built (no compiler?)"
+)
+
+
+def _native():
+    from scanner import _native
+
+    return _native
+
+
+def test_the_extension_is_built_in_ci():
+    """Under CI the extension must exist: a silent fallback would hide a broken build."""
+    if os.environ.get("CI") == "true":
+        assert native.NATIVE
+    if not native.NATIVE:
+        pytest.skip("scanner._native not built; running on the pure-Python fallback")
+    assert native.HASH_NAME == "xxh3"
+
+
+pages = st.binary(min_size=0, max_size=3 * 4096 + 17)
+
+
+@requires_native
+@settings(max_examples=200, deadline=None)
+@given(data=pages, page_size=st.sampled_from([1, 7, 64, 4096]), zeros=st.integers(0, 3))
+def test_zero_pages_match_reference(data, page_size, zeros):
+    data = bytes(zeros * page_size) + data + bytes(zeros * page_size)
+    assert _native().zero_pages(data, page_size) == PurePython.zero_pages(data, page_size)
+
+
+@requires_native
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=1000), seed=st.integers(0, 2**64 - 1))
+def test_hashes_match_reference_at_every_length(data, seed):
+    """XXH3 has separate code paths below 16, 128 and 240 bytes: hypothesis hits them all."""
+    if PurePython.hash_name != "xxh3":
+        pytest.skip("the xxhash package is not installed: no XXH3 reference")
+    n = _native()
+    assert n.hash128(data, seed=seed) == PurePython.hash128(data, seed=seed)
+    assert n.page_hashes(data, 64, seed=seed) == PurePython.page_hashes(data, 64, seed=seed)
+
+
+@requires_native
+def test_known_xxh3_values():
+    """Published XXH3 values (xxHash's sanity tests), independent of any Python package."""
+    n = _native()
+    assert struct.unpack("<Q", n.page_hashes(b"a", 1))[0] == 0xE6C632B61E964E1F
+    assert n.hash128(b"") == bytes.fromhex("99aa06d3014798d86001c324468d497f")
+
+
+@pytest.mark.parametrize("impl", ["native", "python"])
+def test_gather_assembles_pages_in_order_from_an_mmap(tmp_path, impl):
+    if impl == "native" and not native.NATIVE:
+        pytest.skip("scanner._native not built")
+    mod = _native() if impl == "native" else PurePython
+    page = 4096
+    src = tmp_path / "ram"
+    src.write_bytes(b"".join(bytes([i]) * page for i in range(16)))
+    offsets = struct.pack("<4Q", 5 * page, 0, 15 * page, 5 * page)
+    dst = bytearray(4 * page)
+    with src.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        assert mod.gather(memoryview(mm), offsets, page, dst) == 4 * page
+    assert dst == bytes([5]) * page + bytes(page) + bytes([15]) * page + bytes([5]) * page
+    with pytest.raises(ValueError, match="out of range"):
+        mod.gather(b"x" * page, struct.pack("<Q", 1), page, bytearray(page))
+    with pytest.raises(ValueError, match="too small"):
+        mod.gather(b"x" * page, struct.pack("<2Q", 0, 0), page, bytearray(page))
+
+
+def test_repeated_pages_finds_duplicates_only():
+    data = b"A" * 64 + b"B" * 64 + b"A" * 64 + bytes(64) + bytes(64)
+    assert native.repeated_pages(native.page_hashes(data, 64)) == {2: 0, 4: 3}
+
+
+def test_functions_reject_bad_page_sizes():
+    for fn in (native.zero_pages, native.page_hashes):
+        with pytest.raises(ValueError):
+            fn(b"abc", 0)
