@@ -20,7 +20,6 @@ INCOMPLETE, never CLEAN. An image that cannot be opened at all raises ``SourceEr
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import threading
@@ -209,23 +208,10 @@ class DiskTarget(Target):
         return Skipped(volume.name, volume.size, GapKind.SKIPPED_POLICY, detail)
 
     def _file(self, volume: str, item: GuestFile) -> Unit | Skipped:
-        name = f"{volume}:{item.path}"
-        excluded = self._exclusion(item.path)
-        if excluded:
-            return Skipped(name, item.size, GapKind.SKIPPED_POLICY, excluded, self.policy.exclusions_are_gaps)
-        if item.size > self.policy.max_file_size:
-            detail = f"larger than max_file_size {self.policy.max_file_size}"
-            return Skipped(name, item.size, GapKind.SKIPPED_LIMIT, detail)
+        skipped = self.policy.skip(f"{volume}:{item.path}", item.path, item.size)
+        if skipped is not None:
+            return skipped
         return DiskFileUnit(volume, item.path, item.node, item.size, self._lock)
-
-    def _exclusion(self, path: str) -> str:
-        ext = PurePosixPath(path).suffix.lstrip(".").lower()
-        if ext and ext in {e.lstrip(".").lower() for e in self.policy.exclude_extensions}:
-            return f"excluded extension .{ext}"
-        for pattern in self.policy.exclude_globs:
-            if fnmatch.fnmatch(path, pattern):
-                return f"excluded by {pattern}"
-        return ""
 
     def finish(self) -> None:
         if self._live is not None:

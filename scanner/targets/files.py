@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from scanner.acquisition.mapped import file_window
 from scanner.errors import InvalidArgument, UnreadableError
@@ -32,6 +32,25 @@ class FilePolicy:
     exclude_globs: tuple[str, ...] = ()
     exclude_extensions: tuple[str, ...] = ()
     exclusions_are_gaps: bool = False  # policy: does an excluded file make the scan INCOMPLETE?
+
+    def skip(self, name: str, path: str, size: int) -> Skipped | None:
+        """Why policy skips the file at ``path`` (a host or guest path), or None to scan it."""
+        excluded = self.exclusion(path)
+        if excluded:
+            return Skipped(name, size, GapKind.SKIPPED_POLICY, excluded, self.exclusions_are_gaps)
+        if size > self.max_file_size:
+            return Skipped(name, size, GapKind.SKIPPED_LIMIT, f"larger than max_file_size {self.max_file_size}")
+        return None
+
+    def exclusion(self, path: str) -> str:
+        """The exclusion (extension or glob) that matches ``path``, or ""."""
+        ext = PurePosixPath(path).suffix.lstrip(".").lower()
+        if ext and ext in {e.lstrip(".").lower() for e in self.exclude_extensions}:
+            return f"excluded extension .{ext}"
+        for pattern in self.exclude_globs:
+            if fnmatch.fnmatch(path, pattern):
+                return f"excluded by {pattern}"
+        return ""
 
 
 class FileUnit(Unit):
@@ -137,21 +156,10 @@ class FileTarget(Target):
 
     def _file(self, path: str, size: int) -> Unit | Skipped:
         policy = self.policy
-        excluded = self._exclusion(path)
-        if excluded:
-            return Skipped(path, size, GapKind.SKIPPED_POLICY, excluded, policy.exclusions_are_gaps)
-        if size > policy.max_file_size:
-            return Skipped(path, size, GapKind.SKIPPED_LIMIT, f"larger than max_file_size {policy.max_file_size}")
+        skipped = policy.skip(path, path, size)
+        if skipped is not None:
+            return skipped
         self._count += 1
         if self._count > policy.max_files:
             return Skipped(path, size, GapKind.SKIPPED_LIMIT, f"more than {policy.max_files} files")
         return FileUnit(path, size)
-
-    def _exclusion(self, path: str) -> str:
-        ext = Path(path).suffix.lstrip(".").lower()
-        if ext and ext in {e.lstrip(".").lower() for e in self.policy.exclude_extensions}:
-            return f"excluded extension .{ext}"
-        for pattern in self.policy.exclude_globs:
-            if fnmatch.fnmatch(path, pattern):
-                return f"excluded by {pattern}"
-        return ""
