@@ -5,6 +5,7 @@ The lines (see ``guest/init``) are::
     AVSCAN-PROC pid=<pid> ppid=<ppid> uid=<uid> comm=<comm, may hold spaces>
     AVSCAN-ROLE pid=<pid> role=marker|clean index=<n>
     AVSCAN-MAPS-BEGIN pid=<pid>  ...  /proc/<pid>/maps lines ...  AVSCAN-MAPS-END pid=<pid>
+    AVSCAN-MODULES-BEGIN  ...  AVSCAN-MODULE <a /proc/modules line> ...  AVSCAN-MODULES-END
     AVSCAN-LAB-READY markers=<n> variant=<v>
 
 Kernel messages may be interleaved; anything that does not match is ignored.
@@ -20,6 +21,11 @@ _PROC = re.compile(r"^AVSCAN-PROC pid=(\d+) ppid=(\d*) uid=(\d*) comm=(.*)$")
 _ROLE = re.compile(r"^AVSCAN-ROLE pid=(\d+) role=(marker|clean) index=(\d+)$")
 _BEGIN = re.compile(r"^AVSCAN-MAPS-BEGIN pid=(\d+)$")
 _END = re.compile(r"^AVSCAN-MAPS-END pid=(\d+)$")
+_MODULES_BEGIN, _MODULES_END = "AVSCAN-MODULES-BEGIN", "AVSCAN-MODULES-END"
+# /proc/modules: name size refcount users|- state address [taint flags]
+_MODULE = re.compile(
+    r"^AVSCAN-MODULE (\S+) (\d+) (-?\d+) (\S+) (Live|Loading|Unloading) (0x[0-9a-f]+)(?: \((\S*)\))?\s*$"
+)
 _MAP = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ([r-][w-][x-][ps]) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$")
 
 
@@ -42,6 +48,37 @@ class GuestProcess:
     comm: str
     role: str | None = None  # "marker", "clean" or None
     maps: tuple[MapEntry, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class GuestModule:
+    """One line of the guest's ``/proc/modules`` (``address`` is 0 when the kernel hides it)."""
+
+    name: str
+    size: int
+    refcount: int
+    state: str
+    address: int
+    taint: str = ""
+
+
+def parse_modules(text: str) -> list[GuestModule] | None:
+    """The modules init listed (``/proc/modules`` order: newest first); ``None`` if it listed none.
+
+    ``None`` means no complete AVSCAN-MODULES block (an image from before modules were listed);
+    an empty list means the guest had no module loaded.
+    """
+    out: list[GuestModule] | None = None
+    acc: list[GuestModule] = []
+    inside = False
+    for line in (raw.rstrip("\r") for raw in text.splitlines()):
+        if line == _MODULES_BEGIN:
+            inside, acc = True, []
+        elif line == _MODULES_END and inside:
+            inside, out = False, acc
+        elif inside and (m := _MODULE.match(line)):
+            acc.append(GuestModule(m[1], int(m[2]), int(m[3]), m[5], int(m[6], 16), m[7] or ""))
+    return out
 
 
 def _maps_by_pid(lines: list[str]) -> dict[int, tuple[MapEntry, ...]]:

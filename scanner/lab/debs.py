@@ -127,3 +127,35 @@ def extract_member(deb: Path, pattern: str, dest: Path) -> str:
         finally:
             proc.kill()
     raise LabError(f"{deb.name}: no member matches {pattern}")
+
+
+def read_members(deb: Path, patterns: tuple[str, ...], max_size: int = 16 << 20) -> dict[str, tuple[str, bytes]]:
+    """The first member matching each of ``patterns``, as ``{pattern: (member name, bytes)}``.
+
+    One pass over ``dpkg-deb --fsys-tarfile``; a pattern that nothing matches is a :class:`LabError`,
+    and so is a member larger than ``max_size`` (these are small files: kernel modules).
+    """
+    if shutil.which("dpkg-deb") is None:
+        raise Unavailable("unavailable: dpkg-deb not found (install dpkg)")
+    found: dict[str, tuple[str, bytes]] = {}
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    for pattern in patterns:
+                        if pattern not in found and fnmatch.fnmatch(member.name, pattern):
+                            if member.size > max_size:
+                                raise LabError(f"{deb.name}: {member.name} is {member.size} bytes (> {max_size})")
+                            src = tar.extractfile(member)
+                            assert src is not None
+                            found[pattern] = (member.name, src.read())
+                            break
+                    if len(found) == len(patterns):
+                        return found
+        finally:
+            proc.kill()
+    missing = [p for p in patterns if p not in found]
+    raise LabError(f"{deb.name}: no member matches {', '.join(missing)}")

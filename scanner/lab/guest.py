@@ -24,7 +24,7 @@ from typing import Any
 from scanner.acquisition.qmp import QmpClient, QmpError
 from scanner.errors import InvalidArgument, Unavailable
 from scanner.lab import accel as accel_mod
-from scanner.lab.console import GuestProcess, is_ready, parse_processes
+from scanner.lab.console import GuestModule, GuestProcess, is_ready, parse_modules, parse_processes
 from scanner.lab.debs import FLAVOURS
 from scanner.lab.errors import LabError
 from scanner.lab.image import LabImage, build_image, cache_dir
@@ -57,8 +57,10 @@ class LabGuest:
         variant: str,
         disk: Path | None = None,
         bus: str = "virtio",
+        load_modules: bool = False,
     ) -> None:
         self.image = image
+        self.load_modules = load_modules
         self.disk = disk
         self.disk_bus = bus
         self.memory_mib = memory_mib
@@ -92,12 +94,14 @@ class LabGuest:
         flavour: str = "cloud-amd64",
         disk: Path | None = None,
         disk_bus: str = "virtio",
+        load_modules: bool = False,
     ) -> LabGuest:
         """Build the image if needed, boot, and wait for READY (``timeout`` seconds under TCG).
 
         With KVM, a boot that is not READY after ``kvm_timeout`` is retried under TCG. ``flavour``
         picks the Debian kernel: ``cloud-amd64`` (the default) or ``amd64``. ``disk``
         attaches a qcow2 image as drive ``labdisk`` (``disk_bus``: ``virtio`` or ``ide``).
+        ``load_modules`` makes init insmod the image's kernel modules (``image.GUEST_MODULES``) first.
         """
         if disk_bus not in ("virtio", "ide"):
             raise InvalidArgument("disk_bus", f"{disk_bus!r}: expected virtio or ide")
@@ -117,7 +121,7 @@ class LabGuest:
         cache = cache or cache_dir()
         image = build_image(cache, flavour)
         for accel in accel_mod.candidates(cache, image.key):
-            guest = cls(image, memory_mib, markers, variant, disk, disk_bus)
+            guest = cls(image, memory_mib, markers, variant, disk, disk_bus, load_modules)
             _live.add(guest)
             try:
                 guest._boot(accel, kvm_timeout if accel == "kvm" else timeout)
@@ -139,6 +143,8 @@ class LabGuest:
         """The QEMU command line for this guest."""
         size = f"{self.memory_mib}M"
         append = f"console=ttyS0 quiet panic=-1 avscan.markers={self.markers} avscan.variant={self.variant}"
+        if self.load_modules:
+            append += " avscan.modules=1"
         return [
             QEMU,
             "-nodefaults",
@@ -283,6 +289,13 @@ class LabGuest:
         if self._procs is None:
             self._procs = parse_processes(self.console_text())
         return self._procs
+
+    def modules(self) -> list[GuestModule]:
+        """The guest's ``/proc/modules`` as init printed it before READY (empty unless ``load_modules``)."""
+        found = parse_modules(self.console_text())
+        if found is None:
+            raise LabError("the console has no AVSCAN-MODULES block")
+        return found
 
     @property
     def marker_pids(self) -> list[int]:

@@ -1,8 +1,9 @@
 """Build (or reuse) the lab's boot image: a Debian cloud kernel and a busybox initramfs.
 
 The image lives in ``<cache>/images/<key>/`` where ``key`` hashes every input: the two package
-files, the guest scripts and :data:`FORMAT`. Same inputs, same directory, no rebuild. Builds are
-serialised by a lock file so concurrent test processes share one build.
+files, the guest scripts, the kernel modules taken from the kernel package (:data:`GUEST_MODULES`)
+and :data:`FORMAT`. Same inputs, same directory, no rebuild. Builds are serialised by a lock file so
+concurrent test processes share one build.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import shutil
 import tempfile
@@ -22,10 +24,16 @@ from importlib import resources
 from pathlib import Path
 
 from scanner.lab import debs, newc
+from scanner.lab.errors import LabError
 
-FORMAT = "avscan-lab-image-1"
+FORMAT = "avscan-lab-image-2"
 GUEST_SCRIPTS = ("init", "avscan-marker", "avscan-clean")
-_DIRS = ("bin", "dev", "proc", "sys", "run", "sbin", "tmp", "usr", "usr/bin", "usr/sbin")
+# Kernel modules (paths under /lib/modules/<version>/) copied from the kernel package into the
+# initramfs as /lib/modules/<name>.ko; init loads them when asked (avscan.modules=1). Neither has
+# a dependency, both are in the cloud and the generic flavour.
+GUEST_MODULES = ("kernel/drivers/net/dummy.ko", "kernel/lib/crc-itu-t.ko")
+MODULES_DIR = "lib/modules"
+_DIRS = ("bin", "dev", "proc", "sys", "run", "sbin", "tmp", "usr", "usr/bin", "usr/sbin", "lib", MODULES_DIR)
 
 
 @dataclass(frozen=True)
@@ -67,11 +75,28 @@ def _key(kernel: debs.DebRef, busybox: debs.DebRef) -> str:
         h.update(b"\0" + part.encode())
     for name in GUEST_SCRIPTS:
         h.update(b"\0" + name.encode() + b"\0" + guest_script(name))
+    for path in GUEST_MODULES:
+        h.update(b"\0module\0" + path.encode())
     return h.hexdigest()[:16]
 
 
-def initramfs_bytes(busybox: bytes) -> bytes:
-    """The gzip-compressed newc archive: busybox, the guest scripts, /dev/console."""
+def module_file(member: str, data: bytes) -> tuple[str, bytes]:
+    """``(file name, ELF bytes)`` of a module member: ``.ko`` as is, ``.ko.xz``/``.ko.gz`` decompressed.
+
+    busybox ``insmod`` hands the file to ``init_module`` as it is, so it must be a plain ELF.
+    """
+    name = member.rsplit("/", 1)[-1]
+    if name.endswith(".ko.xz"):
+        name, data = name[:-3], lzma.decompress(data)
+    elif name.endswith(".ko.gz"):
+        name, data = name[:-3], gzip.decompress(data)
+    if not name.endswith(".ko") or not data.startswith(b"\x7fELF"):
+        raise LabError(f"{member}: not a plain or xz/gzip-compressed ELF kernel module")
+    return name, data
+
+
+def initramfs_bytes(busybox: bytes, modules: dict[str, bytes] | None = None) -> bytes:
+    """The gzip-compressed newc archive: busybox, the guest scripts, /dev/console, ``modules`` (name -> .ko)."""
     entries = [newc.directory(d) for d in _DIRS]
     entries += [
         newc.char_device("dev/console", 5, 1),
@@ -81,6 +106,7 @@ def initramfs_bytes(busybox: bytes) -> bytes:
         newc.regular("bin/avscan-marker", guest_script("avscan-marker"), 0o755),
         newc.regular("bin/avscan-clean", guest_script("avscan-clean"), 0o755),
     ]
+    entries += [newc.regular(f"{MODULES_DIR}/{name}", data, 0o644) for name, data in sorted((modules or {}).items())]
     raw = io.BytesIO()
     newc.write(raw, entries)
     return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
@@ -115,13 +141,17 @@ def build_image(cache: Path | None = None, flavour: str = debs.FLAVOUR) -> LabIm
         try:
             member = debs.extract_member(kernel_deb, "./boot/vmlinuz-*", tmp / "vmlinuz")
             debs.extract_member(busybox_deb, "./bin/busybox", tmp / "busybox")
-            (tmp / "initramfs.cpio.gz").write_bytes(initramfs_bytes((tmp / "busybox").read_bytes()))
+            patterns = tuple(f"./lib/modules/*/{path}*" for path in GUEST_MODULES)
+            found = debs.read_members(kernel_deb, patterns)
+            modules = dict(module_file(*found[p]) for p in patterns)
+            (tmp / "initramfs.cpio.gz").write_bytes(initramfs_bytes((tmp / "busybox").read_bytes(), modules))
             (tmp / "busybox").unlink()
             manifest = {
                 "format": FORMAT,
                 "kernel_package": f"{kernel_ref.name}={kernel_ref.version}",
                 "kernel_member": member,
                 "busybox_package": f"{busybox_ref.name}={busybox_ref.version}",
+                "modules": [found[p][0] for p in patterns],
             }
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
             tmp.replace(final)

@@ -19,6 +19,7 @@ from typing import Any
 from scanner.guestos.btf import INT_BOOL, INT_CHAR, INT_SIGNED, Btf, Kind
 from scanner.guestos.linux.kernel import LinuxKernel
 from scanner.guestos.linux.locate import read_physical
+from scanner.guestos.linux.modules import module_list
 from scanner.guestos.linux.profile import Profile
 
 Json = dict[str, Any]
@@ -76,6 +77,9 @@ def _symbols(profile: Profile, kernel: LinuxKernel) -> Json:
     at = _banner_address(kernel, banner)
     if at:
         out["linux_banner"] = {"address": at - shift, "constant_data": base64.b64encode(banner).decode()}
+    head = module_list(kernel).head  # the `modules` list head (known only when a module is loaded)
+    if head:
+        out["modules"] = {"address": head - shift, "type": {"kind": "struct", "name": "list_head"}}
     return out
 
 

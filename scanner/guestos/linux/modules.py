@@ -4,8 +4,11 @@ Without kallsyms the ``modules`` list head is not known, but every ``struct modu
 module's own memory, in the modules area (``0xffffffffc0000000`` up). Mapped pages there are
 searched at the struct's 64-byte alignment for a plausible module (state 0-3, a printable NUL
 terminated name, list pointers whose neighbours point back); the first one found leads to the
-whole circular list, whose one node outside the modules area is the ``modules`` head. Bounded by
-``max_modules``; an inconsistent list is a problem, not a crash.
+whole circular list, whose one node outside the modules area is the ``modules`` head. Only the
+fields checked need be in the page searched: a struct that runs on into the next page (not
+physically contiguous: module memory is vmalloc'ed) is still found, its head read through the
+page tables. Bounded by ``max_modules`` nodes and one pass over the modules area's mapped pages;
+an inconsistent list, or a node whose name is not a name, is a problem, not a crash.
 """
 
 from __future__ import annotations
@@ -33,20 +36,44 @@ class Module:
     size: int = 0
 
 
+@dataclass(frozen=True)
+class ModuleList:
+    """The walk's result: modules in list order (newest first, as ``/proc/modules``), the head, problems."""
+
+    modules: tuple[Module, ...]
+    head: int  # address of the ``modules`` list_head (0 if none was met: no module, or a broken list)
+    problems: tuple[Problem, ...]
+
+
 def modules(kernel: LinuxKernel) -> tuple[list[Module], list[Problem]]:
-    """Every loaded module (in list order) and the problems met; none loaded gives ``([], [])``."""
+    """Every loaded module (sorted by address) and the problems met; none loaded gives ``([], [])``."""
+    found = module_list(kernel)
+    return sorted(found.modules, key=lambda m: m.address), list(found.problems)
+
+
+def module_list(kernel: LinuxKernel) -> ModuleList:
+    """The module list walked from the first ``struct module`` carved (list order, head included)."""
     first = _carve(kernel)
     if first is None:
-        return [], []
+        return ModuleList((), 0, ())
     layout, kmem = kernel.layout, kernel.kmem
+    list_off = layout["module.list"]
     out: list[Module] = []
     problems: list[Problem] = []
-    start = first + layout["module.list"]
+    head, head_at = 0, 0
+    start = first + list_off
     node, seen = start, {start}
-    for _ in range(kernel.limits.max_modules):
+    for _ in range(kernel.limits.max_modules + 1):  # every module and the head
         try:
             if KERNEL_MAP_END <= node < MODULES_END:
-                out.append(_module(kernel, node - layout["module.list"]))
+                try:
+                    out.append(_module(kernel, node - list_off))
+                except WalkError as e:  # the links were checked: note this node, go on
+                    problems.append(Problem("module list", e.message))
+            elif head:
+                raise WalkError("a second node outside the modules area", node)
+            else:
+                head, head_at = node, len(out)
             nxt = kmem.pointer(node, "module.list.next")
             if kmem.pointer(nxt + 8, "module.list.prev") != node:
                 raise WalkError("module list next->prev does not point back", nxt)
@@ -62,8 +89,10 @@ def modules(kernel: LinuxKernel) -> tuple[list[Module], list[Problem]]:
         node = nxt
     else:
         problems.append(Problem("module list", f"more than {kernel.limits.max_modules} modules"))
-    out.sort(key=lambda m: m.address)
-    return out, problems
+    if not head and not problems:
+        problems.append(Problem("module list", "no node outside the modules area (no list head)"))
+    out = out[head_at:] + out[:head_at]  # the walk began at the module carved: list order starts at the head
+    return ModuleList(tuple(out), head, tuple(problems))
 
 
 def _module(kernel: LinuxKernel, address: int) -> Module:
@@ -79,21 +108,29 @@ def _module(kernel: LinuxKernel, address: int) -> Module:
 
 
 def _carve(kernel: LinuxKernel) -> int | None:
-    layout = kernel.layout
+    layout, kmem = kernel.layout, kernel.kmem
     name_off, state_off, list_off = layout["module.name"], layout["module.state"], layout["module.list"]
-    for piece in kernel.kmem.tables.walk(KERNEL_MAP_END, MODULES_END):
+    # the part of the struct checked: state, list pointers, the name up to its longest
+    header = max(state_off + 4, list_off + 16, name_off + layout.counts["module.name"])
+    for piece in kmem.tables.walk(KERNEL_MAP_END, MODULES_END):
         if not isinstance(piece, Mapping):
             continue
         with kernel.source.window(piece.physical, piece.size) as view:
             data = bytes(view)
-        for off in range(0, max(0, len(data) - layout.sizes["module"]), ALIGN):
-            (state,) = struct.unpack_from("<I", data, off + state_off)
-            if state > MAX_STATE or not NAME.match(data, off + name_off):
+        for off in range(0, len(data), ALIGN):
+            buf, at = data, off
+            if off + header > len(data):  # runs on into the next page: read it through the page tables
+                try:
+                    buf, at = kmem.read(piece.virtual + off, header), 0
+                except WalkError:
+                    continue
+            (state,) = struct.unpack_from("<I", buf, at + state_off)
+            if state > MAX_STATE or not NAME.match(buf, at + name_off):
                 continue
-            nxt, prev = struct.unpack_from("<QQ", data, off + list_off)
+            nxt, prev = struct.unpack_from("<QQ", buf, at + list_off)
             me = piece.virtual + off + list_off
             try:
-                if kernel.kmem.u64(nxt + 8) == me and kernel.kmem.u64(prev) == me:
+                if kmem.u64(nxt + 8) == me and kmem.u64(prev) == me:
                     return piece.virtual + off
             except WalkError:
                 continue
