@@ -25,6 +25,7 @@ class ActionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_STATE_DRY_RUN: _ClassVar[ActionState]
     ACTION_STATE_ABANDONED: _ClassVar[ActionState]
     ACTION_STATE_REVERTED: _ClassVar[ActionState]
+    ACTION_STATE_FAILED: _ClassVar[ActionState]
 POWER_STATE_UNSPECIFIED: PowerState
 POWER_STATE_ON: PowerState
 POWER_STATE_OFF: PowerState
@@ -35,6 +36,7 @@ ACTION_STATE_DONE: ActionState
 ACTION_STATE_DRY_RUN: ActionState
 ACTION_STATE_ABANDONED: ActionState
 ACTION_STATE_REVERTED: ActionState
+ACTION_STATE_FAILED: ActionState
 
 class DatastoreFile(_message.Message):
     __slots__ = ("name", "type", "size")

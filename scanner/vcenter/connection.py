@@ -47,10 +47,14 @@ class VCenterError(ScannerError):
 
 
 class TaskFailed(VCenterError):
-    """A vCenter task ended in ``error``."""
+    """A vCenter task ended in ``error``; transient only when the object was busy (see ``BUSY_FAULTS``)."""
 
-    def __init__(self, what: str, message: str) -> None:
-        super().__init__(f"{what}: task failed: {message}", transient=False)
+    def __init__(self, what: str, message: str, transient: bool = False) -> None:
+        super().__init__(f"{what}: task failed: {message}", transient=transient)
+
+
+BUSY_FAULTS = ("TaskInProgress", "ConcurrentAccess", "HostCommunication", "Timedout")
+"""Faults of a task that say "not now" (another task on the VM, a host briefly away): retried like outages."""
 
 
 def pyvmomi() -> tuple[Any, Any]:
@@ -200,7 +204,14 @@ class Connection:
                 return props.get("info.result")
             if state == "error":
                 error = props.get("info.error")
-                raise TaskFailed(what, getattr(error, "msg", "") or type(error).__name__)
+                busy = any(
+                    isinstance(error, cls)
+                    for name in BUSY_FAULTS
+                    for cls in (getattr(vim.fault, name, None), getattr(vmodl.fault, name, None))
+                    if cls is not None
+                )
+                detail = getattr(error, "msg", "") or ""
+                raise TaskFailed(what, f"{type(error).__name__}: {detail}" if detail else type(error).__name__, busy)
             if time.monotonic() > deadline:
                 raise VCenterError(f"{what}: task still {state} after {timeout} s")
             time.sleep(delay)

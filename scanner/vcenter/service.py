@@ -15,6 +15,13 @@ Contract:
 - Verdict attributes, the event and the quarantine steps are outbox rows written with the job's
   outcome in one transaction; the relay applies them in order per VM, retrying with backoff
   until vCenter confirms. A VM deleted meanwhile makes them ABANDONED (with the reason), not lost.
+  Outages (no answer, connection lost, a busy VM) are retried without limit; an action vCenter
+  itself refuses (a failed task, a fault) is tried ``max_attempts`` times, then FAILED with
+  vCenter's error, logged at ERROR and audited (``vcenter.action_failed``): the operator must act.
+- ``dry_run``: the quarantine steps are recorded DRY_RUN (what each would do) and never applied;
+  the verdict attributes and the event are still written (they change nothing in the VM).
+- ``auto_release``: a CLEAN job that scanned the VM's memory releases an earlier quarantine;
+  INCOMPLETE, ERROR or a job without a memory scan never does.
 """
 
 from __future__ import annotations
@@ -264,12 +271,12 @@ class VCenterService:
             notes = list(job.notes)
             await self._remove_snapshot(job, snap_name)
         try:
-            kind, severity, digest, summary = await self._verdict(scan_ids)
+            kind, severity, digest, summary, targets = await self._verdict(scan_ids)
         finally:
             await asyncio.to_thread(acquisition.discard, directory)
         if not scan_ids:
             kind, summary = "INCOMPLETE", "nothing acquired"
-        await self._finish(job, kind, severity, [*notes, summary], scan_ids, digest)
+        await self._finish(job, kind, severity, [*notes, summary], scan_ids, digest, memory="memory" in targets)
 
     async def _acquire(self, job: Job, name: str, directory: Path, with_disks: bool) -> acquisition.Acquired:
         conn = self.conn
@@ -319,8 +326,9 @@ class VCenterService:
             ids.append(record.id)
         return ids
 
-    async def _verdict(self, scan_ids: list[str]) -> tuple[str, int, str, str]:
-        worst, severity, digest, parts = "", 0, "", []
+    async def _verdict(self, scan_ids: list[str]) -> tuple[str, int, str, str, set[str]]:
+        """Worst verdict, highest severity, ruleset digest, a summary, and the target kinds scanned."""
+        worst, severity, digest, parts, targets = "", 0, "", [], set()
         for scan_id in scan_ids:
             async for _ in self.scans.watch(scan_id):
                 pass
@@ -337,10 +345,18 @@ class VCenterService:
                 worst = kind
             reason = f": {verdict.reason}" if verdict is not None and verdict.reason else ""
             parts.append(f"{record.target.kind} scan {scan_id}: {kind}{reason}")
-        return worst or "INCOMPLETE", severity, digest, "; ".join(parts)
+            targets.add(record.target.kind)
+        return worst or "INCOMPLETE", severity, digest, "; ".join(parts), targets
 
     async def _finish(
-        self, job: Job, kind: str, severity: int, notes: list[str], scan_ids: list[str], digest: str = ""
+        self,
+        job: Job,
+        kind: str,
+        severity: int,
+        notes: list[str],
+        scan_ids: list[str],
+        digest: str = "",
+        memory: bool = False,
     ) -> None:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         summary = f"{kind}" + (f" severity {severity}" if severity else "")
@@ -362,20 +378,17 @@ class VCenterService:
         if kind in (VerdictKind.MALICIOUS.value, VerdictKind.SUSPICIOUS.value):
             actions += [NewAction(step, {"severity": severity}) for step in self.policy.steps(severity)]
         state = "DONE" if kind != "ERROR" else "FAILED"
-        rows = await asyncio.to_thread(
-            self.store.finish_job, job.id, state, kind, severity, tuple(notes), actions, False
+        # dry run: the steps are written DRY_RUN in the same transaction, so the relay never sees them PENDING
+        await asyncio.to_thread(
+            self.store.finish_job, job.id, state, kind, severity, tuple(notes), actions, self.policy.dry_run
         )
-        if self.policy.dry_run:
-            await asyncio.to_thread(self._dry_run, rows)
         await asyncio.to_thread(self.db.audit, ACTOR, "vcenter.verdict", job.id, f"{job.vm_name}: {summary}")
         if kind == "CLEAN" and self.policy.auto_release:
-            await self.release(job.vm_uuid, ACTOR, resume=False, reason="clean rescan")
+            if memory:  # a CLEAN that never saw the memory (disks only) is not proof enough to lift a quarantine
+                await self.release(job.vm_uuid, ACTOR, resume=False, reason=f"clean rescan (job {job.id})")
+            else:
+                log.warning("job %s: CLEAN without a memory scan; quarantine (if any) kept", job.id)
         self._wake.set()
-
-    def _dry_run(self, rows: list[Action]) -> None:
-        for a in rows:
-            if a.kind in ("tag", "disconnect", "snapshot", "suspend"):
-                self.store.action_done(a.seq, "DRY_RUN", "dry run: not applied")
 
     # outbox relay
 
@@ -416,6 +429,15 @@ class VCenterService:
             if e.not_found:
                 await asyncio.to_thread(self.store.action_done, action.seq, "ABANDONED", e.message)
                 return True
+            tries = action.attempts + 1
+            if not e.transient and tries >= self.policy.max_attempts:
+                give_up = f"gave up after {tries} attempts: vCenter keeps refusing it (see last_error)"
+                await asyncio.to_thread(self.store.action_failed, action.seq, e.message, time.time(), give_up)
+                log.error("action %s on %s FAILED after %d attempts: %s", action.kind, action.vm_name, tries, e.message)
+                await asyncio.to_thread(
+                    self.db.audit, ACTOR, "vcenter.action_failed", action.vm_uuid, f"{action.kind}: {e.message}"
+                )
+                return True  # terminal: the VM's next steps go on
             backoff = min(MAX_BACKOFF, 0.5 * 2 ** min(action.attempts, 7)) * (0.8 + 0.4 * random.random())  # noqa: S311
             await asyncio.to_thread(self.store.action_failed, action.seq, e.message, time.time() + backoff)
             log.warning("action %s on %s: %s (retry in %.1f s)", action.kind, action.vm_name, e.message, backoff)

@@ -32,7 +32,8 @@ class QuarantinePolicy:
     disconnect_at: int = 75
     snapshot_at: int = 90
     suspend_at: int = 101
-    auto_release: bool = False  # a CLEAN rescan of a quarantined VM releases it
+    auto_release: bool = False  # a CLEAN rescan (memory scanned, nothing worse) of a quarantined VM releases it
+    max_attempts: int = 5  # tries of an action vCenter refuses (a failed task) before it is FAILED; outages retry on
     scan_disks: bool = True  # when a "disk" target is available
     dedupe_seconds: float = 60.0  # one scan per VM for a burst of triggers
     per_host_limit: int = 2  # acquisitions at once on one ESXi host (scan storms)
@@ -114,7 +115,7 @@ def _policy(raw: dict[str, Any]) -> QuarantinePolicy:
     for key in ("tag_at", "disconnect_at", "snapshot_at", "suspend_at"):
         if key in values and not (isinstance(values[key], int) and 0 <= values[key] <= 101):
             raise ConfigError(f"vcenter.policy.{key}: must be an integer 0-101 (101 = never)")
-    for key in ("per_host_limit", "max_concurrent"):
+    for key in ("per_host_limit", "max_concurrent", "max_attempts"):
         if key in values and not (isinstance(values[key], int) and values[key] >= 1):
             raise ConfigError(f"vcenter.policy.{key}: must be at least 1")
     return QuarantinePolicy(**values)

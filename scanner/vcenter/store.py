@@ -8,6 +8,10 @@ Contract:
 - An action is created once per ``(job_id, kind)`` (``INSERT OR IGNORE``), recorded with the verdict
   in one transaction (a transactional outbox); the relay marks it DONE only after vCenter
   confirmed it. ``prior`` (the state to restore on release) is written once, before the first try.
+- Dry run: the quarantine steps of a finished job are written DRY_RUN (never PENDING, so the relay
+  cannot pick one up), saying what would have been done; verdict attributes and the event stay PENDING.
+- An action ends DONE, DRY_RUN, ABANDONED (VM gone, released first), REVERTED (undone by a release)
+  or FAILED (vCenter kept refusing it; ``last_error`` holds vCenter's error).
 """
 
 from __future__ import annotations
@@ -70,7 +74,14 @@ CREATE INDEX IF NOT EXISTS vc_actions_state ON vc_actions(state, next_at);
 """
 
 OPEN_JOB_STATES = ("QUEUED", "ACQUIRING", "SCANNING", "PUBLISHING")
-ACTION_STATES = ("PENDING", "DONE", "DRY_RUN", "ABANDONED", "REVERTED")
+ACTION_STATES = ("PENDING", "DONE", "DRY_RUN", "ABANDONED", "REVERTED", "FAILED")
+DRY_RUN_KINDS = {
+    "tag": "attach the quarantine tag",
+    "disconnect": "disconnect the vNICs",
+    "snapshot": "take a forensic snapshot",
+    "suspend": "suspend the VM",
+}
+"""The quarantine steps a dry run records instead of applying, and what each would do."""
 
 
 @dataclass(frozen=True)
@@ -295,8 +306,16 @@ class VCenterStore:
                 (state, result, time.time(), seq),
             )
 
-    def action_failed(self, seq: int, error: str, next_at: float) -> None:
+    def action_failed(self, seq: int, error: str, next_at: float, give_up: str = "") -> None:
+        """One more failed try: retried at ``next_at``, or FAILED for good with ``give_up`` as the result."""
         with self._tx() as c:
+            if give_up:
+                c.execute(
+                    "UPDATE vc_actions SET state='FAILED', attempts=attempts+1, last_error=?, result=?, done_at=?"
+                    " WHERE seq=? AND state='PENDING'",
+                    (error[:500], give_up[:500], time.time(), seq),
+                )
+                return
             c.execute(
                 "UPDATE vc_actions SET attempts=attempts+1, last_error=?, next_at=? WHERE seq=?",
                 (error[:500], next_at, seq),
@@ -319,11 +338,18 @@ def _set_cursor(c: sqlite3.Connection, instance: str, event_key: int) -> None:
 def _insert_actions(
     c: sqlite3.Connection, job_id: str, vm_uuid: str, vm_name: str, actions: list[NewAction], dry_run: bool, now: float
 ) -> None:
-    state = "DRY_RUN" if dry_run else "PENDING"
+    rows = []
+    for a in actions:
+        if dry_run and a.kind in DRY_RUN_KINDS:
+            state, result, done = "DRY_RUN", f"dry run: would {DRY_RUN_KINDS[a.kind]}; not applied", now
+        else:
+            state, result, done = "PENDING", "", None
+        rows.append((job_id, vm_uuid, vm_name, a.kind, json.dumps(a.params), state, result, now, now, done))
     c.executemany(
-        "INSERT OR IGNORE INTO vc_actions (job_id, vm_uuid, vm_name, kind, params, state, next_at, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [(job_id, vm_uuid, vm_name, a.kind, json.dumps(a.params), state, now, now) for a in actions],
+        "INSERT OR IGNORE INTO vc_actions"
+        " (job_id, vm_uuid, vm_name, kind, params, state, result, next_at, created_at, done_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
     )
 
 
