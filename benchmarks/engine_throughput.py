@@ -87,7 +87,7 @@ def with_default_signatures(rules_dir: Path, tmp: Path) -> Path:
 def engine_scan(ruleset: Any, image: Path, threads: int) -> set[RuleKey]:
     engine = Engine(EngineSettings(threads=threads))
     try:
-        target = build_target(TargetSpec("memory", {"path": str(image), "format": "raw"}))
+        target = build_target(TargetSpec("memory", {"path": str(image), "format": "raw", "os": "physical"}))
         verdict = engine.scan(ruleset, target)
     finally:
         engine.close()
