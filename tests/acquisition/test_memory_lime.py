@@ -153,3 +153,11 @@ def test_corrupted_dumps_never_crash(tmp_path: Path, edits: list[tuple[int, int]
     except SourceError:
         return
     read_every_range(source)
+
+
+def test_auto_format_reads_an_elf_executable_as_raw_bytes_not_a_core(tmp_path):
+    from scanner.acquisition.memory import detect_format
+
+    exe = tmp_path / "prog"
+    exe.write_bytes(Path("/bin/true").read_bytes())
+    assert detect_format(str(exe)) == "raw"

@@ -44,12 +44,23 @@ def detect_format(path: str) -> str:
     """The format of the dump at ``path`` from its magic bytes; ``.vmem`` by name; else ``raw``."""
     try:
         with Path(path).open("rb") as f:
-            head = f.read(4)
+            head = f.read(18)
     except OSError as e:
         raise SourceError(path, f"cannot open memory image: {e.strerror}") from e
-    if head in MAGICS:
-        return MAGICS[head]
+    fmt = MAGICS.get(head[:4], "")
+    if fmt == "elfcore" and not _is_elf_core(head):
+        fmt = ""  # an ELF executable or library: not a dump, scan its bytes as they are
+    if fmt:
+        return fmt
     return "vmware" if path.lower().endswith(".vmem") else "raw"
+
+
+def _is_elf_core(head: bytes) -> bool:
+    """e_type (at 16, in the byte order of EI_DATA) is ET_CORE."""
+    if len(head) < 18:
+        return False
+    order = "little" if head[5] == 1 else "big"
+    return int.from_bytes(head[16:18], order) == 4
 
 
 __all__ = ["MAGICS", "REGISTRY", "MemorySource", "PhysRange", "detect_format", "open_memory"]
