@@ -59,8 +59,8 @@ def _is_elf_core(head: bytes) -> bool:
     """e_type (at 16, in the byte order of EI_DATA) is ET_CORE."""
     if len(head) < 18:
         return False
-    order = "little" if head[5] == 1 else "big"
-    return int.from_bytes(head[16:18], order) == 4
+    e_type = int.from_bytes(head[16:18], "little" if head[5] == 1 else "big")
+    return e_type == 4
 
 
 __all__ = ["MAGICS", "REGISTRY", "MemorySource", "PhysRange", "detect_format", "open_memory"]
