@@ -8,6 +8,7 @@ near (window size x threads), not the image size.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 from collections.abc import Iterator
@@ -50,3 +51,35 @@ def file_window(fd: int, offset: int, length: int, where: str) -> Iterator[memor
         # a caller that kept a view keeps the mapping alive until its last reference goes
         with contextlib.suppress(BufferError):
             mm.close()
+
+
+def file_holes(fd: int, offset: int, length: int, limit: int = 65536) -> list[tuple[int, int]]:
+    """Holes of the open file ``fd`` within ``[offset, offset + length)`` (SEEK_DATA/SEEK_HOLE).
+
+    A guest's RAM file on tmpfs is sparse where the guest never wrote, and tmpfs allocates a hole's
+    pages when they are read through a mapping: knowing the holes lets a scan skip them without
+    touching them, so scanning a mostly idle guest does not fill host memory. Returns [] where the
+    filesystem cannot tell (every byte is then read). At most ``limit`` holes are reported. Bytes
+    past the end of the file are never a hole: a file that shrank is missing data, not zeros.
+    """
+    out: list[tuple[int, int]] = []
+    try:
+        size = os.fstat(fd).st_size
+    except OSError:
+        return []
+    end = min(offset + length, size)  # past the end of the file is missing, not zero
+    position = offset
+    try:
+        while position < end and len(out) < limit:
+            data = os.lseek(fd, position, os.SEEK_DATA)
+            if data > position:
+                out.append((position, min(data, end)))
+            if data >= end:
+                break
+            position = os.lseek(fd, data, os.SEEK_HOLE)
+    except OSError as e:  # ENXIO: no data after position, the rest is a hole
+        if e.errno == errno.ENXIO and position < end:
+            out.append((position, end))
+        elif e.errno != errno.ENXIO:
+            return []
+    return out

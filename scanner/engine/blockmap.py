@@ -16,7 +16,7 @@ that are not at block edges) gets no digest here; its worker hashes its bytes in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -64,24 +64,26 @@ def build_block_map(
         raise ValueError("block must divide PIECE")
     n = (unit.size + block - 1) // block
     zero, hashes, heads = bytearray(n), bytearray(16 * n), bytearray(16 * n)
+    for j in _hole_blocks(unit, block):  # known zero without reading (sparse RAM file holes)
+        zero[j] = 1
 
-    def piece(offset: int) -> tuple[int, tuple[bytes, bytes, bytes] | None]:
+    def piece(offset: int, length: int) -> tuple[int, tuple[bytes, bytes, bytes] | None]:
         if stop():
             return offset, None
         try:
-            with unit.window(offset, min(PIECE, unit.size - offset)) as view:
+            with unit.window(offset, length) as view:
                 if not digests:
                     return offset, (native.zero_pages(view, block), b"", b"")
                 return offset, native.block_digests(view, block, head, seed)
         except UnreadableError:
             return offset, None
 
-    offsets = range(0, unit.size, PIECE)
+    runs = list(_runs_to_read(zero, block, unit.size))
     if submit is not None:
-        futures = [submit(lambda o=o: piece(o)) for o in offsets]  # type: ignore[misc]
+        futures = [submit(lambda o=o, n=n: piece(o, n)) for o, n in runs]  # type: ignore[misc]
         results = [f.result() for f in futures]
     else:
-        results = [piece(o) for o in offsets]
+        results = [piece(o, n) for o, n in runs]
     for offset, found in results:
         first = offset // block
         if found is None:
@@ -92,6 +94,31 @@ def build_block_map(
             hashes[16 * first : 16 * (first + len(z))] = h
             heads[16 * first : 16 * (first + len(z))] = hd
     return BlockMap(unit.size, block, head, bytes(zero), bytes(hashes), bytes(heads))
+
+
+def _hole_blocks(unit: Unit, block: int) -> set[int]:
+    """Blocks lying wholly inside holes the unit reports."""
+    out: set[int] = set()
+    for start, end in unit.holes():
+        first = (start + block - 1) // block
+        last = min(end, unit.size) // block if end < unit.size else (unit.size + block - 1) // block
+        out.update(range(first, last))
+    return out
+
+
+def _runs_to_read(zero: bytearray, block: int, size: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) pieces of at most ``PIECE`` bytes covering every block not known zero."""
+    j, n = 0, len(zero)
+    per_piece = PIECE // block
+    while j < n:
+        if zero[j]:
+            j += 1
+            continue
+        k = j
+        while k < n and not zero[k] and k - j < per_piece:
+            k += 1
+        yield j * block, min(k * block, size) - j * block
+        j = k
 
 
 def segments(bm: BlockMap, window: Window) -> list[Segment] | None:

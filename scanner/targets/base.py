@@ -44,6 +44,10 @@ class Unit(abc.ABC):
     def window(self, offset: int, length: int) -> AbstractContextManager[memoryview]:
         """A read-only view of ``length`` bytes at ``offset`` in the unit."""
 
+    def holes(self) -> Sequence[tuple[int, int]]:
+        """``[(start, end), ...]`` unit offsets known to be all zero without reading them."""
+        return ()
+
     def physical(self, offset: int) -> int | None:
         """The guest physical address of byte ``offset``, if this unit maps to guest memory."""
         return None

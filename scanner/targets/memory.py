@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 
 from scanner.acquisition.memory import MemorySource, open_memory
@@ -26,6 +26,9 @@ class PhysicalRangeUnit(Unit):
 
     def physical(self, offset: int) -> int | None:
         return self.base + offset
+
+    def holes(self) -> Sequence[tuple[int, int]]:
+        return [(a - self.base, b - self.base) for a, b in self.source.holes(self.base, self.size)]
 
 
 def open_source(params: Mapping[str, object]) -> MemorySource:

@@ -57,6 +57,11 @@ class MemorySource(abc.ABC):
     def unreadable(self) -> Sequence[tuple[PhysRange, str]]:
         return ()
 
+    def holes(self, address: int, length: int) -> Sequence[tuple[int, int]]:
+        """``[(start, end), ...]`` physical ranges inside ``[address, address + length)`` that the
+        source knows are all zero without reading them (e.g. holes of a sparse RAM file)."""
+        return ()
+
     @property
     def size(self) -> int:
         return sum(r.length for r in self.ranges())

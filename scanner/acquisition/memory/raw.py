@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
-from scanner.acquisition.mapped import file_window
+from scanner.acquisition.mapped import file_holes, file_window
 from scanner.acquisition.memory.base import MemorySource, PhysRange
 from scanner.errors import SourceError
 
@@ -35,6 +35,9 @@ class RawMemory(MemorySource):
 
     def _window(self, address: int, length: int) -> AbstractContextManager[memoryview]:
         return file_window(self._fd, address, length, self.name)
+
+    def holes(self, address: int, length: int) -> Sequence[tuple[int, int]]:
+        return file_holes(self._fd, address, length) if self._fd >= 0 else ()
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from scanner.acquisition.mapped import file_holes
 from scanner.acquisition.memory.base import MemorySource, PhysRange
 from scanner.errors import InvalidArgument, SourceError, Unavailable, UnreadableError
 
@@ -96,6 +97,10 @@ class LibvmiMemory(MemorySource):
         self._check_alive(address, length)  # the guest may have gone while we read
         with memoryview(data) as view:
             yield view
+
+    def holes(self, address: int, length: int) -> Sequence[tuple[int, int]]:
+        """Holes of the RAM file (FILE mode): memory the guest never wrote, skipped unread."""
+        return file_holes(self._fd, address, length) if self._fd >= 0 else ()
 
     def _check_alive(self, address: int, length: int) -> None:
         gone = self._probe() if self._probe else ""
