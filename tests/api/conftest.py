@@ -10,18 +10,21 @@ from support.inproc import ServerThread
 
 from scanner.api.client import Client
 from scanner.config import Config
+from scanner.engine.cache import CacheSettings
 from scanner.engine.settings import EngineSettings, MiB
 
 UPLOAD_LIMIT = MiB
 
 
 def make_config(state_dir: Path) -> Config:
-    """One YARA thread, 64 KiB windows, no zero-block skipping: a 1 GiB sparse image is 16k windows
-    of real YARA work (seconds), and a cancel or shutdown lands between two of them."""
+    """One YARA thread, 64 KiB windows, no zero-block skipping and no result cache: a 1 GiB sparse
+    image is 16k windows of real YARA work (seconds), and a cancel or shutdown lands between two of
+    them. (With the cache, every all-zero window after the first is a hit.)"""
     return Config(
         listen="127.0.0.1:0",
         state_dir=state_dir,
         engine=EngineSettings(threads=1, chunk_size=64 * 1024, overlap=4096, skip_zero_blocks=False),
+        cache=CacheSettings(enabled=False),
         max_upload_bytes=UPLOAD_LIMIT,
         shutdown_grace=0.5,
     )

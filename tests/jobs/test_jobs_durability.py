@@ -33,6 +33,8 @@ threads = 1
 chunk_size = 65536
 overlap = 4096
 skip_zero_blocks = false  # sparse images stay slow to scan
+[cache]
+enabled = false  # with it, every all-zero window after the first is a cache hit
 """
 
 
