@@ -1,8 +1,8 @@
 """In-memory view of running scans: latest progress, findings so far, and watchers.
 
 All methods run on the event loop; the engine's threads hand events over with
-``loop.call_soon_threadsafe``. A watcher that subscribes late first receives what happened
-before it came, so no finding is missed.
+``loop.call_soon_threadsafe``. A watcher that subscribes late first receives the latest
+progress and every finding so far, so no finding is missed and progress always comes first.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ class LiveScan:
 
     async def watch(self) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Event] = asyncio.Queue()
+        if self.progress:  # where the scan is, then what it found so far, then live events
+            queue.put_nowait(self.progress)
         for finding in self.findings:
             queue.put_nowait(finding)
-        if self.progress:
-            queue.put_nowait(self.progress)
         self.watchers.add(queue)
         try:
             while True:
