@@ -106,13 +106,15 @@ def test_pause_is_bounded_even_if_the_scan_goes_on(lab_guest):
 
 def test_guest_killed_mid_scan_ends_incomplete_and_service_keeps_running(start_lab_guest, service):
     guest = start_lab_guest(memory_mib=512, markers=1, variant="killed")
-    rules = [(p.name, p.read_bytes()) for p in sorted(SIGNATURE_BASE.glob("*.yar"))[:400]]
+    rules = [(p.name, p.read_bytes()) for p in sorted(SIGNATURE_BASE.glob("*.yar"))]
     if not rules:
         pytest.skip(f"needs the public rule set at {SIGNATURE_BASE}")
     with service.client() as client:
-        heavy = client.push_ruleset(rules, "heavy").ruleset
+        heavy = client.push_ruleset(rules, "heavy").ruleset  # slow enough to stop the guest mid-scan
         scan = client.start_scan(guest_target(qmp=str(guest.scanner_qmp_path)), ruleset_digest=heavy.digest)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 60
+        while not client.get_scan(scan.scan_id).progress.units_total and time.monotonic() < deadline:
+            time.sleep(0.01)  # the guest is open and its memory planned: windows are being scanned
         guest.stop()
         done = client.wait(scan.scan_id, timeout=120)
         verdict = done.verdict
