@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import stat
-from collections.abc import Iterator, Mapping
-from datetime import datetime
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from scanner.acquisition.disk.errors import unavailable
 from scanner.acquisition.disk.filesystems import Node
+from scanner.acquisition.disk.filesystems.inode import InodeNode
 
 
 def detect(head: bytes) -> bool:
@@ -21,28 +19,4 @@ def open_fs(stream: BinaryIO) -> Node:
     except ImportError as e:
         raise unavailable("dissect.xfs", e) from e
     fs = XFS(stream)
-    return XfsNode(fs.root, "")
-
-
-_KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink"}
-
-
-class XfsNode(Node):
-    def __init__(self, inode: Any, name: str) -> None:
-        self.inode = inode
-        self.name = name
-        self.key = inode.inum
-        self.kind = _KINDS.get(inode.filetype, "other")
-        self.size = int(inode.size) if self.kind == "file" else 0
-
-    def children(self) -> Iterator[Node]:
-        for child in self.inode.iterdir():
-            if child.filename not in (".", ".."):
-                yield XfsNode(child, child.filename)
-
-    def open(self) -> BinaryIO:
-        return self.inode.open()  # type: ignore[no-any-return]
-
-    def times(self) -> Mapping[str, datetime | None]:
-        i = self.inode
-        return {"mtime": i.mtime, "ctime": i.ctime, "atime": i.atime, "crtime": i.crtime}
+    return InodeNode(fs.root, "")

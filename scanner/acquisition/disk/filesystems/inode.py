@@ -1,0 +1,35 @@
+"""A directory tree node over a dissect inode: ext and XFS inodes share one interface."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any, BinaryIO
+
+from scanner.acquisition.disk.filesystems import Node
+
+_KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink"}
+
+
+class InodeNode(Node):
+    """``inode`` is a dissect.extfs or dissect.xfs INode (inum, filetype, size, iterdir, open, times)."""
+
+    def __init__(self, inode: Any, name: str) -> None:
+        self.inode = inode
+        self.name = name
+        self.key = inode.inum
+        self.kind = _KINDS.get(inode.filetype, "other")
+        self.size = int(inode.size) if self.kind == "file" else 0
+
+    def children(self) -> Iterator[Node]:
+        for child in self.inode.iterdir():
+            if child.filename not in (".", ".."):
+                yield InodeNode(child, child.filename)
+
+    def open(self) -> BinaryIO:
+        return self.inode.open()  # type: ignore[no-any-return]
+
+    def times(self) -> Mapping[str, datetime | None]:
+        i = self.inode
+        return {"mtime": i.mtime, "ctime": i.ctime, "atime": i.atime, "crtime": i.crtime}
