@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.corpus import DEFAULT_RULESETS_DIR, REPO_ROOT, MiB, system_files, write_corpus
+from benchmarks.engine_throughput import best_of
 from scanner import native
 from scanner.engine import Engine, EngineSettings
 from scanner.engine.cache import ResultCache
@@ -42,15 +43,6 @@ from scanner.targets.files import FileTarget
 RULESETS = ("elastic-protections-artifacts/rules", "signature-base/rules")
 FLEET_RULESET = "elastic-protections-artifacts/rules"
 ROWS: list[tuple[str, str, float, float, bool | None]] = []  # section, what, ratio, target, same findings
-
-
-def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
 
 
 def load() -> str:
