@@ -24,6 +24,7 @@ Contract:
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -106,10 +107,14 @@ class ProcessTarget(Target):
 
     def __init__(self, source: MemorySource, kernel: Path | None = None, profile_cache: Path | None = None) -> None:
         self.source = source
-        self.detection: Detection = open_linux(source, kernel, profile_cache)
+        self._kernel_image, self._profile_cache = kernel, profile_cache
         self._details: dict[str, str] = {}
         self._owned: set[int] = set()  # physical page numbers offered by process units
-        self._fallback = MemoryTarget(source) if self.detection.kernel is None else None
+
+    @functools.cached_property
+    def detection(self) -> Detection:
+        """The guest's Linux kernel, found when the scan plans (not when a request is checked)."""
+        return open_linux(self.source, self._kernel_image, self._profile_cache)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ProcessTarget:
@@ -125,8 +130,7 @@ class ProcessTarget(Target):
     def plan(self) -> Iterator[Unit | Skipped]:
         kernel = self.detection.kernel
         if kernel is None:
-            assert self._fallback is not None
-            yield from self._fallback.plan()
+            yield from MemoryTarget(self.source).plan()
             return
         listing = kernel.processes()
         for problem in listing.problems:
