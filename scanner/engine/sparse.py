@@ -9,6 +9,8 @@ next to a zero block is still seen whole (``windows.aligned_windows``); each byt
 What is lost: a match lying wholly inside a skipped block, i.e. a string of only zero bytes, or a
 condition-only rule about zero memory. The skipped bytes are reported as ``bytes_zero`` in
 coverage, never as a gap. A block that cannot be read is kept, so the scan reports it as unreadable.
+Blocks inside holes the source reports (``Unit.holes``: a sparse RAM file's never-written pages)
+are zero without being read, so scanning an idle guest does not allocate its holes on tmpfs.
 """
 
 from __future__ import annotations
