@@ -39,6 +39,7 @@ from scanner.errors import ScannerError
 from scanner.rulesets import compile_path
 from scanner.targets import TargetSpec, build_target
 from scanner.targets.files import FileTarget
+from scanner.targets.identity import SETTLE_NS
 
 RULESETS = ("elastic-protections-artifacts/rules", "signature-base/rules")
 FLEET_RULESET = "elastic-protections-artifacts/rules"
@@ -175,6 +176,9 @@ def disk_image(ruleset: Any, paths: list[str], tmp: Path, repeat: int) -> None:
         subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(image), f"{size * 3 // 2 // MiB + 64}M"],
                        check=True, capture_output=True)  # fmt: skip
         shutil.rmtree(tree)
+        # An image written less than SETTLE_NS ago gets no identity (scanner.targets.identity):
+        # a real image is not scanned in the milliseconds after mkfs, so let it settle first.
+        time.sleep(SETTLE_NS / 1e9)
         target = lambda: build_target(TargetSpec("disk", {"path": str(image)}))  # noqa: E731
         rescan(f"disk target, ext4 image of the same {len(paths)} files", ruleset, target, repeat)
     except (OSError, subprocess.CalledProcessError, ScannerError) as e:

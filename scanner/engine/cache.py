@@ -51,6 +51,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,12 @@ import yara  # type: ignore[import-not-found,unused-ignore]
 from scanner import native
 from scanner.engine.blockmap import BlockMap, Segment, digest_from_map, digest_from_view, segments
 from scanner.engine.matcher import RuleHit, Ruleset, WindowResult, match_view, scan_window, used_externals
+from scanner.engine.settings import EngineSettings
 from scanner.engine.windows import Window
 from scanner.errors import UnreadableError
+from scanner.state.codec import finding_from_dict, finding_to_dict
 from scanner.targets.base import Unit
-from scanner.verdicts import MAX_MATCHED_DATA, StringMatch
+from scanner.verdicts import MAX_MATCHED_DATA, Coverage, Finding, StringMatch
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +242,19 @@ def decode_hits(value: list[Any], unit: Unit, base: int) -> list[RuleHit]:
     return out
 
 
+def identity_key(identity: bytes) -> bytes:
+    """Where the content digest last seen under a unit's identity is kept (same table, same LRU)."""
+    return hashlib.sha256(b"avscan-identity-v1\0" + native.HASH_NAME.encode() + b"\0" + identity).digest()
+
+
+def remember(cache: ResultCache, unit: Unit, identity: bytes | None, digest: bytes) -> None:
+    """Record that ``unit``'s content under ``identity`` hashes to ``digest``, if the unit still
+    vouches for that identity after its bytes were read (an open that found the file changed
+    withdraws it)."""
+    if identity is not None and unit.identity() == identity:
+        cache.put(identity_key(identity), [digest.hex()])
+
+
 @dataclass(frozen=True)
 class Planned:
     """A window the planner already looked up (a miss): its key and how to check its bytes."""
@@ -246,6 +262,7 @@ class Planned:
     key: bytes
     digest: bytes
     segments: list[Segment] | None  # None: the digest is hash128 of all the window's bytes
+    identity: bytes | None = None  # the unit's identity when it was looked up (whole units only)
 
 
 def _context(ruleset: Ruleset, unit: Unit, window: Window, max_instances: int, max_per_string: int) -> list[Any]:
@@ -279,11 +296,35 @@ def lookup_planned(
     return Planned(key, digest, segs)
 
 
+def _whole(unit: Unit, window: Window) -> bool:
+    return not unit.chunkable and window.offset == 0 and window.length == unit.size
+
+
+def lookup_known(
+    cache: ResultCache, ruleset: Ruleset, unit: Unit, window: Window, max_instances: int, max_per_string: int
+) -> WindowResult | None:
+    """The cached result of a whole unit found through its identity alone (no read), or None."""
+    identity = unit.identity() if _whole(unit, window) else None
+    if identity is None:
+        return None
+    known = cache.get(identity_key(identity))
+    if not known or not isinstance(known[0], str):
+        return None
+    try:
+        digest = bytes.fromhex(known[0])
+    except ValueError:
+        return None
+    key = cache_key(b"bytes:" + digest, ruleset, _context(ruleset, unit, window, max_instances, max_per_string))
+    value = cache.get(key)
+    return None if value is None else _hit(value, unit, window)
+
+
 def lookup_small(
     cache: ResultCache, ruleset: Ruleset, unit: Unit, window: Window, max_instances: int, max_per_string: int
 ) -> WindowResult | Planned | None:
     """Look a small window (a small file) up by hashing it on the calling thread: cheaper than a
     round trip through the pool when it hits. None when it cannot be read (the scan reports it)."""
+    identity = unit.identity() if _whole(unit, window) else None
     try:
         with unit.window(window.offset, window.length) as view:
             digest = native.hash128(view, cache.seed, populate=True)
@@ -292,8 +333,9 @@ def lookup_small(
     key = cache_key(b"bytes:" + digest, ruleset, _context(ruleset, unit, window, max_instances, max_per_string))
     value = cache.get(key)
     if value is not None:
+        remember(cache, unit, identity, digest)
         return _hit(value, unit, window)
-    return Planned(key, digest, None)
+    return Planned(key, digest, None, identity)
 
 
 def _planned_digest(planned: Planned, view: memoryview, window: Window, seed: int) -> bytes | None:
@@ -319,6 +361,7 @@ def scan_window_cached(
     the planned digest after the scan.
     """
     context = _context(ruleset, unit, window, max_instances, max_per_string)
+    identity = planned.identity if planned is not None else unit.identity() if _whole(unit, window) else None
     try:
         with unit.window(window.offset, window.length) as view:
             if planned is None:
@@ -326,12 +369,13 @@ def scan_window_cached(
                 key = cache_key(b"bytes:" + digest, ruleset, context)
                 value = cache.get(key)
                 if value is not None:
+                    remember(cache, unit, identity, digest)
                     return _hit(value, unit, window)
             result = match_view(ruleset, unit, window, view, deadline, max_instances, max_per_string)
             if planned is None:
                 stable = native.hash128(view, cache.seed) == digest
             else:
-                key = planned.key
+                key, digest = planned.key, planned.digest
                 stable = _planned_digest(planned, view, window, cache.seed) == planned.digest
     except UnreadableError:
         result = scan_window(ruleset, unit, window, deadline, max_instances, max_per_string)
@@ -339,5 +383,46 @@ def scan_window_cached(
         return result
     if not result.gaps and stable:
         cache.put(key, encode_hits(result.hits, window.offset))
+        remember(cache, unit, identity, digest)
     result.cache_hit = False
     return result
+
+
+# -- whole targets --------------------------------------------------------------------------------
+
+
+def target_key(identity: bytes, ruleset: Ruleset, settings: EngineSettings) -> bytes:
+    """The key of a whole target's result: its identity (``Target.identity``), the ruleset, and
+    every engine setting that shapes findings (not threads or timeouts: only complete results
+    are stored)."""
+    s = settings
+    context = ["target", s.chunk_size, s.overlap, s.skip_zero_blocks, s.max_matches_per_string,
+               s.max_strings_per_finding, s.max_findings_per_unit]  # fmt: skip
+    return cache_key(b"target:" + identity, ruleset, context)
+
+
+def stored_target(coverage: Coverage, findings: list[Finding], details: Mapping[str, str]) -> list[Any]:
+    """A complete result as stored: counts, findings, the target's details."""
+    counts = {
+        "bytes_total": coverage.bytes_total,
+        "bytes_scanned": coverage.bytes_scanned,
+        "bytes_zero": coverage.bytes_zero,
+        "units_total": coverage.units_total,
+        "units_scanned": coverage.units_scanned,
+        "units_skipped": coverage.units_skipped,
+    }
+    return [counts, [finding_to_dict(f) for f in findings], dict(details)]
+
+
+def loaded_target(value: list[Any]) -> tuple[Coverage, list[Finding], dict[str, str]]:
+    """The inverse of :func:`stored_target`; raises KeyError/TypeError/ValueError if damaged."""
+    counts, findings, details = value
+    coverage = Coverage(
+        bytes_total=int(counts["bytes_total"]),
+        bytes_scanned=int(counts["bytes_scanned"]),
+        bytes_zero=int(counts["bytes_zero"]),
+        units_total=int(counts["units_total"]),
+        units_scanned=int(counts["units_scanned"]),
+        units_skipped=int(counts["units_skipped"]),
+    )
+    return coverage, [finding_from_dict(f) for f in findings], {str(k): str(v) for k, v in details.items()}

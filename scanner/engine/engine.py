@@ -27,10 +27,20 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from scanner.engine.blockmap import BlockMap, build_block_map
-from scanner.engine.cache import Planned, ResultCache, lookup_planned, lookup_small, scan_window_cached
+from scanner.engine.cache import (
+    Planned,
+    ResultCache,
+    loaded_target,
+    lookup_known,
+    lookup_planned,
+    lookup_small,
+    scan_window_cached,
+    stored_target,
+    target_key,
+)
 from scanner.engine.matcher import RuleHit, Ruleset, WindowResult, scan_window
 from scanner.engine.settings import EngineSettings
 from scanner.engine.sparse import BLOCK
@@ -160,7 +170,7 @@ class Engine:
             findings=findings,
             started_at=started,
             finished_at=time.time(),
-            details=dict(target.details()),
+            details={**run.details, **target.details()},
         )
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
@@ -197,8 +207,44 @@ class _Run:
         self.cancel = cancel
         self.tally = _Tally(self.s.max_gaps_kept)
         self.findings: list[Finding] = []
+        self.details: dict[str, str] = {}  # from a replayed result: the details it was stored with
 
     def execute(self, target: Target) -> None:
+        cache = self.engine.cache
+        identity = target.identity() if cache is not None else None
+        key = target_key(identity, self.ruleset, self.s) if identity is not None else None
+        if cache is not None and key is not None:
+            earlier = cache.get(key)
+            if earlier is not None and self._replay(earlier):
+                return
+        self._scan(target)
+        if cache is not None and key is not None and self._complete() and target.identity() == identity:
+            cache.put(key, stored_target(self.tally.coverage(), self.findings, target.details()))
+
+    def _complete(self) -> bool:
+        t = self.tally
+        return not self.cancel.is_set() and not t.gaps and not t.gaps_dropped and t.units_failed == 0
+
+    def _replay(self, value: list[Any]) -> bool:
+        """Give back a complete earlier result of the same unchanged target (see ``Target.identity``)."""
+        try:
+            coverage, findings, details = loaded_target(value)
+        except (KeyError, TypeError, ValueError):
+            return False
+        t = self.tally
+        c = coverage
+        t.bytes_total, t.bytes_scanned, t.bytes_zero = c.bytes_total, c.bytes_scanned, c.bytes_zero
+        t.units_total, t.units_scanned, t.units_skipped = c.units_total, c.units_scanned, c.units_skipped
+        t.units_done, t.bytes_done = t.units_total, t.bytes_total
+        t.cache_hits = t.units_total
+        self.details = {**details, "cache.reused": "whole target: unchanged since an earlier complete scan"}
+        for finding in findings:
+            self.findings.append(finding)
+            self.listener.on_finding(finding)
+        self._progress()
+        return True
+
+    def _scan(self, target: Target) -> None:
         units: list[Unit] = []
         for item in target.plan():
             if isinstance(item, Skipped):
@@ -260,6 +306,9 @@ class _Run:
         args = (s.max_strings_per_finding, s.max_matches_per_string)
         if state.blocks is not None:
             return lookup_planned(cache, self.ruleset, state.unit, window, state.blocks, *args)
+        known = lookup_known(cache, self.ruleset, state.unit, window, *args)
+        if known is not None:
+            return known
         if window.length <= INLINE_LOOKUP:
             return lookup_small(cache, self.ruleset, state.unit, window, *args)
         return None

@@ -60,6 +60,13 @@ class Unit(abc.ABC):
         """Facts about a finding matched at ``offsets`` of this unit (e.g. the owning processes)."""
         return {}
 
+    def identity(self) -> bytes | None:
+        """Bytes that are equal only while the unit's content is unchanged, vouched for by the
+        appliance without reading the content (``scanner.targets.identity``), or None (the
+        default: the content is hashed). Asked again after a read: None then means the content
+        may have moved under it, and nothing is remembered."""
+        return None
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -103,6 +110,13 @@ class Target(abc.ABC):
     def details(self) -> Mapping[str, str]:
         """Facts about the acquisition to record in the verdict (mode, pause time...)."""
         return {}
+
+    def identity(self) -> bytes | None:
+        """Like :meth:`Unit.identity` for the whole target, asked before ``plan()`` and again
+        after the scan: equal identities promise the same plan, units and bytes, so the engine
+        may give back a complete earlier result without planning. None (the default) for
+        anything live or guest-described."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files, mappings, snapshots. Called once, also after failures."""

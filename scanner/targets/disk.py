@@ -36,6 +36,7 @@ from scanner.acquisition.disk.walk import GuestFile, Walker, WalkLimits, WalkPro
 from scanner.errors import InvalidArgument, SourceError, UnreadableError
 from scanner.targets.base import Skipped, Target, Unit
 from scanner.targets.files import FilePolicy
+from scanner.targets.identity import digest, settled_identity
 from scanner.verdicts import GapKind
 
 FORMATS = ("auto", "raw", "qcow2", "vmdk", "vhdx")
@@ -47,8 +48,11 @@ class DiskFileUnit(Unit):
 
     kind = "file"
 
-    def __init__(self, volume: str, path: str, node: Node, size: int, lock: threading.Lock) -> None:
+    def __init__(
+        self, volume: str, path: str, node: Node, size: int, lock: threading.Lock, image: bytes | None = None
+    ) -> None:
         self.volume = volume
+        self._image_identity = image
         self.path = path
         self.node = node
         self.size = size
@@ -82,6 +86,12 @@ class DiskFileUnit(Unit):
         if len(data) != length:
             raise UnreadableError(self.name, offset, length, f"file data ends after {len(data)} bytes")
         return bytes(data)
+
+    def identity(self) -> bytes | None:
+        """From the image files' settled stamps (never from the guest's own inode times)."""
+        if self._image_identity is None:
+            return None
+        return digest("disk-file", self._image_identity, self.volume, self.path)
 
     def finding_context(self) -> Mapping[str, str]:
         """Path inside the guest, volume, size, timestamps and the SHA-256 of the bytes scanned."""
@@ -127,6 +137,8 @@ class DiskTarget(Target):
         self._stack = ExitStack()
         self._details: dict[str, str] = {}
         self._live: Any = None
+        self._opened: tuple[Any, str, Chain] | None = None
+        self._identity: bytes | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], policy: FilePolicy) -> DiskTarget:
@@ -141,16 +153,31 @@ class DiskTarget(Target):
             device=params.get("device") or "",
         )
 
+    def identity(self) -> bytes | None:
+        """The image files' stamps (every file of the backing chain), when all are settled; None
+        for a live guest's disk (its frozen base was written until the snapshot)."""
+        if self.qmp:
+            return None
+        _, _, chain = self._open()
+        return settled_identity("disk", [self.path, self.format, self.policy], chain.files)
+
+    def _open(self) -> tuple[Any, str, Chain]:
+        if self._opened is None:
+            image, fmt = self._image()
+            chain = Chain()
+            self._stack.callback(chain.close)
+            try:
+                disk, fmt = open_container(image, fmt, chain)
+            except DiskFormatError:
+                raise
+            except OSError as e:
+                raise SourceError(str(image), e.strerror or str(e)) from e
+            self._opened = (disk, fmt, chain)
+        return self._opened
+
     def plan(self) -> Iterator[Unit | Skipped]:
-        image, fmt = self._image()
-        chain = Chain()
-        self._stack.callback(chain.close)
-        try:
-            disk, fmt = open_container(image, fmt, chain)
-        except DiskFormatError:
-            raise
-        except OSError as e:
-            raise SourceError(str(image), e.strerror or str(e)) from e
+        disk, fmt, chain = self._open()
+        self._identity = self.identity()
         self._details.update({"disk.format": fmt, "disk.chain": " <- ".join(chain.files)})
         size = _size(disk)
         volumes, problems = find_volumes(disk, size)
@@ -211,7 +238,7 @@ class DiskTarget(Target):
         skipped = self.policy.skip(f"{volume}:{item.path}", item.path, item.size)
         if skipped is not None:
             return skipped
-        return DiskFileUnit(volume, item.path, item.node, item.size, self._lock)
+        return DiskFileUnit(volume, item.path, item.node, item.size, self._lock, self._identity)
 
     def finish(self) -> None:
         if self._live is not None:

@@ -11,7 +11,8 @@ import fnmatch
 import hashlib
 import os
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -19,6 +20,7 @@ from pathlib import PurePosixPath
 from scanner.acquisition.mapped import file_window
 from scanner.errors import InvalidArgument, UnreadableError
 from scanner.targets.base import Skipped, Target, Unit
+from scanner.targets.identity import Stamp, digest
 from scanner.verdicts import GapKind
 
 
@@ -54,12 +56,18 @@ class FilePolicy:
 
 
 class FileUnit(Unit):
+    """A host file. ``stamp`` (from the walk's ``lstat``) gives it an identity when settled, so a
+    rescan of an unchanged file looks its result up without reading it; every open checks the
+    descriptor against the stamp, and a file that changed loses its identity for this scan."""
+
     kind = "file"
 
-    def __init__(self, path: str, size: int, name: str | None = None) -> None:
+    def __init__(self, path: str, size: int, name: str | None = None, stamp: Stamp | None = None) -> None:
         self.path = path
         self.name = name or path
         self.size = size
+        self.stamp = stamp
+        self._changed = False
         base = os.path.basename(path)
         self.externals = {
             "filename": base,
@@ -70,7 +78,16 @@ class FileUnit(Unit):
         }
 
     def window(self, offset: int, length: int) -> AbstractContextManager[memoryview]:
-        return _opened_window(self.path, offset, length)
+        return _opened_window(self.path, offset, length, self._check)
+
+    def _check(self, fd: int) -> None:
+        if self.stamp is not None and not self.stamp.same_file(os.fstat(fd)):
+            self._changed = True
+
+    def identity(self) -> bytes | None:
+        if self.stamp is None or self._changed or not self.stamp.settled:
+            return None
+        return digest("file", self.path, self.stamp.key)
 
     def finding_context(self) -> Mapping[str, str]:
         """The file's SHA-256 (as scanned) and size, for evidence and SIEM lookups."""
@@ -82,7 +99,9 @@ class FileUnit(Unit):
 
 
 @contextmanager
-def _opened_window(path: str, offset: int, length: int) -> Iterator[memoryview]:
+def _opened_window(
+    path: str, offset: int, length: int, check: Callable[[int], None] | None = None
+) -> Iterator[memoryview]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
     except PermissionError:
@@ -90,6 +109,8 @@ def _opened_window(path: str, offset: int, length: int) -> Iterator[memoryview]:
     except OSError as e:
         raise UnreadableError(path, offset, length, e.strerror or str(e)) from e
     try:
+        if check is not None:
+            check(fd)
         with file_window(fd, offset, length, path) as view:
             yield view
     finally:
@@ -130,6 +151,7 @@ class FileTarget(Target):
 
     def _visit(self, path: str, depth: int) -> Iterator[Unit | Skipped]:
         try:
+            taken = time.time_ns()
             st = os.lstat(path)
         except OSError as e:
             yield Skipped(path, 0, GapKind.UNREADABLE, e.strerror or str(e))
@@ -137,7 +159,7 @@ class FileTarget(Target):
         if stat.S_ISDIR(st.st_mode):
             yield from self._walk_dir(path, depth)
         elif stat.S_ISREG(st.st_mode):
-            yield self._file(path, st.st_size)
+            yield self._file(path, st, taken)
         elif depth == 0 and not stat.S_ISLNK(st.st_mode):
             yield Skipped(path, 0, GapKind.SKIPPED_POLICY, "not a regular file or directory")
 
@@ -154,12 +176,12 @@ class FileTarget(Target):
         for name in names:
             yield from self._visit(os.path.join(path, name), depth + 1)
 
-    def _file(self, path: str, size: int) -> Unit | Skipped:
-        policy = self.policy
+    def _file(self, path: str, st: os.stat_result, taken: int) -> Unit | Skipped:
+        policy, size = self.policy, st.st_size
         skipped = policy.skip(path, path, size)
         if skipped is not None:
             return skipped
         self._count += 1
         if self._count > policy.max_files:
             return Skipped(path, size, GapKind.SKIPPED_LIMIT, f"more than {policy.max_files} files")
-        return FileUnit(path, size)
+        return FileUnit(path, size, stamp=Stamp.of(st, taken))

@@ -1,0 +1,218 @@
+"""Rescans of unchanged files and disk images without reading them (``scanner.targets.identity``).
+
+The shortcut is only as good as its refusals, so most tests here change something the way an
+attacker or an operator would (rewrite in place keeping size and mtime, replace by rename,
+``touch``, write into the image with ``debugfs``) and check the next scan reads and finds it.
+``SETTLE_NS`` is lowered so the tests do not wait 3 s for files to settle; one test keeps the
+real value and checks that a file written just now is never taken on trust.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yara
+
+from scanner.engine import Engine, EngineSettings
+from scanner.engine.cache import ResultCache
+from scanner.targets import identity
+from scanner.targets.disk import DiskTarget
+from scanner.targets.files import FilePolicy, FileTarget, FileUnit
+from tests.support.samples import marker, marker_rule
+
+MiB = 1024 * 1024
+EXTERNALS = {"filename": "", "filepath": "", "extension": "", "filetype": "", "owner": ""}
+
+
+class Rules:
+    def __init__(self, *names: str) -> None:
+        source = b"".join(marker_rule(n) for n in names).decode()
+        self.rules = yara.compile(source=source, externals=EXTERNALS)
+        self.digest = "sha256:" + "".join(names).encode().hex().ljust(64, "0")[:64]
+        self.externals = dict(EXTERNALS)
+
+
+RULES = Rules("ONE", "TWO")
+
+
+@pytest.fixture
+def settle(monkeypatch):
+    """Files count as settled 50 ms after their last change (tests sleep past it)."""
+    monkeypatch.setattr(identity, "SETTLE_NS", 50_000_000)
+    return 0.06
+
+
+@pytest.fixture
+def engine(tmp_path):
+    cache = ResultCache(tmp_path / "cache.sqlite3", max_bytes=64 * MiB)
+    e = Engine(EngineSettings(threads=2), cache)
+    yield e
+    e.close()
+    cache.close()
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """Counts every window opened on a host file (a read of its bytes)."""
+    opened: list[str] = []
+    original = FileUnit.window
+
+    def window(self, offset, length):
+        opened.append(self.path)
+        return original(self, offset, length)
+
+    monkeypatch.setattr(FileUnit, "window", window)
+    return opened
+
+
+def rules_of(verdict) -> set[tuple[str, str]]:
+    return {(Path(f.unit).name, f.rule) for f in verdict.findings}
+
+
+def tree(root: Path, count: int = 5) -> Path:
+    root.mkdir()
+    for i in range(count):
+        (root / f"f{i}.bin").write_bytes(b"x" * (1000 + i) + (marker("ONE") if i == 2 else b""))
+    return root
+
+
+def test_an_unchanged_settled_file_tree_is_rescanned_without_reading_clean_files(tmp_path, engine, settle, reads):
+    root = tree(tmp_path / "t")
+    time.sleep(settle)
+    first = engine.scan(RULES, FileTarget([str(root)]))
+    assert len(reads) >= 5
+    reads.clear()
+    again = engine.scan(RULES, FileTarget([str(root)]))
+    assert reads == [str(root / "f2.bin")]  # only the finding's file, for its SHA-256 evidence
+    assert rules_of(first) == rules_of(again) == {("f2.bin", "Marker_ONE")}
+    assert (again.coverage.cache_hits, again.coverage.cache_misses) == (5, 0)
+    assert again.findings[0].context["sha256"] == first.findings[0].context["sha256"]
+    assert again.kind is first.kind
+
+
+def test_a_file_rewritten_in_place_with_its_old_size_and_mtime_is_read_again(tmp_path, engine, settle, reads):
+    root = tree(tmp_path / "t")
+    victim = root / "f0.bin"
+    time.sleep(settle)
+    engine.scan(RULES, FileTarget([str(root)]))
+    before = os.stat(victim)
+    time.sleep(settle)
+    data = bytearray(victim.read_bytes())
+    data[: len(marker("TWO"))] = marker("TWO")
+    with victim.open("r+b") as f:  # same inode, same size
+        f.write(data)
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))  # hide the write from mtime
+    assert os.stat(victim).st_mtime_ns == before.st_mtime_ns
+    time.sleep(settle)
+    reads.clear()
+    again = engine.scan(RULES, FileTarget([str(root)]))
+    assert str(victim) in reads  # ctime moved: no trust, read and hashed
+    assert rules_of(again) == {("f0.bin", "Marker_TWO"), ("f2.bin", "Marker_ONE")}
+
+
+def test_a_file_replaced_by_rename_is_read_again(tmp_path, engine, settle, reads):
+    root = tree(tmp_path / "t")
+    time.sleep(settle)
+    engine.scan(RULES, FileTarget([str(root)]))
+    staged = tmp_path / "staged"
+    staged.write_bytes(b"x" * 1001 + marker("TWO"))
+    shutil.copystat(root / "f1.bin", staged)  # same mtime as the file it replaces
+    os.replace(staged, root / "f1.bin")
+    time.sleep(settle)
+    reads.clear()
+    again = engine.scan(RULES, FileTarget([str(root)]))
+    assert str(root / "f1.bin") in reads
+    assert ("f1.bin", "Marker_TWO") in rules_of(again)
+
+
+def test_a_file_written_just_now_is_never_taken_on_trust(tmp_path, engine, reads):
+    """Real SETTLE_NS: a file younger than it has no identity, every scan hashes it."""
+    path = tmp_path / "fresh.bin"
+    path.write_bytes(b"fresh" + marker("ONE"))
+    unit = next(iter(FileTarget([str(path)]).plan()))
+    assert isinstance(unit, FileUnit) and unit.identity() is None
+    engine.scan(RULES, FileTarget([str(path)]))
+    engine.scan(RULES, FileTarget([str(path)]))
+    assert reads.count(str(path)) >= 2
+
+
+def test_a_file_that_changes_between_walk_and_open_loses_its_identity(tmp_path, settle):
+    path = tmp_path / "moving.bin"
+    path.write_bytes(b"a" * 100)
+    time.sleep(settle)
+    unit = next(iter(FileTarget([str(path)]).plan()))
+    assert isinstance(unit, FileUnit) and unit.identity() is not None
+    time.sleep(settle)
+    path.write_bytes(b"b" * 100)
+    with unit.window(0, unit.size):
+        pass
+    assert unit.identity() is None
+
+
+# -- disk images: the whole result reused ---------------------------------------------------------
+
+
+def ext4_image(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    image = tmp_path / "disk.ext4"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(src), str(image), "16M"], check=True, capture_output=True)
+    return image
+
+
+def test_an_unchanged_settled_disk_image_gives_back_its_complete_result(tmp_path, engine, settle):
+    image = ext4_image(tmp_path, {"a.bin": b"clean" * 100, "b.bin": b"pad" + marker("ONE")})
+    time.sleep(settle)
+    first = engine.scan(RULES, DiskTarget(str(image)))
+    again = engine.scan(RULES, DiskTarget(str(image)))
+    assert "cache.reused" not in first.details and "cache.reused" in again.details
+    assert [(f.unit, f.rule, f.strings) for f in again.findings] == [
+        (f.unit, f.rule, f.strings) for f in first.findings
+    ]
+    assert again.findings[0].context == first.findings[0].context
+    assert again.kind is first.kind and again.coverage.complete
+    assert again.coverage.bytes_scanned == first.coverage.bytes_scanned
+    assert again.coverage.cache_hits == again.coverage.units_total == first.coverage.units_total
+    assert again.details["disk.format"] == first.details["disk.format"]
+
+
+def test_a_disk_image_written_to_is_scanned_again_and_the_new_file_found(tmp_path, engine, settle):
+    image = ext4_image(tmp_path, {"a.bin": b"clean" * 100})
+    time.sleep(settle)
+    assert not engine.scan(RULES, DiskTarget(str(image))).findings
+    planted = tmp_path / "planted.bin"
+    planted.write_bytes(b"dropped " + marker("TWO"))
+    subprocess.run(["debugfs", "-w", "-R", f"write {planted} dropped.bin", str(image)], check=True, capture_output=True)
+    time.sleep(settle)
+    again = engine.scan(RULES, DiskTarget(str(image)))
+    assert "cache.reused" not in again.details
+    assert {(f.unit, f.rule) for f in again.findings} == {("disk:/dropped.bin", "Marker_TWO")}
+
+
+def test_incomplete_disk_results_and_other_rulesets_are_not_reused(tmp_path, engine, settle):
+    image = ext4_image(tmp_path, {"big.bin": b"b" * 5000, "small.bin": b"s" + marker("ONE")})
+    time.sleep(settle)
+    policy = FilePolicy(max_file_size=4096)  # big.bin becomes a SKIPPED_LIMIT gap
+    first = engine.scan(RULES, DiskTarget(str(image), policy=policy))
+    again = engine.scan(RULES, DiskTarget(str(image), policy=policy))
+    assert not first.coverage.complete and "cache.reused" not in again.details
+    assert not again.coverage.complete
+    whole = engine.scan(RULES, DiskTarget(str(image)))
+    assert "cache.reused" not in whole.details  # another policy, another key
+    other = Rules("ONE")
+    assert "cache.reused" not in engine.scan(other, DiskTarget(str(image))).details
+
+
+def test_an_image_scanned_right_after_it_was_written_is_not_reused(tmp_path, engine):
+    """Real SETTLE_NS: mkfs just wrote the image; its identity is withheld."""
+    image = ext4_image(tmp_path, {"b.bin": marker("ONE")})
+    assert DiskTarget(str(image)).identity() is None
+    engine.scan(RULES, DiskTarget(str(image)))
+    assert "cache.reused" not in engine.scan(RULES, DiskTarget(str(image))).details
