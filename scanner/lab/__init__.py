@@ -2,10 +2,12 @@
 
 Built at run time from Debian packages (cloud kernel + busybox-static initramfs), booted with
 its RAM in a shared ``/dev/shm`` file and a QMP socket; marker processes hold a benign EICAR
-test string in memory, a clean process holds none. See :class:`LabGuest`.
+test string in memory, a clean process holds none. See :class:`LabGuest`. A clonable guest
+saved as a template (:class:`LabSnapshot`) resumes as many clones, each with its own workload.
 """
 
 from scanner.acquisition.qmp import QmpError
+from scanner.lab.clone import LabSnapshot
 from scanner.lab.console import GuestProcess, MapEntry
 from scanner.lab.errors import LabError
 from scanner.lab.guest import LabGuest
@@ -17,6 +19,7 @@ __all__ = [
     "LabError",
     "LabGuest",
     "LabImage",
+    "LabSnapshot",
     "MapEntry",
     "QmpError",
     "build_image",

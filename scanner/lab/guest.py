@@ -4,14 +4,19 @@ Contract: :meth:`LabGuest.start` returns only once the guest printed READY (or r
 cleaning up). :meth:`LabGuest.stop` is idempotent and always removes the RAM file, the QMP
 socket and the work directory; it runs on ``with`` exit, at interpreter exit, and on failure.
 Every guest gets unique names, so several can run at once.
+
+A guest started with ``clonable=True`` can be saved as a template (:meth:`LabGuest.save_template`)
+and cloned (:meth:`LabGuest.clone`); see :mod:`scanner.lab.clone`.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -24,6 +29,16 @@ from typing import Any
 from scanner.acquisition.qmp import QmpClient, QmpError
 from scanner.errors import InvalidArgument, Unavailable
 from scanner.lab import accel as accel_mod
+from scanner.lab.clone import (
+    IGNORE_SHARED,
+    LabSnapshot,
+    connect_unix,
+    receive_migration,
+    sparse_copy,
+    wait_migration,
+    work_done,
+    workload_pids,
+)
 from scanner.lab.console import GuestModule, GuestProcess, is_ready, parse_modules, parse_processes
 from scanner.lab.debs import FLAVOURS
 from scanner.lab.errors import LabError
@@ -46,6 +61,19 @@ def sweep_stale_shm() -> None:
             path.unlink(missing_ok=True)
 
 
+def _check_variant(name: str, variant: str) -> None:
+    if not _VARIANT_RE.match(variant):
+        raise InvalidArgument(name, f"{variant!r}: expected 1-64 of [A-Za-z0-9._-]")
+
+
+def _check_host() -> None:
+    if shutil.which(QEMU) is None:
+        raise Unavailable(f"unavailable: {QEMU} not found (apt-get install qemu-system-x86)")
+    if not SHM_DIR.is_dir():
+        raise Unavailable(f"unavailable: {SHM_DIR} does not exist")
+    sweep_stale_shm()
+
+
 class LabGuest:
     """A running guest. Use ``with LabGuest.start(...) as g:``."""
 
@@ -58,6 +86,7 @@ class LabGuest:
         disk: Path | None = None,
         bus: str = "virtio",
         load_modules: bool = False,
+        clonable: bool = False,
     ) -> None:
         self.image = image
         self.load_modules = load_modules
@@ -66,18 +95,22 @@ class LabGuest:
         self.memory_mib = memory_mib
         self.markers = markers
         self.variant = variant
+        self.clonable = clonable
         token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.workdir = Path(tempfile.mkdtemp(prefix="avlab-"))
         self.ram_path = SHM_DIR / f"{SHM_PREFIX}{token}"
         self.qmp_path = self.workdir / "qmp.sock"
         self.scanner_qmp_path = self.workdir / "qmp-scanner.sock"
         self.console_path = self.workdir / "console.log"
+        self.command_path = self.workdir / "cmd.sock"  # ttyS1 of a clonable guest
         self.stderr_path = self.workdir / "qemu.stderr"
         self.accel = ""
         self.boot_seconds = 0.0
         self._proc: subprocess.Popen[bytes] | None = None
         self._qmp: QmpClient | None = None
         self._procs: list[GuestProcess] | None = None
+        self._console_prefix = ""  # a clone's template console, up to the save
+        self.workload_pids: list[int] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -95,6 +128,7 @@ class LabGuest:
         disk: Path | None = None,
         disk_bus: str = "virtio",
         load_modules: bool = False,
+        clonable: bool = False,
     ) -> LabGuest:
         """Build the image if needed, boot, and wait for READY (``timeout`` seconds under TCG).
 
@@ -102,6 +136,7 @@ class LabGuest:
         picks the Debian kernel: ``cloud-amd64`` (the default) or ``amd64``. ``disk``
         attaches a qcow2 image as drive ``labdisk`` (``disk_bus``: ``virtio`` or ``ide``).
         ``load_modules`` makes init insmod the image's kernel modules (``image.GUEST_MODULES``) first.
+        ``clonable`` adds the command port (ttyS1) a template and its clones need; no ``disk`` then.
         """
         if disk_bus not in ("virtio", "ide"):
             raise InvalidArgument("disk_bus", f"{disk_bus!r}: expected virtio or ide")
@@ -109,19 +144,16 @@ class LabGuest:
             raise InvalidArgument("memory_mib", f"{memory_mib}: expected {MIN_MEMORY_MIB}..{MAX_MEMORY_MIB}")
         if not 0 <= markers <= MAX_MARKERS:
             raise InvalidArgument("markers", f"{markers}: expected 0..{MAX_MARKERS}")
-        if not _VARIANT_RE.match(variant):
-            raise InvalidArgument("variant", f"{variant!r}: expected 1-64 of [A-Za-z0-9._-]")
-        if shutil.which(QEMU) is None:
-            raise Unavailable(f"unavailable: {QEMU} not found (apt-get install qemu-system-x86)")
-        if not SHM_DIR.is_dir():
-            raise Unavailable(f"unavailable: {SHM_DIR} does not exist")
-        sweep_stale_shm()
+        _check_variant("variant", variant)
+        if clonable and disk is not None:
+            raise InvalidArgument("disk", "a clonable guest has no disk (clones would share it)")
+        _check_host()
         if flavour not in FLAVOURS:
             raise InvalidArgument("flavour", f"{flavour!r}: expected one of {', '.join(FLAVOURS)}")
         cache = cache or cache_dir()
         image = build_image(cache, flavour)
         for accel in accel_mod.candidates(cache, image.key):
-            guest = cls(image, memory_mib, markers, variant, disk, disk_bus, load_modules)
+            guest = cls(image, memory_mib, markers, variant, disk, disk_bus, load_modules, clonable)
             _live.add(guest)
             try:
                 guest._boot(accel, kvm_timeout if accel == "kvm" else timeout)
@@ -139,12 +171,124 @@ class LabGuest:
             return guest
         raise LabError("no accelerator could boot the guest")
 
-    def command(self, accel: str) -> list[str]:
-        """The QEMU command line for this guest."""
+    @classmethod
+    def clone(
+        cls,
+        snapshot: LabSnapshot | Path,
+        *,
+        workload: str,
+        workload_mib: int = 2,
+        timeout: float = 60.0,
+    ) -> LabGuest:
+        """Resume a new guest from a template ``snapshot``, then start its workload.
+
+        The clone gets its own RAM file (a sparse copy of the template's), QMP sockets and
+        console; it runs the template's kernel and processes where they were, plus one
+        ``avscan-work`` process (:attr:`workload_pid`) holding ``variant_tag(workload,
+        "workload", 0, pid)`` and ``workload_mib`` MiB of text made from ``workload``.
+        :attr:`boot_seconds` is the time to running again, without the workload. Raises
+        :class:`LabError` (after removing every file the clone made) when the snapshot is
+        missing, incomplete or does not load.
+        """
+        _check_variant("workload", workload)
+        snap = snapshot if isinstance(snapshot, LabSnapshot) else LabSnapshot.load(snapshot)
+        snap.check()
+        if not 0 <= workload_mib <= snap.memory_mib // 4:
+            raise InvalidArgument("workload_mib", f"{workload_mib}: expected 0..{snap.memory_mib // 4}")
+        _check_host()
+        guest = cls(
+            snap.image, snap.memory_mib, snap.markers, snap.variant, load_modules=snap.load_modules, clonable=True
+        )
+        _live.add(guest)
+        try:
+            guest._resume_from(snap, time.monotonic() + timeout)
+            guest.start_workload(workload, workload_mib, timeout)
+        except BaseException:
+            guest.stop()
+            raise
+        return guest
+
+    def _resume_from(self, snap: LabSnapshot, deadline: float) -> None:
+        began = time.monotonic()
+        self.accel = snap.accel
+        console = snap.console.read_text(errors="replace")
+        self._console_prefix = console if console.endswith("\n") or not console else console + "\n"
+        sparse_copy(snap.ram, self.ram_path)
+        proc = self._spawn(self.command(snap.accel, incoming=True))
+        self._qmp = QmpClient(self.qmp_path)
+        try:
+            self._qmp.connect(deadline)
+            self.qmp("migrate-set-capabilities", IGNORE_SHARED)
+            self.qmp("migrate-incoming", {"uri": f"exec:cat {shlex.quote(str(snap.vmstate))}"})
+            wait_migration(lambda: self.qmp("query-migrate"), f"clone from {snap.directory}", deadline)
+            self.resume()
+        except (LabError, QmpError) as e:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
+            if proc.poll() is not None:
+                raise self._exited(f"clone from {snap.directory}") from e
+            raise
+        self.boot_seconds = time.monotonic() - began
+
+    def save_template(self, directory: Path, *, timeout: float = 60.0, resume: bool = False) -> LabSnapshot:
+        """Pause this guest and save it as a template snapshot in ``directory`` (see :mod:`scanner.lab.clone`).
+
+        The guest must be clonable. It stays paused unless ``resume``. Saving again overwrites.
+        """
+        if not self.clonable:
+            raise LabError("save_template: the guest was not started with clonable=True")
+        snap = LabSnapshot(
+            directory, self.image, self.memory_mib, self.markers, self.variant, self.load_modules, self.accel
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "snapshot.json").unlink(missing_ok=True)
+        deadline = time.monotonic() + timeout
+        if self.status() == "running":
+            self.pause()
+        self.qmp("migrate-set-capabilities", IGNORE_SHARED)
+        receive_migration(
+            lambda uri: self.qmp("migrate", {"uri": uri}),
+            lambda: self.qmp("query-migrate"),
+            self.workdir / "save.sock",
+            snap.vmstate,
+            f"save template to {directory}",
+            deadline,
+        )
+        snap.ram.unlink(missing_ok=True)
+        sparse_copy(self.ram_path, snap.ram)
+        snap.console.write_text(self.console_text())
+        snap.write_manifest()
+        if resume:
+            self.resume()
+        return snap
+
+    def start_workload(self, variant: str, mib: int = 2, timeout: float = 60.0) -> int:
+        """Tell init (over ttyS1) to start ``avscan-work variant mib``; return its pid once it is up."""
+        _check_variant("variant", variant)
+        if not self.clonable:
+            raise LabError("start_workload: the guest was not started with clonable=True")
+        deadline = time.monotonic() + timeout
+        seen = len(self.console_text())
+        with connect_unix(self.command_path, deadline) as port:
+            port.sendall(f"work {variant} {mib}\n".encode())
+            while (pid := work_done(self.console_text()[seen:], variant)) is None:
+                if self._proc is None or self._proc.poll() is not None:
+                    raise self._exited(f"workload {variant}")
+                if time.monotonic() > deadline:
+                    raise LabError(f"workload {variant}: no AVSCAN-WORK-DONE after {timeout:.0f}s")
+                time.sleep(0.05)
+        self.workload_pids.append(pid)
+        self._procs = None
+        return pid
+
+    def command(self, accel: str, incoming: bool = False) -> list[str]:
+        """The QEMU command line for this guest (``incoming``: a clone waiting for its state)."""
         size = f"{self.memory_mib}M"
         append = f"console=ttyS0 quiet panic=-1 avscan.markers={self.markers} avscan.variant={self.variant}"
         if self.load_modules:
             append += " avscan.modules=1"
+        if self.clonable:
+            append += " avscan.clonable=1"
         return [
             QEMU,
             "-nodefaults",
@@ -170,11 +314,13 @@ class LabGuest:
             append,
             "-serial",
             f"file:{self.console_path}",
+            *(["-serial", f"unix:{self.command_path},server=on,wait=off"] if self.clonable else []),
             "-qmp",
             f"unix:{self.qmp_path},server=on,wait=off",
             "-qmp",  # the appliance's own monitor: QEMU serves one client per QMP socket
             f"unix:{self.scanner_qmp_path},server=on,wait=off",
             *self._disk_args(),
+            *(["-incoming", "defer"] if incoming else []),
         ]
 
     def _disk_args(self) -> list[str]:
@@ -186,25 +332,33 @@ class LabGuest:
             device = "ide-hd,drive=labdisk,bus=ide.0,id=labdisk-dev"
         return ["-drive", f"file={self.disk},format=qcow2,if=none,id=labdisk", "-device", device]
 
-    def _boot(self, accel: str, timeout: float) -> None:
-        self.accel = accel
-        began = time.monotonic()
+    def _spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
         with self.stderr_path.open("wb") as err:
             self._proc = subprocess.Popen(
-                self.command(accel),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
                 start_new_session=True,
             )
+        return self._proc
+
+    def _exited(self, during: str) -> LabError:
+        assert self._proc is not None
+        return LabError(
+            f"qemu exited with {self._proc.returncode} during {during}: "
+            f"{self._tail(self.stderr_path)} console: "
+            f"{self._tail(self.console_path)}"
+        )
+
+    def _boot(self, accel: str, timeout: float) -> None:
+        self.accel = accel
+        began = time.monotonic()
+        proc = self._spawn(self.command(accel))
         deadline = began + timeout
         while not is_ready(self.console_text()):
-            if self._proc.poll() is not None:
-                raise LabError(
-                    f"qemu exited with {self._proc.returncode} during boot: "
-                    f"{self._tail(self.stderr_path)} console: "
-                    f"{self._tail(self.console_path)}"
-                )
+            if proc.poll() is not None:
+                raise self._exited("boot")
             if time.monotonic() > deadline:
                 raise TimeoutError
             time.sleep(0.05)
@@ -279,15 +433,24 @@ class LabGuest:
     # -- what the guest said ---------------------------------------------------------------
 
     def console_text(self) -> str:
+        """What the guest printed; a clone's starts with its template's console up to the save."""
         try:
-            return self.console_path.read_bytes().decode("utf-8", "replace")
+            own = self.console_path.read_bytes().decode("utf-8", "replace")
         except FileNotFoundError:
-            return ""
+            own = ""
+        return self._console_prefix + own
 
     def processes(self) -> list[GuestProcess]:
-        """The processes init listed before READY (pid, ppid, uid, comm; maps for workers)."""
+        """The processes init listed before READY (pid, ppid, uid, comm; maps for workers).
+
+        A clone's list ends with its workload processes, role ``workload``.
+        """
         if self._procs is None:
-            self._procs = parse_processes(self.console_text())
+            work = workload_pids(self.console_text())
+            self._procs = [
+                dataclasses.replace(p, role="workload") if p.pid in work else p
+                for p in parse_processes(self.console_text())
+            ]
         return self._procs
 
     def modules(self) -> list[GuestModule]:
@@ -300,6 +463,13 @@ class LabGuest:
     @property
     def marker_pids(self) -> list[int]:
         return sorted(p.pid for p in self.processes() if p.role == "marker")
+
+    @property
+    def workload_pid(self) -> int:
+        """The pid of the one workload a clone started (:meth:`start_workload`)."""
+        if len(self.workload_pids) != 1:
+            raise LabError(f"expected one workload process, found {self.workload_pids}")
+        return self.workload_pids[0]
 
     @property
     def clean_pid(self) -> int:

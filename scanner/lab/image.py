@@ -27,7 +27,7 @@ from scanner.lab import debs, newc
 from scanner.lab.errors import LabError
 
 FORMAT = "avscan-lab-image-2"
-GUEST_SCRIPTS = ("init", "avscan-marker", "avscan-clean")
+GUEST_SCRIPTS = ("init", "avscan-marker", "avscan-clean", "avscan-work")
 # Kernel modules (paths under /lib/modules/<version>/) copied from the kernel package into the
 # initramfs as /lib/modules/<name>.ko; init loads them when asked (avscan.modules=1). Neither has
 # a dependency, both are in the cloud and the generic flavour.
@@ -105,6 +105,7 @@ def initramfs_bytes(busybox: bytes, modules: dict[str, bytes] | None = None) -> 
         newc.regular("init", guest_script("init"), 0o755),
         newc.regular("bin/avscan-marker", guest_script("avscan-marker"), 0o755),
         newc.regular("bin/avscan-clean", guest_script("avscan-clean"), 0o755),
+        newc.regular("bin/avscan-work", guest_script("avscan-work"), 0o755),
     ]
     entries += [newc.regular(f"{MODULES_DIR}/{name}", data, 0o644) for name, data in sorted((modules or {}).items())]
     raw = io.BytesIO()
