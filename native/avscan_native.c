@@ -14,6 +14,13 @@
  *                                              flag, XXH3-128 of the block and of its first head bytes
  *   gather(src, offsets, page_size, dst) -> int  dst[i*ps:(i+1)*ps] = src[off_i:off_i+ps] for each
  *                                              little-endian uint64 off_i in offsets; returns bytes
+ *   map_file(fd, offset, length, holes) -> Mapping   a read-only mapping of a file range whose
+ *                                              hole pages read as zero without being touched:
+ *                                              each whole page inside a (start, end) hole is
+ *                                              covered by an anonymous private mapping (the
+ *                                              kernel's zero page), so reading it does not
+ *                                              allocate it in the file (tmpfs would); the
+ *                                              object exports the bytes and unmaps on close()
  *
  * XXH3 comes from xxhash.h (0.8.1, BSD-2-Clause, vendored next to this file from Debian's
  * libxxhash-dev), compiled inline: no library to link, nothing downloaded at build time. It is
@@ -25,8 +32,10 @@
 #include <Python.h>
 #include <string.h>
 #include <stdint.h>
+#include <limits.h>
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
@@ -326,6 +335,182 @@ gather(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(count * page_size);
 }
 
+/* -- map_file: file ranges with their holes left untouched ------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    char *addr;            /* start of the whole mapping (page aligned), NULL once closed */
+    size_t maplen;         /* bytes mapped */
+    Py_ssize_t delta;      /* offset of the first requested byte in the mapping */
+    Py_ssize_t length;     /* bytes requested */
+    Py_ssize_t exports;    /* live buffer views */
+} MappingObject;
+
+static void
+mapping_unmap(MappingObject *self)
+{
+    if (self->addr != NULL) {
+        munmap(self->addr, self->maplen);
+        self->addr = NULL;
+    }
+}
+
+static void
+mapping_dealloc(MappingObject *self)
+{
+    mapping_unmap(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+mapping_getbuffer(MappingObject *self, Py_buffer *view, int flags)
+{
+    if (self->addr == NULL) {
+        PyErr_SetString(PyExc_ValueError, "mapping is closed");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->addr + self->delta, self->length, 1, flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void
+mapping_releasebuffer(MappingObject *self, Py_buffer *view)
+{
+    self->exports--;
+}
+
+static PyObject *
+mapping_close(MappingObject *self, PyObject *unused)
+{
+    if (self->exports > 0) {
+        PyErr_SetString(PyExc_BufferError, "cannot close a mapping while views of it exist");
+        return NULL;
+    }
+    mapping_unmap(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mapping_get_closed(MappingObject *self, void *closure)
+{
+    return PyBool_FromLong(self->addr == NULL);
+}
+
+static Py_ssize_t
+mapping_len(MappingObject *self)
+{
+    return self->addr == NULL ? 0 : self->length;
+}
+
+static PyMethodDef mapping_methods[] = {
+    {"close", (PyCFunction)mapping_close, METH_NOARGS, "close(): unmap (BufferError while views exist)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef mapping_getset[] = {
+    {"closed", (getter)mapping_get_closed, NULL, "True once unmapped", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyBufferProcs mapping_as_buffer = {
+    (getbufferproc)mapping_getbuffer,
+    (releasebufferproc)mapping_releasebuffer,
+};
+
+static PySequenceMethods mapping_as_sequence = {
+    .sq_length = (lenfunc)mapping_len,
+};
+
+static PyTypeObject MappingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scanner._native.Mapping",
+    .tp_basicsize = sizeof(MappingObject),
+    .tp_dealloc = (destructor)mapping_dealloc,
+    .tp_as_buffer = &mapping_as_buffer,
+    .tp_as_sequence = &mapping_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A read-only file mapping whose hole pages are the zero page (see map_file).",
+    .tp_methods = mapping_methods,
+    .tp_getset = mapping_getset,
+};
+
+static PyObject *
+map_file(PyObject *self, PyObject *args)
+{
+    int fd;
+    long long offset, length;
+    PyObject *holes;
+    if (!PyArg_ParseTuple(args, "iLLO:map_file", &fd, &offset, &length, &holes))
+        return NULL;
+    if (offset < 0 || length <= 0 || offset > LLONG_MAX - length) {
+        PyErr_SetString(PyExc_ValueError, "map_file: offset must be >= 0 and length > 0");
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (offset + length > (long long)st.st_size) {
+        /* a mapping past the end of the file faults (SIGBUS) when read: refuse it here */
+        PyErr_Format(PyExc_ValueError, "map_file: range ends at %lld, past the end of the file (%lld bytes)",
+                     offset + length, (long long)st.st_size);
+        return NULL;
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    PyObject *seq = PySequence_Fast(holes, "map_file: holes must be a sequence of (start, end)");
+    if (seq == NULL)
+        return NULL;
+    long long start = offset - offset % page;
+    long long end = offset + length;
+    size_t maplen = (size_t)((end - start + page - 1) / page * page);
+    char *addr = mmap(NULL, maplen, PROT_READ, MAP_SHARED, fd, (off_t)start);
+    if (addr == MAP_FAILED) {
+        Py_DECREF(seq);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long hs, he;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "LL:hole", &hs, &he))
+            goto fail;
+        /* the pages wholly inside the hole (a hole reaching the end of the file covers the
+         * file's last partial page too), clipped to the pages mapped */
+        if (he >= (long long)st.st_size)
+            he = (long long)st.st_size + page - 1;
+        hs = (hs + page - 1) / page * page;
+        he = he / page * page;
+        if (hs < start)
+            hs = start;
+        if (he > start + (long long)maplen)
+            he = start + (long long)maplen;
+        if (he <= hs)
+            continue;
+        char *at = addr + (hs - start);
+        if (mmap(at, (size_t)(he - hs), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != at) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto fail;
+        }
+    }
+    Py_DECREF(seq);
+    MappingObject *m = PyObject_New(MappingObject, &MappingType);
+    if (m == NULL) {
+        munmap(addr, maplen);
+        return NULL;
+    }
+    m->addr = addr;
+    m->maplen = maplen;
+    m->delta = (Py_ssize_t)(offset - start);
+    m->length = (Py_ssize_t)length;
+    m->exports = 0;
+    return (PyObject *)m;
+fail:
+    munmap(addr, maplen);
+    Py_DECREF(seq);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"zero_pages", zero_pages, METH_VARARGS, "zero_pages(buf, page_size) -> bytes: 1 per all-zero page"},
     {"page_hashes", (PyCFunction)(void (*)(void))page_hashes, METH_VARARGS | METH_KEYWORDS,
@@ -338,6 +523,8 @@ static PyMethodDef methods[] = {
      "XXH3-128 of the block and of its first head bytes (16 zero bytes for zero blocks)"},
     {"gather", gather, METH_VARARGS,
      "gather(src, offsets, page_size, dst) -> int: copy the pages at offsets into dst, in order"},
+    {"map_file", map_file, METH_VARARGS,
+     "map_file(fd, offset, length, holes) -> Mapping: read-only mapping, whole hole pages read as zero untouched"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -350,6 +537,8 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__native(void)
 {
+    if (PyType_Ready(&MappingType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

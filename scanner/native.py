@@ -28,12 +28,19 @@ Functions (``buf`` is anything with the buffer protocol):
   (16 zero bytes for a zero block): what the planner needs to key windows without reading twice;
 - ``gather(src, offsets, page_size, dst) -> int``: copies the page at each little-endian uint64
   offset of ``offsets`` into ``dst`` one after the other (a VMA from its page-table frames, a file
-  from its extents); returns the bytes written.
+  from its extents); returns the bytes written;
+- ``map_file(fd, offset, length, holes)``: a file range whose whole hole pages read as zero
+  without being touched (the kernel's zero page is mapped over them): reading a sparse guest RAM
+  file on tmpfs through a plain mapping allocates every hole page it reads. The fallback reads
+  the range with ``pread`` into a buffer instead (a copy, same bytes; ``pread`` of a hole does not
+  allocate it).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import struct
 from types import ModuleType
 from typing import Any, cast
@@ -133,6 +140,24 @@ class PurePython:
             out[i * page_size : (i + 1) * page_size] = source[off : off + page_size]
         return count * page_size
 
+    @staticmethod
+    def map_file(fd: int, offset: int, length: int, holes: Any) -> Buffer:
+        """A copy instead of a mapping, read with ``pread``, which returns a hole's zeros without
+        allocating it (unlike a read through a mapping); ``holes`` is not needed for that."""
+        if offset < 0 or length <= 0:
+            raise ValueError("map_file: offset must be >= 0 and length > 0")
+        size = os.fstat(fd).st_size
+        if offset + length > size:
+            raise ValueError(f"map_file: range ends at {offset + length}, past the end of the file ({size} bytes)")
+        out = bytearray(length)
+        view, position = memoryview(out), offset
+        while position < offset + length:
+            got = os.preadv(fd, [view[position - offset :]], position)
+            if got <= 0:
+                raise OSError(errno.EIO, f"file ends at {position}")
+            position += got
+        return out
+
 
 def _check_page_size(page_size: int) -> None:
     if page_size <= 0:
@@ -162,6 +187,13 @@ def block_digests(buf: Buffer, block: int, head: int, seed: int = 0) -> tuple[by
 
 def gather(src: Buffer, offsets: Buffer, page_size: int, dst: Buffer) -> int:
     return cast(int, _impl.gather(src, offsets, page_size, dst))
+
+
+def map_file(fd: int, offset: int, length: int, holes: Any) -> Buffer:
+    """``length`` bytes of file ``fd`` at ``offset`` where whole pages inside ``holes`` ((start,
+    end) file offsets) read as zero without being touched: a mapping (C) or a copy (fallback).
+    Close it with ``close()`` when it has one; raises OSError or ValueError."""
+    return _impl.map_file(fd, offset, length, holes)
 
 
 def repeated_pages(hashes: bytes) -> dict[int, int]:

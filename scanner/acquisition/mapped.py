@@ -14,14 +14,18 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from scanner import native
 from scanner.errors import UnreadableError
 
 _GRANULARITY = mmap.ALLOCATIONGRANULARITY
 
 
 @contextmanager
-def file_window(fd: int, offset: int, length: int, where: str) -> Iterator[memoryview]:
+def file_window(fd: int, offset: int, length: int, where: str, holes: bool = False) -> Iterator[memoryview]:
     """A read-only view of ``length`` bytes at ``offset`` of the open file ``fd``.
+
+    ``holes``: the file may be sparse and its holes must stay holes (a guest's RAM file): whole
+    pages inside holes read as zero without being touched (``native.map_file``).
 
     Raises :class:`UnreadableError` if the range lies outside the file (it shrank, or a header
     lied about it) or cannot be mapped.
@@ -35,6 +39,11 @@ def file_window(fd: int, offset: int, length: int, where: str) -> Iterator[memor
         raise UnreadableError(where, offset, length, f"stat failed: {e.strerror}") from e
     if offset < 0 or offset + length > size:
         raise UnreadableError(where, offset, length, f"beyond end of file ({size} bytes)")
+    found = file_holes(fd, offset, length) if holes else []
+    if found:
+        with _sparse_window(fd, offset, length, where, found) as view:
+            yield view
+        return
     start = offset - offset % _GRANULARITY
     delta = offset - start
     try:
@@ -51,6 +60,23 @@ def file_window(fd: int, offset: int, length: int, where: str) -> Iterator[memor
         # a caller that kept a view keeps the mapping alive until its last reference goes
         with contextlib.suppress(BufferError):
             mm.close()
+
+
+@contextmanager
+def _sparse_window(fd: int, offset: int, length: int, where: str, holes: list[tuple[int, int]]) -> Iterator[memoryview]:
+    try:
+        mapping = native.map_file(fd, offset, length, holes)
+    except (OSError, ValueError) as e:
+        raise UnreadableError(where, offset, length, f"cannot map: {e}") from e
+    view = memoryview(mapping)
+    try:
+        yield view
+    finally:
+        view.release()
+        close = getattr(mapping, "close", None)
+        if close is not None:
+            with contextlib.suppress(BufferError):  # a kept view keeps the mapping until it goes
+                close()
 
 
 def file_holes(fd: int, offset: int, length: int, limit: int = 65536) -> list[tuple[int, int]]:

@@ -92,3 +92,67 @@ def test_functions_reject_bad_page_sizes():
     for fn in (native.zero_pages, native.page_hashes):
         with pytest.raises(ValueError):
             fn(b"abc", 0)
+
+
+SHM = "/dev/shm"  # tmpfs: where reading a hole through a mapping allocates it
+
+
+@pytest.mark.parametrize("impl", ["native", "python"])
+@settings(max_examples=40, deadline=None)
+@given(
+    written=st.lists(st.tuples(st.integers(0, 63), st.binary(min_size=1, max_size=9000)), max_size=6),
+    offset=st.integers(0, 64 * 4096 - 1),
+    length=st.integers(1, 64 * 4096),
+)
+def test_map_file_equals_the_file_and_never_allocates_its_holes(impl, written, offset, length):
+    if impl == "native" and not native.NATIVE:
+        pytest.skip("scanner._native not built")
+    if not os.path.isdir(SHM):
+        pytest.skip("no /dev/shm")
+    mod = _native() if impl == "native" else PurePython
+    size = 64 * 4096
+    length = min(length, size - offset)
+    fd = os.open(SHM, os.O_RDWR | os.O_TMPFILE, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        for page, data in written:
+            os.pwrite(fd, data[: size - page * 4096], page * 4096)
+        expected = os.pread(fd, length, offset)
+        holes, position = [], 0
+        while position < size:  # the file's holes, as scanner.acquisition.mapped.file_holes finds them
+            try:
+                data = os.lseek(fd, position, os.SEEK_DATA)
+            except OSError:
+                holes.append((position, size))
+                break
+            if data > position:
+                holes.append((position, data))
+            position = os.lseek(fd, data, os.SEEK_HOLE)
+        before = os.fstat(fd).st_blocks
+        mapping = mod.map_file(fd, offset, length, holes)
+        with memoryview(mapping) as view:
+            assert view.tobytes() == expected
+        if hasattr(mapping, "close"):
+            mapping.close()
+        assert os.fstat(fd).st_blocks == before
+        with pytest.raises(ValueError):
+            mod.map_file(fd, size - 10, 20, [])  # past the end of the file: refused, never SIGBUS
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not native.NATIVE, reason="scanner._native not built")
+def test_a_mapping_stays_open_while_a_view_of_it_lives(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10000)
+    with path.open("rb") as f:
+        mapping = _native().map_file(f.fileno(), 100, 5000, [])
+    view = memoryview(mapping)
+    with pytest.raises(BufferError):
+        mapping.close()
+    assert view[:3].tobytes() == b"xxx" and len(view) == 5000
+    view.release()
+    mapping.close()
+    assert mapping.closed
+    with pytest.raises(ValueError):
+        memoryview(mapping)

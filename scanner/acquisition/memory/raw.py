@@ -34,7 +34,7 @@ class RawMemory(MemorySource):
         return [PhysRange(0, self._size)]
 
     def _window(self, address: int, length: int) -> AbstractContextManager[memoryview]:
-        return file_window(self._fd, address, length, self.name)
+        return file_window(self._fd, address, length, self.name, holes=True)
 
     def holes(self, address: int, length: int) -> Sequence[tuple[int, int]]:
         return file_holes(self._fd, address, length) if self._fd >= 0 else ()
