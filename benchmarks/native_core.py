@@ -220,40 +220,83 @@ def booted(variants: list[str]) -> Iterator[list[Any]]:
             g.stop()
 
 
-def fleet(ruleset: Any, count: int, batch: int, chunk_sizes: list[int], repeat: int) -> None:
-    print(f"\n2./3. fleet of {count} lab guests (256 MiB, booted {batch} at a time, paused while scanned), {load()}")
-    with tempfile.TemporaryDirectory() as tmp:
-        caches = {c: ResultCache(Path(tmp) / f"fleet-{c}.sqlite3", max_bytes=1024 * MiB) for c in chunk_sizes}
-        cold = dict.fromkeys(chunk_sizes, 0.0)
-        shared = dict.fromkeys(chunk_sizes, 0.0)
-        hits = {c: [0, 0] for c in chunk_sizes}
-        same = True
-        first_pages: list[bytes] = []
-        bounds: list[tuple[float, float]] = []
-        for start in range(0, count, batch):
-            with booted([str(i) for i in range(start, min(count, start + batch))]) as guests:
-                for g in guests:
-                    g.pause()
-                for i, g in enumerate(guests, start):
-                    pages = page_digests(g.ram_path)
-                    if i == 0:
-                        first_pages = pages
-                    else:
-                        bounds.append(shared_pages(first_pages, pages))
-                    for c in chunk_sizes:
+@contextmanager
+def cloned(snapshot: Any, variant: str) -> Iterator[Any]:
+    from scanner.lab import LabGuest
+
+    guest = LabGuest.clone(snapshot, workload=variant, workload_mib=2)
+    try:
+        yield guest
+    finally:
+        guest.stop()
+
+
+@contextmanager
+def fleet_sources(kind: str, count: int, batch: int, tmp: Path) -> Iterator[Iterator[tuple[int, Any]]]:
+    """The fleet's guests one batch at a time, as (index, guest): ``clones`` of one template
+    (instant/linked clones: resumed from one saved memory image, then each starts its own
+    workload), or guests ``booted`` separately from the same boot image."""
+    from scanner.lab import LabGuest
+
+    if kind == "booted":
+
+        def booted_all() -> Iterator[tuple[int, Any]]:
+            for start in range(0, count, batch):
+                with booted([str(i) for i in range(start, min(count, start + batch))]) as guests:
+                    yield from enumerate(guests, start)
+
+        yield booted_all()
+        return
+    with LabGuest.start(memory_mib=256, markers=1, clonable=True) as template:
+        snapshot = template.save_template(tmp / "template")
+
+    def clones() -> Iterator[tuple[int, Any]]:
+        for i in range(count):
+            with cloned(snapshot, f"w{i}") as g:
+                yield i, g
+
+    yield clones()
+
+
+def fleet(
+    ruleset: Any, kind: str, count: int, batch: int, chunk_sizes: list[int], repeat: int, tmp: Path, rescan_first: bool
+) -> None:
+    how = "cloned from one template" if kind == "clones" else f"booted separately, {batch} at a time"
+    print(f"\n2. fleet of {count} lab guests {how} (256 MiB, paused while scanned), {load()}")
+    caches = {c: ResultCache(tmp / f"fleet-{kind}-{c}.sqlite3", max_bytes=1024 * MiB) for c in chunk_sizes}
+    engines = {c: Engine(EngineSettings(threads=2, chunk_size=c), caches[c]) for c in chunk_sizes}
+    cold = dict.fromkeys(chunk_sizes, 0.0)
+    shared = dict.fromkeys(chunk_sizes, 0.0)
+    hits = {c: [0, 0] for c in chunk_sizes}
+    same = True
+    first_pages: list[bytes] = []
+    bounds: list[tuple[float, float]] = []
+    try:
+        with fleet_sources(kind, count, batch, tmp) as guests:
+            for i, g in guests:
+                g.pause()
+                pages = page_digests(g.ram_path)
+                if i == 0:
+                    first_pages = pages
+                else:
+                    bounds.append(shared_pages(first_pages, pages))
+                for c in chunk_sizes:
+                    t0 = time.perf_counter()
+                    plain = scan(ruleset, memory(g.ram_path), 2, chunk_size=c)
+                    cold[c] += time.perf_counter() - t0
+                    with memory(g.ram_path)() as target:
                         t0 = time.perf_counter()
-                        plain = scan(ruleset, memory(g.ram_path), 2, chunk_size=c)
-                        cold[c] += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                        cached = scan(ruleset, memory(g.ram_path), 2, caches[c], chunk_size=c)
+                        cached = engines[c].scan(ruleset, target)
                         shared[c] += time.perf_counter() - t0
-                        hits[c][0] += cached.coverage.cache_hits
-                        hits[c][1] += cached.coverage.cache_misses
-                        same = same and summary(plain) == summary(cached) and bool(plain.findings)
-                    if i == 0:
-                        rescan("paused guest 0 (256 MiB)", ruleset, memory(g.ram_path), repeat)
-        for cache in caches.values():
-            cache.close()
+                    hits[c][0] += cached.coverage.cache_hits
+                    hits[c][1] += cached.coverage.cache_misses
+                    same = same and summary(plain) == summary(cached) and bool(plain.findings)
+                if i == 0 and rescan_first:
+                    rescan("paused guest 0 (256 MiB)", ruleset, memory(g.ram_path), repeat)
+    finally:
+        for c in chunk_sizes:
+            engines[c].close()
+            caches[c].close()
     if bounds:
         in_place = sum(b[0] for b in bounds) / len(bounds)
         anywhere = sum(b[1] for b in bounds) / len(bounds)
@@ -264,9 +307,9 @@ def fleet(ruleset: Any, count: int, batch: int, chunk_sizes: list[int], repeat: 
     base = cold[chunk_sizes[0]]  # the baseline: cold scans at the first (default) chunk size
     for c in chunk_sizes:
         h, m = hits[c]
-        print(f"  chunk {c // MiB} MiB: {count} cold scans {cold[c]:.2f} s, with the shared cache {shared[c]:.2f} s"
+        print(f"  chunk {c / MiB:g} MiB: {count} cold scans {cold[c]:.2f} s, with the shared cache {shared[c]:.2f} s"
               f" ({h} window hits, {m} misses: {h / max(1, h + m):.0%} shared)")  # fmt: skip
-        row("fleet", f"{count} guests, shared cache, chunk {c // MiB} MiB", base / shared[c], 5.0, same)
+        row("fleet", f"{count} {kind}, shared cache, chunk {c / MiB:g} MiB", base / shared[c], 5.0, same)
 
 
 def page_digests(path: Path | str) -> list[bytes]:
@@ -337,7 +380,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="best of N for every timed scan")
     parser.add_argument("--guests", type=int, default=10, help="fleet size (0: skip the lab)")
     parser.add_argument("--batch", type=int, default=2, help="guests booted at a time")
-    parser.add_argument("--fleet-chunks", default="16,2", help="chunk sizes (MiB) on the fleet; first = baseline")
+    parser.add_argument("--fleet-chunks", default="16,1", help="chunk sizes (MiB) on the fleet; first = baseline")
+    parser.add_argument("--fleet", default="clones,booted", help="fleets to measure: clones, booted")
     parser.add_argument("--rss-mib", type=int, default=4096, help="image size for the RSS check (0: skip)")
     parser.add_argument("--rulesets-dir", type=Path, default=DEFAULT_RULESETS_DIR)
     parser.add_argument("--sections", default="unique,rescan,fleet,rss", help="which sections to run")
@@ -367,8 +411,9 @@ def main() -> int:
                    lambda: FileTarget(paths), args.repeat)  # fmt: skip
             disk_image(ruleset, paths, tmp, args.repeat)
         if args.guests and "fleet" in sections:
-            chunks = [int(c) * MiB for c in args.fleet_chunks.split(",")]
-            fleet(ruleset, args.guests, args.batch, chunks, args.repeat)
+            chunks = [int(float(c) * MiB) for c in args.fleet_chunks.split(",")]
+            for n, kind in enumerate(args.fleet.split(",")):
+                fleet(ruleset, kind, args.guests, args.batch, chunks, args.repeat, tmp, rescan_first=n == 0)
         if args.rss_mib and "rss" in sections:
             peak_rss(args.rulesets_dir, args.rss_mib, tmp)
     print(f"\nsummary ({load()})")
