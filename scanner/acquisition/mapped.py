@@ -39,7 +39,11 @@ def file_window(fd: int, offset: int, length: int, where: str, holes: bool = Fal
         raise UnreadableError(where, offset, length, f"stat failed: {e.strerror}") from e
     if offset < 0 or offset + length > size:
         raise UnreadableError(where, offset, length, f"beyond end of file ({size} bytes)")
-    found = file_holes(fd, offset, length) if holes else []
+    # holes over the whole pages the range touches: a page the range covers only in part can
+    # still lie wholly in a hole, and must not be touched either
+    page = mmap.PAGESIZE
+    first, last = offset - offset % page, -(-(offset + length) // page) * page
+    found = file_holes(fd, first, last - first) if holes else []
     if found:
         with _sparse_window(fd, offset, length, where, found) as view:
             yield view

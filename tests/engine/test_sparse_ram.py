@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scanner.acquisition.mapped import file_holes
+from scanner.acquisition.mapped import file_holes, file_window
 from scanner.engine import Engine, EngineSettings
 from scanner.engine.cache import ResultCache
 from scanner.rulesets import compile_path
@@ -64,3 +64,14 @@ def test_holes_are_reported_and_never_read(sparse_ram, tmp_path):
         assert verdict.coverage.cache_hits > 0 and verdict.coverage.cache_misses == 0
     finally:
         cache.close()
+
+
+def test_a_window_that_starts_and_ends_inside_hole_pages_touches_none_of_them(sparse_ram):
+    """Kernel structures are read at any byte address: the partial first and last pages of such a
+    window may lie wholly in holes, and reading them must not allocate them either."""
+    before = allocated(sparse_ram)
+    with sparse_ram.open("rb") as f:
+        for offset, length in ((5 * MiB - 3000, 6000), (5 * MiB + 4096 + 17, 100), (7 * MiB + 1, 4 * MiB - 2)):
+            with file_window(f.fileno(), offset, length, str(sparse_ram), holes=True) as view:
+                assert view.tobytes() == os.pread(f.fileno(), length, offset)
+    assert allocated(sparse_ram) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -84,6 +85,24 @@ def test_paused_mode_pauses_resumes_and_records_the_pause(lab_guest, default_rul
     assert verdict.details["pause_cut_short"] == "false"
     assert seen == ["paused"]
     assert lab_guest.status() == "running"
+
+
+def test_a_live_scan_leaves_the_guests_ram_file_holes_unallocated(lab_guest, default_rules):
+    """The guest's RAM file is sparse; reading it must not turn its holes into host memory."""
+    lab_guest.pause()  # nothing in the guest allocates while we measure
+    try:
+        before = os.stat(lab_guest.ram_path).st_blocks
+        engine = Engine(EngineSettings(threads=2))
+        try:
+            with build_target(TargetSpec("guest", {"qmp": str(lab_guest.scanner_qmp_path)})) as target:
+                verdict = engine.scan(default_rules, target)
+        finally:
+            engine.close()
+        assert verdict.kind is VerdictKind.MALICIOUS and verdict.coverage.complete
+        grown = (os.stat(lab_guest.ram_path).st_blocks - before) * 512
+        assert grown == 0, f"the scan allocated {grown} bytes of the guest's RAM file holes"
+    finally:
+        lab_guest.resume()
 
 
 def test_pause_is_bounded_even_if_the_scan_goes_on(lab_guest):
