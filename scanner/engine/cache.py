@@ -34,6 +34,15 @@ used without a cache, so findings never depend on whether the cache is on. Small
 more between guests booted separately (KASLR, page allocation) and cost more YARA calls:
 ``chunk_size = 2 MiB`` is the fleet setting measured in ``benchmarks/native_core.py``.
 
+Identities (``scanner.targets.identity``): a rescan of something unchanged should not read it.
+A unit with ``identity()`` (a host file whose stamp has settled) is looked up first by that
+identity, which maps to the content digest it had when last read: a hit needs no read at all.
+A target with ``identity()`` (a disk image whose backing files have all settled) gives back its
+whole complete earlier result, counts, findings and details, without walking the filesystem
+(``cache.reused`` in the verdict's details). Only the appliance's own stat data is used, never
+guest-controlled metadata, and only complete results are stored, so a scan with any gap runs
+again in full.
+
 Storage: SQLite (WAL, ``synchronous=NORMAL``): atomic inserts and crash safety for free, an
 index for least-recently-used eviction, one file. A lost last transaction after a power cut
 only costs a rescan. Entries are JSON (never pickle: the file is data, not code). Size is

@@ -16,8 +16,10 @@ Contract:
 - Chunkable units are cut into windows at content-stable places: all-zero 1 MiB blocks skipped
   (``sparse``), the rest cut at multiples of ``chunk_size`` (``windows.aligned_windows``).
 - With a result cache (``scanner.engine.cache``) every window and whole unit is looked up by its
-  content first; findings are the same as without the cache, and the verdict's coverage counts
-  ``cache_hits``/``cache_misses`` (windows and whole units looked up).
+  content first (by its identity, when the unit has one, without reading it); findings are the
+  same as without the cache, and the verdict's coverage counts ``cache_hits``/``cache_misses``
+  (windows and whole units looked up). A target with an identity whose complete result is cached
+  is not planned at all: its result is given back, every unit counted as a hit.
 """
 
 from __future__ import annotations
