@@ -2,10 +2,11 @@
 
 1. unique data, no cache: engine (native zero detection, 1 and 2 threads) vs one plain
    single-threaded ``rules.match(data=...)``; targets >= 1.0x and >= 1.8x;
-2. fleet: lab guests booted from one image (a different workload marker each), each paused and
-   scanned cold without a cache and then with one cache shared by all; target >= 5x in total;
-3. rescan of an unchanged paused guest, of a memory dump and of a tree of files vs the first
-   scan (fresh cache); target >= 20x;
+2. fleet: lab guests cloned from one template (each then runs its own workload) and guests booted
+   separately from one image, each paused and scanned cold without a cache and then with one
+   cache shared by all; target >= 5x in total;
+3. rescan of an unchanged paused guest, of a memory dump, of a tree of files and of a disk image
+   vs the first scan (fresh cache, one long-lived engine); target >= 20x;
 4. peak RSS (VmHWM) of a child process scanning a 4 GiB memory image with the cache: <= 400 MiB.
 
 Every cached run's findings are compared with the uncached run of the same bytes and settings.
