@@ -14,6 +14,11 @@
  *                                              flag, XXH3-128 of the block and of its first head bytes
  *   gather(src, offsets, page_size, dst) -> int  dst[i*ps:(i+1)*ps] = src[off_i:off_i+ps] for each
  *                                              little-endian uint64 off_i in offsets; returns bytes
+ *   pread_runs(fd, offsets, lengths, dst) -> int    reads run i (file offset offsets[i], lengths[i]
+ *                                              bytes; little-endian uint64 arrays) into dst, one run
+ *                                              after the other: a VMA's scattered pages gathered from
+ *                                              a guest's RAM file in one call (pread: a hole reads as
+ *                                              zeros and is not allocated)
  *   map_file(fd, offset, length, holes) -> Mapping   a read-only mapping of a file range whose
  *                                              hole pages read as zero without being touched:
  *                                              each whole page inside a (start, end) hole is
@@ -33,6 +38,7 @@
 #include <string.h>
 #include <stdint.h>
 #include <limits.h>
+#include <errno.h>
 
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -335,6 +341,79 @@ gather(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(count * page_size);
 }
 
+/* -- pread_runs: scattered file runs into one buffer ------------------------------------------ */
+
+static uint64_t
+le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int b = 7; b >= 0; b--)
+        v = (v << 8) | p[b];
+    return v;
+}
+
+static PyObject *
+pread_runs(PyObject *self, PyObject *args)
+{
+    int fd;
+    Py_buffer offs, lens, dst;
+    if (!PyArg_ParseTuple(args, "iy*y*w*:pread_runs", &fd, &offs, &lens, &dst))
+        return NULL;
+    const char *error = NULL;
+    Py_ssize_t count = offs.len / 8, total = 0;
+    if (offs.len % 8 || lens.len != offs.len)
+        error = "offsets and lengths must be equal arrays of little-endian uint64";
+    for (Py_ssize_t i = 0; error == NULL && i < count; i++) {
+        uint64_t off = le64((const unsigned char *)offs.buf + 8 * i);
+        uint64_t n = le64((const unsigned char *)lens.buf + 8 * i);
+        if (off > (uint64_t)LLONG_MAX || n > (uint64_t)(dst.len - total) || off > (uint64_t)LLONG_MAX - n)
+            error = "a run does not fit dst or the file offset range";
+        else
+            total += (Py_ssize_t)n;
+    }
+    int err = 0;
+    long long short_at = -1;
+    if (error == NULL) {
+        char *d = dst.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < count && !err && short_at < 0; i++) {
+            long long off = (long long)le64((const unsigned char *)offs.buf + 8 * i);
+            size_t n = (size_t)le64((const unsigned char *)lens.buf + 8 * i);
+            size_t got = 0;
+            while (got < n) {
+                ssize_t r = pread(fd, d + got, n - got, (off_t)(off + (long long)got));
+                if (r < 0) {
+                    if (errno == EINTR)
+                        continue;
+                    err = errno;
+                    break;
+                }
+                if (r == 0) {
+                    short_at = off + (long long)got;
+                    break;
+                }
+                got += (size_t)r;
+            }
+            d += n;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&dst);
+    PyBuffer_Release(&lens);
+    PyBuffer_Release(&offs);
+    if (error != NULL) {
+        PyErr_SetString(PyExc_ValueError, error);
+        return NULL;
+    }
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (short_at >= 0)
+        return PyErr_Format(PyExc_OSError, "file ends at offset %lld", short_at);
+    return PyLong_FromSsize_t(total);
+}
+
 /* -- map_file: file ranges with their holes left untouched ------------------------------------ */
 
 typedef struct {
@@ -523,6 +602,8 @@ static PyMethodDef methods[] = {
      "XXH3-128 of the block and of its first head bytes (16 zero bytes for zero blocks)"},
     {"gather", gather, METH_VARARGS,
      "gather(src, offsets, page_size, dst) -> int: copy the pages at offsets into dst, in order"},
+    {"pread_runs", pread_runs, METH_VARARGS,
+     "pread_runs(fd, offsets, lengths, dst) -> int: read each (offset, length) run of fd into dst in turn"},
     {"map_file", map_file, METH_VARARGS,
      "map_file(fd, offset, length, holes) -> Mapping: read-only mapping, whole hole pages read as zero untouched"},
     {NULL, NULL, 0, NULL},

@@ -29,6 +29,8 @@ Functions (``buf`` is anything with the buffer protocol):
 - ``gather(src, offsets, page_size, dst) -> int``: copies the page at each little-endian uint64
   offset of ``offsets`` into ``dst`` one after the other (a VMA from its page-table frames, a file
   from its extents); returns the bytes written;
+- ``pread_runs(fd, offsets, lengths, dst) -> int``: scattered runs of a file read one after the
+  other into ``dst`` in one call (a process region's pages from a guest's RAM file);
 - ``map_file(fd, offset, length, holes)``: a file range whose whole hole pages read as zero
   without being touched (the kernel's zero page is mapped over them): reading a sparse guest RAM
   file on tmpfs through a plain mapping allocates every hole page it reads. The fallback reads
@@ -141,6 +143,27 @@ class PurePython:
         return count * page_size
 
     @staticmethod
+    def pread_runs(fd: int, offsets: Buffer, lengths: Buffer, dst: Buffer) -> int:
+        offs, lens = bytes(offsets), bytes(lengths)
+        if len(offs) % 8 or len(lens) != len(offs):
+            raise ValueError("offsets and lengths must be equal arrays of little-endian uint64")
+        count = len(offs) // 8
+        runs = list(zip(struct.unpack(f"<{count}Q", offs), struct.unpack(f"<{count}Q", lens), strict=True))
+        out = memoryview(dst).cast("B")
+        if sum(n for _, n in runs) > len(out):
+            raise ValueError("a run does not fit dst or the file offset range")
+        position = 0
+        for off, n in runs:
+            got = 0
+            while got < n:
+                r = os.preadv(fd, [out[position + got : position + n]], off + got)
+                if r <= 0:
+                    raise OSError(errno.EIO, f"file ends at offset {off + got}")
+                got += r
+            position += n
+        return position
+
+    @staticmethod
     def map_file(fd: int, offset: int, length: int, holes: Any) -> Buffer:
         """A copy instead of a mapping, read with ``pread``, which returns a hole's zeros without
         allocating it (unlike a read through a mapping); ``holes`` is not needed for that."""
@@ -187,6 +210,14 @@ def block_digests(buf: Buffer, block: int, head: int, seed: int = 0) -> tuple[by
 
 def gather(src: Buffer, offsets: Buffer, page_size: int, dst: Buffer) -> int:
     return cast(int, _impl.gather(src, offsets, page_size, dst))
+
+
+def pread_runs(fd: int, offsets: Buffer, lengths: Buffer, dst: Buffer) -> int:
+    """Read run ``i`` (file offset ``offsets[i]``, ``lengths[i]`` bytes: little-endian uint64
+    arrays) of ``fd`` into ``dst``, one after the other; returns the bytes read. Raises OSError
+    (a read error, or the file ends inside a run) or ValueError (malformed arrays, runs longer than
+    ``dst``)."""
+    return cast(int, _impl.pread_runs(fd, offsets, lengths, dst))
 
 
 def map_file(fd: int, offset: int, length: int, holes: Any) -> Buffer:

@@ -83,6 +83,16 @@ def _sparse_window(fd: int, offset: int, length: int, where: str, holes: list[tu
                 close()
 
 
+def pread_gather(fd: int, where: str, offsets: bytes, lengths: bytes, dst: bytearray) -> bool:
+    """``native.pread_runs`` with its failures as :class:`UnreadableError` (at the first run)."""
+    try:
+        native.pread_runs(fd, offsets, lengths, dst)
+    except (OSError, ValueError) as e:
+        first = int.from_bytes(offsets[:8], "little") if len(offsets) >= 8 else 0
+        raise UnreadableError(where, first, len(dst), f"gather failed: {e}") from e
+    return True
+
+
 def file_holes(fd: int, offset: int, length: int, limit: int = 65536) -> list[tuple[int, int]]:
     """Holes of the open file ``fd`` within ``[offset, offset + length)`` (SEEK_DATA/SEEK_HOLE).
 

@@ -23,6 +23,7 @@ Contract:
 
 from __future__ import annotations
 
+import array
 import bisect
 import functools
 from collections.abc import Iterator, Mapping
@@ -70,6 +71,8 @@ class VirtualRunUnit(Unit):
         self.base = base
         self.segments = segments
         self._starts = [s.offset for s in segments]
+        self._physicals = array.array("Q", [s.physical for s in segments])  # for native gathers
+        self._sizes = array.array("Q", [s.size for s in segments])
         self.size = segments[-1].offset + segments[-1].size
         self.context = context
 
@@ -90,6 +93,12 @@ class VirtualRunUnit(Unit):
 
     @contextmanager
     def _gathered(self, offset: int, length: int) -> Iterator[memoryview]:
+        """The window's pages copied into one buffer: by the source in one native call where it
+        can (RAM files, raw dumps), else one source window per physically contiguous segment."""
+        out = bytearray(length)
+        if self.source.gather(*self._runs(offset, length), out):
+            yield memoryview(out)
+            return
         out = bytearray()
         while len(out) < length:
             pos = offset + len(out)
@@ -98,6 +107,20 @@ class VirtualRunUnit(Unit):
             with self.source.window(seg.physical + pos - seg.offset, n) as view:
                 out += view
         yield memoryview(out)
+
+    def _runs(self, offset: int, length: int) -> tuple[bytes, bytes]:
+        """(physicals, lengths) of the segments covering the window, clipped to it (array slices:
+        no Python loop per page)."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        j = bisect.bisect_left(self._starts, offset + length)
+        physicals, sizes = self._physicals[i:j], self._sizes[i:j]
+        skip = offset - self._starts[i]
+        physicals[0] += skip
+        sizes[0] -= skip
+        sizes[-1] -= self._starts[j - 1] + self._sizes[j - 1] - (offset + length) if j - 1 > i else 0
+        if j - 1 == i:
+            sizes[0] = length
+        return physicals.tobytes(), sizes.tobytes()
 
 
 class ProcessTarget(Target):

@@ -156,3 +156,28 @@ def test_a_mapping_stays_open_while_a_view_of_it_lives(tmp_path):
     assert mapping.closed
     with pytest.raises(ValueError):
         memoryview(mapping)
+
+
+@pytest.mark.parametrize("impl", ["native", "python"])
+def test_pread_runs_reads_scattered_runs_in_order_and_refuses_bad_ones(tmp_path, impl):
+    if impl == "native" and not native.NATIVE:
+        pytest.skip("scanner._native not built")
+    mod = _native() if impl == "native" else PurePython
+    path = tmp_path / "f"
+    data = os.urandom(20000)
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        runs = [(19990, 10), (0, 4096), (5000, 1)]
+        offs, lens = (struct.pack("<3Q", *(r[i] for r in runs)) for i in (0, 1))
+        dst = bytearray(4107)
+        assert mod.pread_runs(fd, offs, lens, dst) == 4107
+        assert bytes(dst) == data[19990:] + data[:4096] + data[5000:5001]
+        with pytest.raises(OSError):  # the file ends inside the run
+            mod.pread_runs(fd, struct.pack("<Q", 19995), struct.pack("<Q", 10), bytearray(10))
+        with pytest.raises(ValueError):  # runs longer than dst
+            mod.pread_runs(fd, struct.pack("<Q", 0), struct.pack("<Q", 10), bytearray(9))
+        with pytest.raises(ValueError):  # arrays of different lengths
+            mod.pread_runs(fd, struct.pack("<2Q", 0, 1), struct.pack("<Q", 1), bytearray(9))
+    finally:
+        os.close(fd)

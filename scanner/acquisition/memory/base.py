@@ -66,6 +66,14 @@ class MemorySource(abc.ABC):
     def size(self) -> int:
         return sum(r.length for r in self.ranges())
 
+    def gather(self, physicals: bytes, lengths: bytes, dst: bytearray) -> bool:
+        """Copy run ``i`` (physical address ``physicals[i]``, ``lengths[i]`` bytes; little-endian
+        uint64 arrays) into ``dst`` one after the other, in one native call with no Python loop
+        per page (a process region's scattered pages). False: this source cannot, the caller reads
+        window by window. Implementations read nothing outside the address map; anything they
+        cannot read raises :class:`~scanner.errors.UnreadableError`."""
+        return False
+
     def window(self, address: int, length: int) -> AbstractContextManager[memoryview]:
         ranges = self.ranges()
         i = bisect.bisect_right([r.start for r in ranges], address) - 1

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
-from scanner.acquisition.mapped import file_holes, file_window
+from scanner.acquisition.mapped import file_holes, file_window, pread_gather
 from scanner.acquisition.memory.base import MemorySource, PhysRange
 from scanner.errors import SourceError
 
@@ -35,6 +35,11 @@ class RawMemory(MemorySource):
 
     def _window(self, address: int, length: int) -> AbstractContextManager[memoryview]:
         return file_window(self._fd, address, length, self.name, holes=True)
+
+    def gather(self, physicals: bytes, lengths: bytes, dst: bytearray) -> bool:
+        """File offset = physical address: the runs are read straight from the file (``pread``:
+        a hole reads as zeros and stays a hole); past the end of the file is unreadable."""
+        return pread_gather(self._fd, self.name, physicals, lengths, dst)
 
     def holes(self, address: int, length: int) -> Sequence[tuple[int, int]]:
         return file_holes(self._fd, address, length) if self._fd >= 0 else ()

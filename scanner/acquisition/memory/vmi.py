@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from scanner.acquisition.mapped import file_holes, file_window
+from scanner.acquisition.mapped import file_holes, file_window, pread_gather
 from scanner.acquisition.memory.base import MemorySource, PhysRange
 from scanner.errors import InvalidArgument, SourceError, Unavailable, UnreadableError
 
@@ -111,6 +111,15 @@ class LibvmiMemory(MemorySource):
         self._check_alive(address, length)  # the guest may have gone while we read
         with memoryview(data) as view:
             yield view
+
+    def gather(self, physicals: bytes, lengths: bytes, dst: bytearray) -> bool:
+        """FILE mode: the runs read straight from the RAM file, with the alive check before and after."""
+        if self._fd < 0:
+            return False
+        self._check_alive(0, len(dst))
+        pread_gather(self._fd, self.name, physicals, lengths, dst)
+        self._check_alive(0, len(dst))
+        return True
 
     def holes(self, address: int, length: int) -> Sequence[tuple[int, int]]:
         """Holes of the RAM file (FILE mode): memory the guest never wrote, skipped unread."""
