@@ -12,8 +12,6 @@
  *                                              (XXH128_canonical_t, the xxhash package's digest())
  *   block_digests(buf, block, head, seed=0) -> (zero, hashes, heads)   one pass per block: zero
  *                                              flag, XXH3-128 of the block and of its first head bytes
- *   gather(src, offsets, page_size, dst) -> int  dst[i*ps:(i+1)*ps] = src[off_i:off_i+ps] for each
- *                                              little-endian uint64 off_i in offsets; returns bytes
  *   pread_runs(fd, offsets, lengths, dst) -> int    reads run i (file offset offsets[i], lengths[i]
  *                                              bytes; little-endian uint64 arrays) into dst, one run
  *                                              after the other: a VMA's scattered pages gathered from
@@ -275,72 +273,6 @@ block_digests(PyObject *self, PyObject *args, PyObject *kwargs)
     return Py_BuildValue("(NNN)", zero, hashes, heads);
 }
 
-static PyObject *
-gather(PyObject *self, PyObject *args)
-{
-    PyObject *src_obj, *off_obj, *dst_obj;
-    Py_ssize_t page_size;
-    Py_buffer src, offs, dst;
-    if (!PyArg_ParseTuple(args, "OOnO:gather", &src_obj, &off_obj, &page_size, &dst_obj)
-        || check_page_size(page_size))
-        return NULL;
-    if (get_buffer(src_obj, &src, 0) < 0)
-        return NULL;
-    if (get_buffer(off_obj, &offs, 0) < 0) {
-        PyBuffer_Release(&src);
-        return NULL;
-    }
-    if (get_buffer(dst_obj, &dst, 1) < 0) {
-        PyBuffer_Release(&offs);
-        PyBuffer_Release(&src);
-        return NULL;
-    }
-    Py_ssize_t count = offs.len / 8;
-    const char *error = NULL;
-    Py_ssize_t bad = -1;
-    if (offs.len % 8)
-        error = "offsets must be a whole number of little-endian uint64";
-    else if (count > dst.len / page_size)
-        error = "dst is too small for len(offsets) pages";
-    else {
-        const unsigned char *o = offs.buf;
-        for (Py_ssize_t i = 0; i < count; i++) {
-            uint64_t off = 0;
-            for (int b = 7; b >= 0; b--)
-                off = (off << 8) | o[i * 8 + b];
-            if (off > (uint64_t)src.len || (uint64_t)src.len - off < (uint64_t)page_size) {
-                error = "offset out of range of src";
-                bad = i;
-                break;
-            }
-        }
-    }
-    if (error == NULL) {
-        const unsigned char *o = offs.buf;
-        unsigned char *d = dst.buf;
-        const unsigned char *s = src.buf;
-        Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < count; i++) {
-            uint64_t off = 0;
-            for (int b = 7; b >= 0; b--)
-                off = (off << 8) | o[i * 8 + b];
-            memcpy(d + i * page_size, s + off, (size_t)page_size);
-        }
-        Py_END_ALLOW_THREADS
-    }
-    PyBuffer_Release(&dst);
-    PyBuffer_Release(&offs);
-    PyBuffer_Release(&src);
-    if (error != NULL) {
-        if (bad >= 0)
-            PyErr_Format(PyExc_ValueError, "%s (offsets[%zd])", error, bad);
-        else
-            PyErr_SetString(PyExc_ValueError, error);
-        return NULL;
-    }
-    return PyLong_FromSsize_t(count * page_size);
-}
-
 /* -- pread_runs: scattered file runs into one buffer ------------------------------------------ */
 
 static uint64_t
@@ -600,8 +532,6 @@ static PyMethodDef methods[] = {
     {"block_digests", (PyCFunction)(void (*)(void))block_digests, METH_VARARGS | METH_KEYWORDS,
      "block_digests(buf, block, head, seed=0) -> (zero, hashes, heads): per block, 1 if all zero; "
      "XXH3-128 of the block and of its first head bytes (16 zero bytes for zero blocks)"},
-    {"gather", gather, METH_VARARGS,
-     "gather(src, offsets, page_size, dst) -> int: copy the pages at offsets into dst, in order"},
     {"pread_runs", pread_runs, METH_VARARGS,
      "pread_runs(fd, offsets, lengths, dst) -> int: read each (offset, length) run of fd into dst in turn"},
     {"map_file", map_file, METH_VARARGS,

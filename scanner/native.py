@@ -3,10 +3,10 @@
 ``scanner._native`` (C, built from ``native/avscan_native.c`` by ``pip install``) works on any
 buffer in place (memoryviews of mmaps: no copy) with the GIL released, so it runs on every core
 next to libyara. Where it could not be built (no compiler), the same functions run here in pure
-Python with the same results: ``zero_pages`` and ``gather`` exactly; the XXH3 hashes through the
-``xxhash`` package when it is installed. Without either, hashes fall back to BLAKE2b and
-``HASH_NAME`` says so: the result cache puts ``HASH_NAME`` in every key, so entries made with one
-hash are never read with another.
+Python with the same results: ``zero_pages``, ``pread_runs`` and ``map_file`` (as a copy)
+exactly; the XXH3 hashes through the ``xxhash`` package when it is installed. Without either,
+hashes fall back to BLAKE2b and ``HASH_NAME`` says so: the result cache puts ``HASH_NAME`` in
+every key, so entries made with one hash are never read with another.
 
 Why the scan scheduler is not here: libyara is driven through yara-python on the engine's
 threads (``scanner.engine``). yara-python releases the GIL for the whole scan and takes a
@@ -26,11 +26,9 @@ Functions (``buf`` is anything with the buffer protocol):
 - ``block_digests(buf, block, head, seed=0) -> (zero, hashes, heads)``: one pass over ``buf``
   per ``block``: the zero flag, the XXH3-128 of the block and of its first ``head`` bytes
   (16 zero bytes for a zero block): what the planner needs to key windows without reading twice;
-- ``gather(src, offsets, page_size, dst) -> int``: copies the page at each little-endian uint64
-  offset of ``offsets`` into ``dst`` one after the other (a VMA from its page-table frames, a file
-  from its extents); returns the bytes written;
 - ``pread_runs(fd, offsets, lengths, dst) -> int``: scattered runs of a file read one after the
-  other into ``dst`` in one call (a process region's pages from a guest's RAM file);
+  other into ``dst`` in one call (a process region's pages from a guest's RAM file or a raw dump,
+  gathered for YARA without a Python loop per page); returns the bytes read;
 - ``map_file(fd, offset, length, holes)``: a file range whose whole hole pages read as zero
   without being touched (the kernel's zero page is mapped over them): reading a sparse guest RAM
   file on tmpfs through a plain mapping allocates every hole page it reads. The fallback reads
@@ -125,24 +123,6 @@ class PurePython:
         return zero, bytes(hashes), bytes(heads)
 
     @staticmethod
-    def gather(src: Buffer, offsets: Buffer, page_size: int, dst: Buffer) -> int:
-        _check_page_size(page_size)
-        source, out = _bytes_view(src), memoryview(dst).cast("B")
-        raw = bytes(offsets)
-        if len(raw) % 8:
-            raise ValueError("offsets must be a whole number of little-endian uint64")
-        count = len(raw) // 8
-        if count > len(out) // page_size:
-            raise ValueError("dst is too small for len(offsets) pages")
-        offs = struct.unpack(f"<{count}Q", raw)
-        for i, off in enumerate(offs):
-            if off > len(source) or len(source) - off < page_size:
-                raise ValueError(f"offset out of range of src (offsets[{i}])")
-        for i, off in enumerate(offs):
-            out[i * page_size : (i + 1) * page_size] = source[off : off + page_size]
-        return count * page_size
-
-    @staticmethod
     def pread_runs(fd: int, offsets: Buffer, lengths: Buffer, dst: Buffer) -> int:
         offs, lens = bytes(offsets), bytes(lengths)
         if len(offs) % 8 or len(lens) != len(offs):
@@ -206,10 +186,6 @@ def hash128(buf: Buffer, seed: int = 0, populate: bool = False) -> bytes:
 
 def block_digests(buf: Buffer, block: int, head: int, seed: int = 0) -> tuple[bytes, bytes, bytes]:
     return cast(tuple[bytes, bytes, bytes], _impl.block_digests(buf, block, head, seed=seed))
-
-
-def gather(src: Buffer, offsets: Buffer, page_size: int, dst: Buffer) -> int:
-    return cast(int, _impl.gather(src, offsets, page_size, dst))
 
 
 def pread_runs(fd: int, offsets: Buffer, lengths: Buffer, dst: Buffer) -> int:

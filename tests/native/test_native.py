@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 
@@ -62,25 +61,6 @@ def test_known_xxh3_values():
     n = _native()
     assert struct.unpack("<Q", n.page_hashes(b"a", 1))[0] == 0xE6C632B61E964E1F
     assert n.hash128(b"") == bytes.fromhex("99aa06d3014798d86001c324468d497f")
-
-
-@pytest.mark.parametrize("impl", ["native", "python"])
-def test_gather_assembles_pages_in_order_from_an_mmap(tmp_path, impl):
-    if impl == "native" and not native.NATIVE:
-        pytest.skip("scanner._native not built")
-    mod = _native() if impl == "native" else PurePython
-    page = 4096
-    src = tmp_path / "ram"
-    src.write_bytes(b"".join(bytes([i]) * page for i in range(16)))
-    offsets = struct.pack("<4Q", 5 * page, 0, 15 * page, 5 * page)
-    dst = bytearray(4 * page)
-    with src.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        assert mod.gather(memoryview(mm), offsets, page, dst) == 4 * page
-    assert dst == bytes([5]) * page + bytes(page) + bytes([15]) * page + bytes([5]) * page
-    with pytest.raises(ValueError, match="out of range"):
-        mod.gather(b"x" * page, struct.pack("<Q", 1), page, bytearray(page))
-    with pytest.raises(ValueError, match="too small"):
-        mod.gather(b"x" * page, struct.pack("<2Q", 0, 0), page, bytearray(page))
 
 
 def test_repeated_pages_finds_duplicates_only():
