@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from scanner.api.client import disk_target
+from scanner.targets.identity import SETTLE_NS
 from scanner.v1 import verdict_pb2
 from tests.disk import images
 from tests.disk.conftest import need
@@ -59,3 +62,29 @@ def test_grpc_disk_scan_reports_guest_path_and_sha256(tmp_path):
     assert finding.context["path"] == "/home/user/invoice.com"
     assert finding.context["sha256"] == hashlib.sha256(eicar()).hexdigest()
     assert done.target.disk.path == str(image)
+
+
+def test_grpc_rescan_of_an_unchanged_image_gives_back_the_same_result_without_reading_it(tmp_path):
+    """Through the service: the second scan of a settled, unchanged image is answered whole from
+    the appliance's result cache; touching the image makes the next scan read it again."""
+    image = qcow2_with_eicar(tmp_path)
+    time.sleep(SETTLE_NS / 1e9 + 0.2)  # nobody scans an image in the milliseconds after it was written
+    service = Service(tmp_path / "state")
+    try:
+        with service.client() as client:
+            runs = []
+            for touch in (False, False, True):
+                if touch:
+                    os.utime(image)  # ctime moves: the image is no longer vouched for
+                done = client.wait(client.start_scan(disk_target(str(image))).scan_id, timeout=300)
+                findings = [f for page in client.findings(done.scan_id) for f in page.findings]
+                runs.append((done.verdict, [(f.rule, f.unit, f.context["sha256"]) for f in findings]))
+    finally:
+        service.close()
+    (first, found1), (again, found2), (touched, found3) = runs
+    assert "cache.reused" not in first.details and "cache.reused" in again.details
+    assert "cache.reused" not in touched.details
+    assert found1 == found2 == found3 and len(found1) == 1
+    assert again.kind == first.kind == verdict_pb2.VERDICT_KIND_MALICIOUS and again.coverage.complete
+    assert again.coverage.cache_hits == again.coverage.units_total == first.coverage.units_total
+    assert again.details["disk.format"] == "qcow2"
