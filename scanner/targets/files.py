@@ -11,7 +11,6 @@ import fnmatch
 import hashlib
 import os
 import stat
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import PurePosixPath
 from scanner.acquisition.mapped import file_window
 from scanner.errors import InvalidArgument, UnreadableError
 from scanner.targets.base import Skipped, Target, Unit
-from scanner.targets.identity import Stamp, digest
+from scanner.targets.identity import Stamp, digest, stamp
 from scanner.verdicts import GapKind
 
 
@@ -56,9 +55,10 @@ class FilePolicy:
 
 
 class FileUnit(Unit):
-    """A host file. ``stamp`` (from the walk's ``lstat``) gives it an identity when settled, so a
-    rescan of an unchanged file looks its result up without reading it; every open checks the
-    descriptor against the stamp, and a file that changed loses its identity for this scan."""
+    """A host file. ``stamp`` (taken by the walk: synced, then stat'ed) gives it an identity when
+    settled, so a rescan of an unchanged file looks its result up without reading it; every open
+    checks the descriptor against the stamp, and a file that changed loses its identity for this
+    scan."""
 
     kind = "file"
 
@@ -151,7 +151,6 @@ class FileTarget(Target):
 
     def _visit(self, path: str, depth: int) -> Iterator[Unit | Skipped]:
         try:
-            taken = time.time_ns()
             st = os.lstat(path)
         except OSError as e:
             yield Skipped(path, 0, GapKind.UNREADABLE, e.strerror or str(e))
@@ -159,7 +158,7 @@ class FileTarget(Target):
         if stat.S_ISDIR(st.st_mode):
             yield from self._walk_dir(path, depth)
         elif stat.S_ISREG(st.st_mode):
-            yield self._file(path, st, taken)
+            yield self._file(path, st)
         elif depth == 0 and not stat.S_ISLNK(st.st_mode):
             yield Skipped(path, 0, GapKind.SKIPPED_POLICY, "not a regular file or directory")
 
@@ -176,7 +175,7 @@ class FileTarget(Target):
         for name in names:
             yield from self._visit(os.path.join(path, name), depth + 1)
 
-    def _file(self, path: str, st: os.stat_result, taken: int) -> Unit | Skipped:
+    def _file(self, path: str, st: os.stat_result) -> Unit | Skipped:
         policy, size = self.policy, st.st_size
         skipped = policy.skip(path, path, size)
         if skipped is not None:
@@ -184,4 +183,4 @@ class FileTarget(Target):
         self._count += 1
         if self._count > policy.max_files:
             return Skipped(path, size, GapKind.SKIPPED_LIMIT, f"more than {policy.max_files} files")
-        return FileUnit(path, size, stamp=Stamp.of(st, taken))
+        return FileUnit(path, size, stamp=stamp(path, follow=False))

@@ -4,17 +4,28 @@ A rescan of an unchanged file or disk image should not read it again. The conten
 only thing the result cache trusts, so this module says when the host's own file metadata proves
 that bytes hashed earlier are still the bytes on disk: a :class:`Stamp` (device, inode, size,
 mtime and ctime in ns) of a file on the appliance, the way ``git``'s index and backup tools
-recognise unchanged files.
+recognise unchanged files, made stricter in three ways.
 
-Why it holds: every write, truncate, ``utimes`` or rename of a file sets its ctime to the current
-time, and ctime cannot be set from user space. So if a file's ctime was already ``SETTLE_NS``
-older than the clock when it was stamped, any later change gives it a new ctime, and an equal
-stamp later means no change in between. A file changed within the last ``SETTLE_NS`` is not
-*settled* (its next change could land in the same timestamp tick, the "racy git" case; FAT keeps
-2 s times): it gets no identity and is hashed every time. What this does not survive: root on the
-appliance rewriting the clock or the block device underneath the filesystem. Guest-controlled
-metadata (inode times inside a disk image) is never used: a file inside an image inherits its
-identity from the image files only.
+Why it holds: a ``write``, truncate, ``utimes`` or rename sets the file's ctime to the current
+time, and ctime cannot be set from user space. A write through a shared mapping moves it only
+when a clean page is first written (the page fault that makes it writable again), so a page
+already dirty takes further writes silently until writeback cleans it: every stamp is taken
+right after ``fdatasync`` on the file, which writes such pages back and write-protects them, so
+any later write through a mapping faults and moves ctime. If ctime was then already
+``SETTLE_NS`` older than the clock, any later change gives a new ctime, and an equal stamp later
+means no change in between. A file changed within the last ``SETTLE_NS`` is not *settled* (its
+next change could land in the same timestamp tick, the "racy git" case; FAT keeps 2 s times): it
+gets no identity and is hashed every time.
+
+Only regular files on local filesystems whose page-fault path updates times and whose writeback
+cleans pages (``TRUSTED_FILESYSTEMS``) get one. tmpfs never writes back, so a page written once
+through a mapping (a QEMU guest's RAM) takes every later write with the same ctime; NFS, SMB
+and FUSE report times their server or daemon chooses, and attribute caches lag; a block device's
+node says nothing about the device's contents. Those are always hashed.
+
+What this does not survive: root on the appliance rewriting the clock or the block device under
+the filesystem. Guest-controlled metadata (inode times inside a disk image) is never used: a file
+inside an image inherits its identity from the image files only.
 """
 
 from __future__ import annotations
@@ -22,12 +33,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from typing import Any
 
 SETTLE_NS = 3_000_000_000  # covers coarse clocks and 2 s filesystem time granularity
+TRUSTED_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs"})
+MOUNTINFO = "/proc/self/mountinfo"
+_fs_by_dev: dict[tuple[int, int], str] = {}
 
 
 @dataclass(frozen=True)
@@ -39,12 +54,16 @@ class Stamp:
     size: int
     mtime_ns: int
     ctime_ns: int
-    taken_ns: int  # wall clock when stat was called; not part of the equality that matters
+    taken_ns: int  # wall clock before the file was synced and stat'ed; not part of the key
+    vouched: bool = False  # synced, a regular file, on a filesystem in TRUSTED_FILESYSTEMS
 
     @classmethod
-    def of(cls, st: os.stat_result, taken_ns: int | None = None) -> Stamp:
+    def of(cls, st: os.stat_result, taken_ns: int | None = None, synced: bool = False) -> Stamp:
+        """A stamp from ``st``; ``synced``: ``fdatasync`` ran on the file just before (see the
+        module docstring: only then can it be vouched for)."""
         taken = time.time_ns() if taken_ns is None else taken_ns
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, taken)
+        vouched = synced and stat.S_ISREG(st.st_mode) and filesystem(st.st_dev) in TRUSTED_FILESYSTEMS
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, taken, vouched)
 
     @property
     def key(self) -> tuple[int, int, int, int, int]:
@@ -52,23 +71,75 @@ class Stamp:
 
     @property
     def settled(self) -> bool:
-        """The file had not changed for ``SETTLE_NS`` when stamped (mtime too: it is set from
-        user space only together with a new ctime, but a clock step back could leave it ahead)."""
+        """The stamp can stand for the content: a regular file on a filesystem that keeps ctime
+        itself, unchanged for ``SETTLE_NS`` when stamped (mtime too: it is set from user space
+        only together with a new ctime, but a clock step back could leave it ahead)."""
         newest = max(self.ctime_ns, self.mtime_ns)
-        return self.taken_ns - newest >= SETTLE_NS
+        return self.vouched and self.taken_ns - newest >= SETTLE_NS
 
     def same_file(self, st: os.stat_result) -> bool:
         """``st`` (a later ``fstat``/``stat``) is the same, unchanged file."""
         return Stamp.of(st, self.taken_ns).key == self.key
 
 
-def stamp(path: str | os.PathLike[str]) -> Stamp | None:
-    """The stamp of ``path`` (symlinks followed), or None if it cannot be stat'ed."""
-    taken = time.time_ns()
+def filesystem(dev: int) -> str:
+    """The type of the filesystem mounted as device ``dev`` (``/proc/self/mountinfo``), or ""."""
+    key = (os.major(dev), os.minor(dev))
+    if key not in _fs_by_dev:
+        _fs_by_dev.update(_mounts())  # a mount made since the last look
+    return _fs_by_dev.get(key, "")
+
+
+def _mounts() -> dict[tuple[int, int], str]:
+    out: dict[tuple[int, int], str] = {}
     try:
-        return Stamp.of(os.stat(path), taken)
+        with open(MOUNTINFO, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if " - " not in line or len(fields) < 3:
+                    continue
+                major, _, minor = fields[2].partition(":")
+                after = line.split(" - ", 1)[1].split()
+                if major.isdigit() and minor.isdigit() and after:
+                    out.setdefault((int(major), int(minor)), after[0])
+    except OSError:
+        return {}
+    return out
+
+
+def stamp_fd(fd: int) -> Stamp:
+    """The stamp of the open file ``fd``: synced first when it is a regular file, so that a
+    write through a mapping after this point moves its ctime (module docstring)."""
+    taken = time.time_ns()
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or filesystem(st.st_dev) not in TRUSTED_FILESYSTEMS:
+        return Stamp.of(st, taken)
+    try:
+        os.fdatasync(fd)
+    except OSError:
+        return Stamp.of(st, taken)
+    return Stamp.of(os.fstat(fd), taken, synced=True)
+
+
+def stamp(path: str | os.PathLike[str], follow: bool = True) -> Stamp | None:
+    """The stamp of ``path`` (symlinks followed unless ``follow`` is false), or None if it
+    cannot be opened."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        try:
+            fd = os.open(path, flags)
+        except OSError:
+            return None
     except OSError:
         return None
+    try:
+        return stamp_fd(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def settled_identity(kind: str, params: Any, paths: Iterable[str]) -> bytes | None:

@@ -9,6 +9,7 @@ real value and checks that a file written just now is never taken on trust.
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import subprocess
@@ -216,3 +217,51 @@ def test_an_image_scanned_right_after_it_was_written_is_not_reused(tmp_path, eng
     assert DiskTarget(str(image)).identity() is None
     engine.scan(RULES, DiskTarget(str(image)))
     assert "cache.reused" not in engine.scan(RULES, DiskTarget(str(image))).details
+
+
+def test_a_write_through_a_mapping_after_the_stamp_moves_ctime(settle, tmp_path):
+    """The mapped-write hazard: a page already dirty takes more writes through a mapping with no
+    new ctime. Stamping syncs the file first, so the next mapped write faults and moves ctime."""
+    path = tmp_path / "mapped.bin"
+    path.write_bytes(b"a" * 4096)
+    if identity.filesystem(os.stat(path).st_dev) not in identity.TRUSTED_FILESYSTEMS:
+        pytest.skip(f"{tmp_path} is not on a filesystem in TRUSTED_FILESYSTEMS")
+    with path.open("r+b") as f, mmap.mmap(f.fileno(), 4096) as m:
+        m[:1] = b"1"  # dirties the page (one fault, one time update)
+        time.sleep(settle)
+        first = identity.stamp(path)
+        assert first is not None and first.settled
+        time.sleep(0.05)
+        m[:1] = b"2"  # the same mapping, the same page: faults again only because we synced
+        second = identity.stamp(path)
+    assert path.read_bytes()[:1] == b"2"
+    assert second is not None and second.key != first.key
+
+
+def test_tmpfs_files_are_never_trusted(settle):
+    """tmpfs never writes back: once a page was written through a mapping, later writes to it
+    leave ctime alone (this is how a guest's RAM file changes), so no stamp is vouched for."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    path = f"/dev/shm/avscan-identity-{os.getpid()}"
+    try:
+        with open(path, "wb") as f:
+            f.write(b"a" * 4096)
+        with open(path, "r+b") as f, mmap.mmap(f.fileno(), 4096) as m:
+            m[:1] = b"1"
+            time.sleep(settle)
+            before = os.stat(path)
+            os.fdatasync(f.fileno())
+            time.sleep(0.05)
+            m[:1] = b"2"
+            after = os.stat(path)
+        assert Path(path).read_bytes()[:1] == b"2"
+        assert after.st_ctime_ns == before.st_ctime_ns  # changed content, same ctime
+        unit = next(iter(FileTarget([path]).plan()))
+        assert isinstance(unit, FileUnit) and unit.identity() is None
+    finally:
+        os.unlink(path)
+
+
+def test_device_nodes_say_nothing_about_their_contents(settle):
+    assert identity.settled_identity("disk", [], ["/dev/null"]) is None
