@@ -17,6 +17,10 @@
  *                                              after the other: a VMA's scattered pages gathered from
  *                                              a guest's RAM file in one call (pread: a hole reads as
  *                                              zeros and is not allocated)
+ *   writeback(fd) -> None                      write the file's dirty pages back and wait
+ *                                              (sync_file_range: no device flush, no journal
+ *                                              commit); cleaned pages are write-protected, so the
+ *                                              next write through a mapping faults and moves ctime
  *   map_file(fd, offset, length, holes) -> Mapping   a read-only mapping of a file range whose
  *                                              hole pages read as zero without being touched:
  *                                              each whole page inside a (start, end) hole is
@@ -31,6 +35,7 @@
  * (xxh_avx512.c); the widest the CPU has is chosen at import (same values, faster). Large mapped inputs are faulted
  * in with one madvise(MADV_POPULATE_READ) instead of a page fault per page.
  */
+#define _GNU_SOURCE /* sync_file_range */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
@@ -40,6 +45,7 @@
 
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
@@ -346,6 +352,25 @@ pread_runs(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(total);
 }
 
+/* -- writeback: clean a file's dirty pages (see scanner.targets.identity) --------------------- */
+
+static PyObject *
+writeback(PyObject *self, PyObject *args)
+{
+    int fd, rc;
+    if (!PyArg_ParseTuple(args, "i:writeback", &fd))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    do {
+        rc = sync_file_range(fd, 0, 0,
+                             SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+    } while (rc != 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+    if (rc != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 /* -- map_file: file ranges with their holes left untouched ------------------------------------ */
 
 typedef struct {
@@ -534,6 +559,8 @@ static PyMethodDef methods[] = {
      "XXH3-128 of the block and of its first head bytes (16 zero bytes for zero blocks)"},
     {"pread_runs", pread_runs, METH_VARARGS,
      "pread_runs(fd, offsets, lengths, dst) -> int: read each (offset, length) run of fd into dst in turn"},
+    {"writeback", writeback, METH_VARARGS,
+     "writeback(fd): write the file's dirty pages back and wait (sync_file_range, no device flush)"},
     {"map_file", map_file, METH_VARARGS,
      "map_file(fd, offset, length, holes) -> Mapping: read-only mapping, whole hole pages read as zero untouched"},
     {NULL, NULL, 0, NULL},

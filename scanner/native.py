@@ -26,6 +26,8 @@ Functions (``buf`` is anything with the buffer protocol):
 - ``block_digests(buf, block, head, seed=0) -> (zero, hashes, heads)``: one pass over ``buf``
   per ``block``: the zero flag, the XXH3-128 of the block and of its first ``head`` bytes
   (16 zero bytes for a zero block): what the planner needs to key windows without reading twice;
+- ``writeback(fd)``: the file's dirty pages written back and waited for (``sync_file_range``;
+  the fallback uses ``fdatasync``, which also flushes the device cache: slower, same effect here);
 - ``pread_runs(fd, offsets, lengths, dst) -> int``: scattered runs of a file read one after the
   other into ``dst`` in one call (a process region's pages from a guest's RAM file or a raw dump,
   gathered for YARA without a Python loop per page); returns the bytes read;
@@ -123,6 +125,11 @@ class PurePython:
         return zero, bytes(hashes), bytes(heads)
 
     @staticmethod
+    def writeback(fd: int) -> None:
+        """``fdatasync``: the same cleaning of dirty pages, plus a device flush the C version spares."""
+        os.fdatasync(fd)
+
+    @staticmethod
     def pread_runs(fd: int, offsets: Buffer, lengths: Buffer, dst: Buffer) -> int:
         offs, lens = bytes(offsets), bytes(lengths)
         if len(offs) % 8 or len(lens) != len(offs):
@@ -186,6 +193,13 @@ def hash128(buf: Buffer, seed: int = 0, populate: bool = False) -> bytes:
 
 def block_digests(buf: Buffer, block: int, head: int, seed: int = 0) -> tuple[bytes, bytes, bytes]:
     return cast(tuple[bytes, bytes, bytes], _impl.block_digests(buf, block, head, seed=seed))
+
+
+def writeback(fd: int) -> None:
+    """Write the file's dirty pages back and wait; raises OSError. Written-back pages are
+    write-protected in every mapping, so the next write through one faults and moves the
+    file's ctime (``scanner.targets.identity``)."""
+    _impl.writeback(fd)
 
 
 def pread_runs(fd: int, offsets: Buffer, lengths: Buffer, dst: Buffer) -> int:

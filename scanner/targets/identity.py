@@ -10,8 +10,9 @@ Why it holds: a ``write``, truncate, ``utimes`` or rename sets the file's ctime 
 time, and ctime cannot be set from user space. A write through a shared mapping moves it only
 when a clean page is first written (the page fault that makes it writable again), so a page
 already dirty takes further writes silently until writeback cleans it: every stamp is taken
-right after ``fdatasync`` on the file, which writes such pages back and write-protects them, so
-any later write through a mapping faults and moves ctime. If ctime was then already
+right after the file's dirty pages are written back (``native.writeback``: ``sync_file_range``,
+no device flush), which write-protects them in every mapping, so any later write through a
+mapping faults and moves ctime. If ctime was then already
 ``SETTLE_NS`` older than the clock, any later change gives a new ctime, and an equal stamp later
 means no change in between. A file changed within the last ``SETTLE_NS`` is not *settled* (its
 next change could land in the same timestamp tick, the "racy git" case; FAT keeps 2 s times): it
@@ -39,6 +40,8 @@ from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from typing import Any
 
+from scanner import native
+
 SETTLE_NS = 3_000_000_000  # covers coarse clocks and 2 s filesystem time granularity
 TRUSTED_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs"})
 MOUNTINFO = "/proc/self/mountinfo"
@@ -59,7 +62,7 @@ class Stamp:
 
     @classmethod
     def of(cls, st: os.stat_result, taken_ns: int | None = None, synced: bool = False) -> Stamp:
-        """A stamp from ``st``; ``synced``: ``fdatasync`` ran on the file just before (see the
+        """A stamp from ``st``; ``synced``: the file was written back just before (see the
         module docstring: only then can it be vouched for)."""
         taken = time.time_ns() if taken_ns is None else taken_ns
         vouched = synced and stat.S_ISREG(st.st_mode) and filesystem(st.st_dev) in TRUSTED_FILESYSTEMS
@@ -115,7 +118,7 @@ def stamp_fd(fd: int) -> Stamp:
     if not stat.S_ISREG(st.st_mode) or filesystem(st.st_dev) not in TRUSTED_FILESYSTEMS:
         return Stamp.of(st, taken)
     try:
-        os.fdatasync(fd)
+        native.writeback(fd)
     except OSError:
         return Stamp.of(st, taken)
     return Stamp.of(os.fstat(fd), taken, synced=True)

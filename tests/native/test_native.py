@@ -161,3 +161,17 @@ def test_pread_runs_reads_scattered_runs_in_order_and_refuses_bad_ones(tmp_path,
             mod.pread_runs(fd, struct.pack("<2Q", 0, 1), struct.pack("<Q", 1), bytearray(9))
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("impl", ["native", "python"])
+def test_writeback_cleans_a_file_and_refuses_a_bad_descriptor(tmp_path, impl):
+    if impl == "native" and not native.NATIVE:
+        pytest.skip("scanner._native not built")
+    mod = _native() if impl == "native" else PurePython
+    path = tmp_path / "f"
+    with path.open("wb") as f:
+        f.write(b"x" * 8192)
+        f.flush()
+        assert mod.writeback(f.fileno()) is None
+    with pytest.raises(OSError):
+        mod.writeback(10_000)  # not an open descriptor
