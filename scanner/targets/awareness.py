@@ -20,7 +20,7 @@ from typing import Any
 from scanner.acquisition.memory import MemorySource
 from scanner.errors import InvalidArgument
 from scanner.targets.base import Skipped, Target, Unit
-from scanner.targets.memory import MemoryTarget, PhysicalRangeUnit
+from scanner.targets.memory import MemoryTarget, PhysicalRangeUnit, memory_identity
 
 MODES = ("auto", "processes", "physical")
 MAX_ATTRIBUTED = 16  # owners listed per finding (shared pages can have many)
@@ -115,3 +115,7 @@ class AttributedMemoryTarget(MemoryTarget):
 
     def details(self) -> Mapping[str, str]:
         return {**super().details(), "mode": "physical+attribution", **self._attribution.details}
+
+    def identity(self) -> bytes | None:
+        kernel = self._attribution.kernel_image
+        return memory_identity(type(self).__name__, self.source, *([str(kernel)] if kernel else []))

@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager
 from scanner.acquisition.memory import MemorySource, open_memory
 from scanner.errors import InvalidArgument
 from scanner.targets.base import Skipped, Target, Unit
+from scanner.targets.identity import settled_identity
 from scanner.verdicts import GapKind
 
 
@@ -29,6 +30,15 @@ class PhysicalRangeUnit(Unit):
 
     def holes(self) -> Sequence[tuple[int, int]]:
         return [(a - self.base, b - self.base) for a, b in self.source.holes(self.base, self.size)]
+
+
+def memory_identity(mode: str, source: MemorySource, *extra: str) -> bytes | None:
+    """The identity of a scan of ``source`` in ``mode``: the stamps of its files and of the
+    ``extra`` files the scan also reads (a kernel image), or None."""
+    files = list(source.files())
+    if not files:
+        return None
+    return settled_identity("memory", [mode, source.format, source.size], [*files, *extra])
 
 
 def open_source(params: Mapping[str, object]) -> MemorySource:
@@ -62,6 +72,10 @@ class MemoryTarget(Target):
 
     def details(self) -> Mapping[str, str]:
         return {"memory.format": self.source.format, "memory.bytes": str(self.source.size)}
+
+    def identity(self) -> bytes | None:
+        """A dump whose files have all settled (never a live guest: its source lists no files)."""
+        return memory_identity(type(self).__name__, self.source)
 
     def close(self) -> None:
         self.source.close()

@@ -44,7 +44,7 @@ from scanner.guestos.linux.tasks import Process
 from scanner.guestos.linux.vmas import Vma
 from scanner.guestos.problems import WalkError
 from scanner.targets.base import Skipped, Target, Unit
-from scanner.targets.memory import MemoryTarget
+from scanner.targets.memory import MemoryTarget, memory_identity
 from scanner.verdicts import GapKind
 
 
@@ -138,6 +138,10 @@ class ProcessTarget(Target):
     def detection(self) -> Detection:
         """The guest's Linux kernel, found when the scan plans (not when a request is checked)."""
         return open_linux(self.source, self._kernel_image, self._profile_cache)
+
+    def identity(self) -> bytes | None:
+        kernel = self._kernel_image
+        return memory_identity(type(self).__name__, self.source, *([str(kernel)] if kernel else []))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ProcessTarget:

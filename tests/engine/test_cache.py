@@ -117,7 +117,10 @@ def test_findings_with_cache_cold_and_warm_equal_a_plain_scan(tmp_path_factory, 
         cache.close()
     assert summary(cold) == want == summary(warm)
     assert cold.kind == warm.kind and cold.coverage.complete and warm.coverage.complete
-    assert warm.coverage.cache_misses == 0 and warm.coverage.cache_hits == cold.coverage.cache_misses
+    # every window looked up once per scan; a cold scan can already hit a window whose twin it
+    # scanned earlier in the same image
+    assert warm.coverage.cache_misses == 0
+    assert warm.coverage.cache_hits == cold.coverage.cache_hits + cold.coverage.cache_misses
     assert cold.coverage.bytes_scanned + cold.coverage.bytes_zero == size
     whole = yara.compile(source=SOURCE, externals=EXTERNALS).match(data=path.read_bytes())
     expect = sorted(i.offset for m in whole if m.rule == "marker" for s in m.strings if s.identifier == "$m"

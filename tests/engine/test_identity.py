@@ -265,3 +265,50 @@ def test_tmpfs_files_are_never_trusted(settle):
 
 def test_device_nodes_say_nothing_about_their_contents(settle):
     assert identity.settled_identity("disk", [], ["/dev/null"]) is None
+
+
+# -- memory dumps -------------------------------------------------------------------------------
+
+
+def dump_with(path: Path, marker_name: str | None, size: int = 4 * MiB) -> Path:
+    data = bytearray(os.urandom(size))
+    if marker_name:
+        m = marker(marker_name)
+        data[MiB + 100 : MiB + 100 + len(m)] = m
+    path.write_bytes(data)
+    return path
+
+
+def memory_scan(engine, path: Path, os_mode: str = "physical"):
+    from scanner.targets import TargetSpec, build_target
+
+    with build_target(TargetSpec("memory", {"path": str(path), "format": "raw", "os": os_mode})) as target:
+        return engine.scan(RULES, target)
+
+
+def test_an_unchanged_settled_dump_is_answered_whole_and_a_mapped_write_is_seen(tmp_path, engine, settle):
+    dump = dump_with(tmp_path / "guest.raw", "ONE")
+    time.sleep(settle)
+    first, again = memory_scan(engine, dump), memory_scan(engine, dump)
+    assert "cache.reused" not in first.details and "cache.reused" in again.details
+    assert [(f.rule, f.address) for f in again.findings] == [(f.rule, f.address) for f in first.findings]
+    assert [f.rule for f in first.findings] == ["Marker_ONE"]
+    with dump.open("r+b") as f, mmap.mmap(f.fileno(), 0) as m:  # a tool patching the dump in place
+        m[3 * MiB : 3 * MiB + len(marker("TWO"))] = marker("TWO")
+    time.sleep(settle)
+    changed = memory_scan(engine, dump)
+    assert "cache.reused" not in changed.details
+    assert sorted(f.rule for f in changed.findings) == ["Marker_ONE", "Marker_TWO"]
+
+
+def test_a_dump_on_tmpfs_is_hashed_every_time(engine, settle):
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    dump = dump_with(Path(f"/dev/shm/avscan-identity-dump-{os.getpid()}"), "ONE")
+    try:
+        time.sleep(settle)
+        memory_scan(engine, dump)
+        again = memory_scan(engine, dump)
+        assert "cache.reused" not in again.details and again.coverage.cache_hits > 0  # hashed, then hit
+    finally:
+        dump.unlink()

@@ -66,6 +66,11 @@ class MemorySource(abc.ABC):
     def size(self) -> int:
         return sum(r.length for r in self.ranges())
 
+    def files(self) -> Sequence[str]:
+        """The files whose bytes are all this source reads (a dump and its metadata), so their
+        stamps can stand for its content (``scanner.targets.identity``); empty for anything live."""
+        return ()
+
     def gather(self, physicals: bytes, lengths: bytes, dst: bytearray) -> bool:
         """Copy run ``i`` (physical address ``physicals[i]``, ``lengths[i]`` bytes; little-endian
         uint64 arrays) into ``dst`` one after the other, in one native call with no Python loop

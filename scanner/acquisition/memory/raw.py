@@ -36,6 +36,10 @@ class RawMemory(MemorySource):
     def _window(self, address: int, length: int) -> AbstractContextManager[memoryview]:
         return file_window(self._fd, address, length, self.name, holes=True)
 
+    def files(self) -> Sequence[str]:
+        """The image file (a running guest's RAM file never settles, and tmpfs is never trusted)."""
+        return (self.name,)
+
     def gather(self, physicals: bytes, lengths: bytes, dst: bytearray) -> bool:
         """File offset = physical address: the runs are read straight from the file (``pread``:
         a hole reads as zeros and stays a hole); past the end of the file is unreadable."""

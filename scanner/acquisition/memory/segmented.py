@@ -100,6 +100,10 @@ class SegmentedDump(MemorySource):
     def unreadable(self) -> Sequence[tuple[PhysRange, str]]:
         return self._gaps
 
+    def files(self) -> Sequence[str]:
+        """The dump (headers) and the file holding its data, when they differ (VMware)."""
+        return tuple(dict.fromkeys((self.name, self.data_path)))
+
     def _ranges(self) -> Sequence[PhysRange]:
         out: list[PhysRange] = []
         for s in self._segs:
