@@ -41,11 +41,10 @@ from dataclasses import astuple, dataclass
 from typing import Any
 
 from scanner import native
+from scanner.acquisition.mounts import filesystem
 
 SETTLE_NS = 3_000_000_000  # covers coarse clocks and 2 s filesystem time granularity
 TRUSTED_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs"})
-MOUNTINFO = "/proc/self/mountinfo"
-_fs_by_dev: dict[tuple[int, int], str] = {}
 
 
 @dataclass(frozen=True)
@@ -83,31 +82,6 @@ class Stamp:
     def same_file(self, st: os.stat_result) -> bool:
         """``st`` (a later ``fstat``/``stat``) is the same, unchanged file."""
         return Stamp.of(st, self.taken_ns).key == self.key
-
-
-def filesystem(dev: int) -> str:
-    """The type of the filesystem mounted as device ``dev`` (``/proc/self/mountinfo``), or ""."""
-    key = (os.major(dev), os.minor(dev))
-    if key not in _fs_by_dev:
-        _fs_by_dev.update(_mounts())  # a mount made since the last look
-    return _fs_by_dev.get(key, "")
-
-
-def _mounts() -> dict[tuple[int, int], str]:
-    out: dict[tuple[int, int], str] = {}
-    try:
-        with open(MOUNTINFO, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                fields = line.split()
-                if " - " not in line or len(fields) < 3:
-                    continue
-                major, _, minor = fields[2].partition(":")
-                after = line.split(" - ", 1)[1].split()
-                if major.isdigit() and minor.isdigit() and after:
-                    out.setdefault((int(major), int(minor)), after[0])
-    except OSError:
-        return {}
-    return out
 
 
 def stamp_fd(fd: int) -> Stamp:

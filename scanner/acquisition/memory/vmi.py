@@ -24,6 +24,7 @@ from typing import Any
 
 from scanner.acquisition.mapped import file_holes, file_window, pread_gather
 from scanner.acquisition.memory.base import MemorySource, PhysRange
+from scanner.acquisition.mounts import filesystem
 from scanner.errors import InvalidArgument, SourceError, Unavailable, UnreadableError
 
 DRIVERS = ("file", "kvm", "xen")
@@ -57,6 +58,7 @@ class LibvmiMemory(MemorySource):
         self.driver = driver
         self._lock = threading.Lock()  # one LibVMI handle is not safe for concurrent reads
         self._fd = -1
+        self._mappable = False
         if driver == "file":
             self._open_file(target)
         else:
@@ -73,6 +75,8 @@ class LibvmiMemory(MemorySource):
             os.close(self._fd)
             raise SourceError(path, "not a non-empty regular file (expected QEMU's memory-backend-file)")
         self._size = st.st_size
+        # hugetlbfs maps only at huge-page offsets: such RAM is read through LibVMI (a copy)
+        self._mappable = filesystem(st.st_dev) != "hugetlbfs"
         libvmi = _libvmi()
         try:
             self._vmi = libvmi.Libvmi(path, libvmi.INIT_DOMAINNAME, mode=libvmi.VMIMode.FILE, partial=True)
@@ -84,7 +88,7 @@ class LibvmiMemory(MemorySource):
         return [PhysRange(0, self._size)]
 
     def _window(self, address: int, length: int) -> AbstractContextManager[memoryview]:
-        if self._fd >= 0:
+        if self._fd >= 0 and self._mappable:
             return self._mapped(address, length)
         return self._read(address, length)
 
