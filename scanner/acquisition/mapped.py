@@ -20,6 +20,14 @@ from scanner.errors import UnreadableError
 _GRANULARITY = mmap.ALLOCATIONGRANULARITY
 
 
+def open_noatime(path: str | os.PathLike[str], flags: int = os.O_RDONLY) -> int:
+    """``os.open`` with O_NOATIME where allowed (it needs file ownership; retried without)."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        return os.open(path, flags)
+
+
 @contextmanager
 def file_window(fd: int, offset: int, length: int, where: str, holes: bool = False) -> Iterator[memoryview]:
     """A read-only view of ``length`` bytes at ``offset`` of the open file ``fd``.
@@ -39,15 +47,15 @@ def file_window(fd: int, offset: int, length: int, where: str, holes: bool = Fal
         raise UnreadableError(where, offset, length, f"stat failed: {e.strerror}") from e
     if offset < 0 or offset + length > size:
         raise UnreadableError(where, offset, length, f"beyond end of file ({size} bytes)")
-    # holes over the whole pages the range touches: a page the range covers only in part can
-    # still lie wholly in a hole, and must not be touched either
-    page = mmap.PAGESIZE
-    first, last = offset - offset % page, -(-(offset + length) // page) * page
-    found = file_holes(fd, first, last - first) if holes else []
-    if found:
-        with _sparse_window(fd, offset, length, where, found) as view:
-            yield view
-        return
+    if holes:
+        # holes over the whole pages the range touches: a page the range covers only in part
+        # can still lie wholly in a hole, and must not be touched either
+        first, last = offset - offset % mmap.PAGESIZE, -(-(offset + length) // mmap.PAGESIZE) * mmap.PAGESIZE
+        found = file_holes(fd, first, last - first)
+        if found:
+            with _sparse_window(fd, offset, length, where, found) as view:
+                yield view
+            return
     start = offset - offset % _GRANULARITY
     delta = offset - start
     try:

@@ -73,7 +73,7 @@ from scanner.engine.matcher import RuleHit, Ruleset, WindowResult, match_view, s
 from scanner.engine.settings import EngineSettings
 from scanner.engine.windows import Window
 from scanner.errors import UnreadableError
-from scanner.state.codec import finding_from_dict, finding_to_dict
+from scanner.state.codec import coverage_from_dict, coverage_to_dict, finding_from_dict, finding_to_dict
 from scanner.targets.base import Unit
 from scanner.verdicts import MAX_MATCHED_DATA, Coverage, Finding, StringMatch
 
@@ -411,27 +411,15 @@ def target_key(identity: bytes, ruleset: Ruleset, settings: EngineSettings) -> b
 
 
 def stored_target(coverage: Coverage, findings: list[Finding], details: Mapping[str, str]) -> list[Any]:
-    """A complete result as stored: counts, findings, the target's details."""
-    counts = {
-        "bytes_total": coverage.bytes_total,
-        "bytes_scanned": coverage.bytes_scanned,
-        "bytes_zero": coverage.bytes_zero,
-        "units_total": coverage.units_total,
-        "units_scanned": coverage.units_scanned,
-        "units_skipped": coverage.units_skipped,
-    }
-    return [counts, [finding_to_dict(f) for f in findings], dict(details)]
+    """A complete result as stored: coverage, findings, the target's details."""
+    return [coverage_to_dict(coverage), [finding_to_dict(f) for f in findings], dict(details)]
 
 
 def loaded_target(value: list[Any]) -> tuple[Coverage, list[Finding], dict[str, str]]:
     """The inverse of :func:`stored_target`; raises KeyError/TypeError/ValueError if damaged."""
-    counts, findings, details = value
-    coverage = Coverage(
-        bytes_total=int(counts["bytes_total"]),
-        bytes_scanned=int(counts["bytes_scanned"]),
-        bytes_zero=int(counts["bytes_zero"]),
-        units_total=int(counts["units_total"]),
-        units_scanned=int(counts["units_scanned"]),
-        units_skipped=int(counts["units_skipped"]),
+    coverage, findings, details = value
+    return (
+        coverage_from_dict(coverage),
+        [finding_from_dict(f) for f in findings],
+        {str(k): str(v) for k, v in details.items()},
     )
-    return coverage, [finding_from_dict(f) for f in findings], {str(k): str(v) for k, v in details.items()}

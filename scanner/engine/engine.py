@@ -108,6 +108,13 @@ class _Tally:
         else:
             self.gaps_dropped += 1
 
+    def load(self, c: Coverage) -> None:
+        """Counts of a complete earlier result given back whole: every unit a cache hit."""
+        self.bytes_total, self.bytes_scanned, self.bytes_zero = c.bytes_total, c.bytes_scanned, c.bytes_zero
+        self.units_total, self.units_scanned, self.units_skipped = c.units_total, c.units_scanned, c.units_skipped
+        self.units_done, self.bytes_done = c.units_total, c.bytes_total
+        self.cache_hits = c.units_total
+
     def coverage(self) -> Coverage:
         skipped = max(0, self.bytes_total - self.bytes_scanned - self.bytes_zero - self.bytes_unreadable)
         return Coverage(
@@ -224,8 +231,7 @@ class _Run:
             cache.put(key, stored_target(self.tally.coverage(), self.findings, target.details()))
 
     def _complete(self) -> bool:
-        t = self.tally
-        return not self.cancel.is_set() and not t.gaps and not t.gaps_dropped and t.units_failed == 0
+        return not self.cancel.is_set() and self.tally.coverage().complete and self.tally.units_failed == 0
 
     def _replay(self, value: list[Any]) -> bool:
         """Give back a complete earlier result of the same unchanged target (see ``Target.identity``)."""
@@ -233,12 +239,7 @@ class _Run:
             coverage, findings, details = loaded_target(value)
         except (KeyError, TypeError, ValueError):
             return False
-        t = self.tally
-        c = coverage
-        t.bytes_total, t.bytes_scanned, t.bytes_zero = c.bytes_total, c.bytes_scanned, c.bytes_zero
-        t.units_total, t.units_scanned, t.units_skipped = c.units_total, c.units_scanned, c.units_skipped
-        t.units_done, t.bytes_done = t.units_total, t.bytes_total
-        t.cache_hits = t.units_total
+        self.tally.load(coverage)
         self.details = {**details, "cache.reused": "whole target: unchanged since an earlier complete scan"}
         for finding in findings:
             self.findings.append(finding)

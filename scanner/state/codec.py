@@ -58,31 +58,39 @@ def verdict_to_dict(v: Verdict) -> dict[str, Any]:
         "finished_at": v.finished_at,
         "details": dict(v.details),
         "findings_count": len(v.findings),
-        "coverage": {
-            "bytes_total": c.bytes_total,
-            "bytes_scanned": c.bytes_scanned,
-            "bytes_skipped": c.bytes_skipped,
-            "bytes_unreadable": c.bytes_unreadable,
-            "bytes_zero": c.bytes_zero,
-            "units_total": c.units_total,
-            "units_scanned": c.units_scanned,
-            "units_skipped": c.units_skipped,
-            "units_failed": c.units_failed,
-            "gaps": [[g.kind.value, g.unit, g.detail, g.offset, g.length] for g in c.gaps],
-            "gaps_truncated": c.gaps_truncated,
-            "cache_hits": c.cache_hits,
-            "cache_misses": c.cache_misses,
-        },
+        "coverage": coverage_to_dict(c),
     }
 
 
-def verdict_from_dict(d: dict[str, Any], findings: tuple[Finding, ...] = ()) -> Verdict:
-    c = dict(d["coverage"])
+def coverage_to_dict(c: Coverage) -> dict[str, Any]:
+    return {
+        "bytes_total": c.bytes_total,
+        "bytes_scanned": c.bytes_scanned,
+        "bytes_skipped": c.bytes_skipped,
+        "bytes_unreadable": c.bytes_unreadable,
+        "bytes_zero": c.bytes_zero,
+        "units_total": c.units_total,
+        "units_scanned": c.units_scanned,
+        "units_skipped": c.units_skipped,
+        "units_failed": c.units_failed,
+        "gaps": [[g.kind.value, g.unit, g.detail, g.offset, g.length] for g in c.gaps],
+        "gaps_truncated": c.gaps_truncated,
+        "cache_hits": c.cache_hits,
+        "cache_misses": c.cache_misses,
+    }
+
+
+def coverage_from_dict(d: dict[str, Any]) -> Coverage:
+    c = dict(d)
     gaps = tuple(Gap(GapKind(k), unit, detail, off, length) for k, unit, detail, off, length in c.pop("gaps"))
+    return Coverage(gaps=gaps, **c)
+
+
+def verdict_from_dict(d: dict[str, Any], findings: tuple[Finding, ...] = ()) -> Verdict:
     return Verdict(
         kind=VerdictKind(d["kind"]),
         ruleset_digest=d["ruleset_digest"],
-        coverage=Coverage(gaps=gaps, **c),
+        coverage=coverage_from_dict(d["coverage"]),
         findings=findings,
         error=d["error"],
         started_at=d["started_at"],

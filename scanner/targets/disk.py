@@ -138,7 +138,8 @@ class DiskTarget(Target):
         self._details: dict[str, str] = {}
         self._live: Any = None
         self._opened: tuple[Any, str, Chain] | None = None
-        self._identity: bytes | None = None
+        self._identity: bytes | None = None  # the first identity() (asked by a cache), else None
+        self._identity_taken = False
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], policy: FilePolicy) -> DiskTarget:
@@ -155,11 +156,15 @@ class DiskTarget(Target):
 
     def identity(self) -> bytes | None:
         """The image files' stamps (every file of the backing chain), when all are settled; None
-        for a live guest's disk (its frozen base was written until the snapshot)."""
+        for a live guest's disk (its frozen base was written until the snapshot). The first
+        answer, taken before ``plan()`` reads anything, is what the files' identities build on."""
         if self.qmp:
             return None
         _, _, chain = self._open()
-        return settled_identity("disk", [self.path, self.format, self.policy], chain.files)
+        now = settled_identity("disk", [self.path, self.format, self.policy], chain.files)
+        if not self._identity_taken:
+            self._identity, self._identity_taken = now, True
+        return now
 
     def _open(self) -> tuple[Any, str, Chain]:
         if self._opened is None:
@@ -177,7 +182,6 @@ class DiskTarget(Target):
 
     def plan(self) -> Iterator[Unit | Skipped]:
         disk, fmt, chain = self._open()
-        self._identity = self.identity()
         self._details.update({"disk.format": fmt, "disk.chain": " <- ".join(chain.files)})
         size = _size(disk)
         volumes, problems = find_volumes(disk, size)

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from scanner.acquisition.mapped import file_window
+from scanner.acquisition.mapped import file_window, open_noatime
 from scanner.errors import InvalidArgument, UnreadableError
 from scanner.targets.base import Skipped, Target, Unit
 from scanner.targets.identity import Stamp, digest, stamp
@@ -55,18 +55,20 @@ class FilePolicy:
 
 
 class FileUnit(Unit):
-    """A host file. ``stamp`` (taken by the walk: synced, then stat'ed) gives it an identity when
-    settled, so a rescan of an unchanged file looks its result up without reading it; every open
-    checks the descriptor against the stamp, and a file that changed loses its identity for this
-    scan."""
+    """A host file. Its stamp (synced, then stat'ed: ``scanner.targets.identity``), taken the first
+    time the cache asks for its identity and before any read, gives it an identity when settled,
+    so a rescan of an unchanged file looks its result up without reading it. Every later open
+    checks the descriptor against the stamp; a file that changed loses its identity for this scan.
+    Without a cache nothing asks, and nothing is stamped."""
 
     kind = "file"
 
-    def __init__(self, path: str, size: int, name: str | None = None, stamp: Stamp | None = None) -> None:
+    def __init__(self, path: str, size: int, name: str | None = None) -> None:
         self.path = path
         self.name = name or path
         self.size = size
-        self.stamp = stamp
+        self.stamp: Stamp | None = None
+        self._stamped = False
         self._changed = False
         base = os.path.basename(path)
         self.externals = {
@@ -85,6 +87,8 @@ class FileUnit(Unit):
             self._changed = True
 
     def identity(self) -> bytes | None:
+        if not self._stamped:
+            self.stamp, self._stamped = stamp(self.path, follow=False), True
         if self.stamp is None or self._changed or not self.stamp.settled:
             return None
         return digest("file", self.path, self.stamp.key)
@@ -103,9 +107,7 @@ def _opened_window(
     path: str, offset: int, length: int, check: Callable[[int], None] | None = None
 ) -> Iterator[memoryview]:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
-    except PermissionError:
-        fd = _open_without_noatime(path, offset, length)
+        fd = open_noatime(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as e:
         raise UnreadableError(path, offset, length, e.strerror or str(e)) from e
     try:
@@ -115,14 +117,6 @@ def _opened_window(
             yield view
     finally:
         os.close(fd)
-
-
-def _open_without_noatime(path: str, offset: int, length: int) -> int:
-    """O_NOATIME needs file ownership; retry without it before calling the file unreadable."""
-    try:
-        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as e:
-        raise UnreadableError(path, offset, length, e.strerror or str(e)) from e
 
 
 class FileTarget(Target):
@@ -183,4 +177,4 @@ class FileTarget(Target):
         self._count += 1
         if self._count > policy.max_files:
             return Skipped(path, size, GapKind.SKIPPED_LIMIT, f"more than {policy.max_files} files")
-        return FileUnit(path, size, stamp=stamp(path, follow=False))
+        return FileUnit(path, size)

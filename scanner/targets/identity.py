@@ -41,6 +41,7 @@ from dataclasses import astuple, dataclass
 from typing import Any
 
 from scanner import native
+from scanner.acquisition.mapped import open_noatime
 from scanner.acquisition.mounts import filesystem
 
 SETTLE_NS = 3_000_000_000  # covers coarse clocks and 2 s filesystem time granularity
@@ -60,12 +61,11 @@ class Stamp:
     vouched: bool = False  # synced, a regular file, on a filesystem in TRUSTED_FILESYSTEMS
 
     @classmethod
-    def of(cls, st: os.stat_result, taken_ns: int | None = None, synced: bool = False) -> Stamp:
+    def of(cls, st: os.stat_result, taken_ns: int, synced: bool = False) -> Stamp:
         """A stamp from ``st``; ``synced``: the file was written back just before (see the
         module docstring: only then can it be vouched for)."""
-        taken = time.time_ns() if taken_ns is None else taken_ns
         vouched = synced and stat.S_ISREG(st.st_mode) and filesystem(st.st_dev) in TRUSTED_FILESYSTEMS
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, taken, vouched)
+        return cls(*_key(st), taken_ns, vouched)
 
     @property
     def key(self) -> tuple[int, int, int, int, int]:
@@ -81,7 +81,11 @@ class Stamp:
 
     def same_file(self, st: os.stat_result) -> bool:
         """``st`` (a later ``fstat``/``stat``) is the same, unchanged file."""
-        return Stamp.of(st, self.taken_ns).key == self.key
+        return _key(st) == self.key
+
+
+def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def stamp_fd(fd: int) -> Stamp:
@@ -103,12 +107,7 @@ def stamp(path: str | os.PathLike[str], follow: bool = True) -> Stamp | None:
     cannot be opened."""
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))
-    except PermissionError:
-        try:
-            fd = os.open(path, flags)
-        except OSError:
-            return None
+        fd = open_noatime(path, flags)
     except OSError:
         return None
     try:

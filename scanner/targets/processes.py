@@ -117,9 +117,7 @@ class VirtualRunUnit(Unit):
         skip = offset - self._starts[i]
         physicals[0] += skip
         sizes[0] -= skip
-        sizes[-1] -= self._starts[j - 1] + self._sizes[j - 1] - (offset + length) if j - 1 > i else 0
-        if j - 1 == i:
-            sizes[0] = length
+        sizes[-1] -= self._starts[j - 1] + self._sizes[j - 1] - (offset + length)  # the last one's tail
         return physicals.tobytes(), sizes.tobytes()
 
 

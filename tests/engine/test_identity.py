@@ -22,7 +22,7 @@ import yara
 from scanner.engine import Engine, EngineSettings
 from scanner.engine.cache import ResultCache
 from scanner.targets import identity
-from scanner.targets.disk import DiskTarget
+from scanner.targets.disk import DiskFileUnit, DiskTarget
 from scanner.targets.files import FilePolicy, FileTarget, FileUnit
 from tests.support.samples import marker, marker_rule
 
@@ -197,14 +197,21 @@ def test_a_disk_image_written_to_is_scanned_again_and_the_new_file_found(tmp_pat
     assert {(f.unit, f.rule) for f in again.findings} == {("disk:/dropped.bin", "Marker_TWO")}
 
 
-def test_incomplete_disk_results_and_other_rulesets_are_not_reused(tmp_path, engine, settle):
-    image = ext4_image(tmp_path, {"big.bin": b"b" * 5000, "small.bin": b"s" + marker("ONE")})
+def test_incomplete_disk_results_and_other_rulesets_are_not_reused(tmp_path, engine, settle, monkeypatch):
+    files = {"big.bin": b"b" * 5000, "small.bin": b"s" + marker("ONE"), "clean.bin": b"c" * 3000}
+    image = ext4_image(tmp_path, files)
     time.sleep(settle)
     policy = FilePolicy(max_file_size=4096)  # big.bin becomes a SKIPPED_LIMIT gap
     first = engine.scan(RULES, DiskTarget(str(image), policy=policy))
+    read: list[str] = []
+    original = DiskFileUnit._read
+    monkeypatch.setattr(DiskFileUnit, "_read", lambda self, o, n: (read.append(self.path), original(self, o, n))[1])
     again = engine.scan(RULES, DiskTarget(str(image), policy=policy))
     assert not first.coverage.complete and "cache.reused" not in again.details
     assert not again.coverage.complete
+    # the result is scanned again, but each file is answered by the image's stamp: only the file
+    # with a finding is read, for its SHA-256 evidence
+    assert read == ["/small.bin"] and again.coverage.cache_hits == 2
     whole = engine.scan(RULES, DiskTarget(str(image)))
     assert "cache.reused" not in whole.details  # another policy, another key
     other = Rules("ONE")

@@ -120,9 +120,10 @@ class LibvmiMemory(MemorySource):
         """FILE mode: the runs read straight from the RAM file, with the alive check before and after."""
         if self._fd < 0:
             return False
-        self._check_alive(0, len(dst))
+        first = int.from_bytes(physicals[:8], "little")
+        self._check_alive(first, len(dst))
         pread_gather(self._fd, self.name, physicals, lengths, dst)
-        self._check_alive(0, len(dst))
+        self._check_alive(first, len(dst))
         return True
 
     def holes(self, address: int, length: int) -> Sequence[tuple[int, int]]:
