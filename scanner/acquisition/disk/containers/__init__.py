@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from scanner.acquisition.disk.errors import DiskFormatError, TruncatedImage
+from scanner.acquisition.disk.image import StrictFile
 
 MAX_CHAIN = 16
 """Longest backing/parent chain followed (a loop of backing files is an error, not a hang)."""
@@ -40,6 +41,13 @@ class Chain:
         if len(self.files) >= MAX_CHAIN:
             raise DiskFormatError(str(path), f"backing chain longer than {MAX_CHAIN} files")
         self.files.append(resolved)
+
+    def open(self, path: Path) -> StrictFile:
+        """Add ``path`` to the chain and open it read-only; it is closed with the chain."""
+        self.add(path)
+        f = StrictFile(path)
+        self.closers.append(f.close)
+        return f
 
     def close(self) -> None:
         for close in reversed(self.closers):

@@ -12,7 +12,6 @@ from typing import BinaryIO
 
 from scanner.acquisition.disk.containers import Chain, open_container
 from scanner.acquisition.disk.errors import DiskFormatError, unavailable
-from scanner.acquisition.disk.image import StrictFile
 
 
 def open_disk(path: Path, chain: Chain) -> BinaryIO:
@@ -20,9 +19,7 @@ def open_disk(path: Path, chain: Chain) -> BinaryIO:
         from dissect.hypervisor.disk.qcow2 import QCow2  # type: ignore[import-untyped,unused-ignore]
     except ImportError as e:
         raise unavailable("dissect.hypervisor", e) from e
-    chain.add(path)
-    f = StrictFile(path)
-    chain.closers.append(f.close)
+    f = chain.open(path)
     image = QCow2(f, allow_no_backing_file=True)  # type: ignore[arg-type,return-value,no-any-return,unused-ignore]
     if image.needs_backing_file:
         name = image.auto_backing_file or ""

@@ -7,7 +7,6 @@ from typing import BinaryIO
 
 from scanner.acquisition.disk.containers import Chain
 from scanner.acquisition.disk.errors import unavailable
-from scanner.acquisition.disk.image import StrictFile
 
 
 def open_disk(path: Path, chain: Chain) -> BinaryIO:
@@ -15,7 +14,5 @@ def open_disk(path: Path, chain: Chain) -> BinaryIO:
         from dissect.hypervisor.disk.vhdx import VHDX  # type: ignore[import-untyped,unused-ignore]
     except ImportError as e:
         raise unavailable("dissect.hypervisor", e) from e
-    chain.add(path)
-    f = StrictFile(path)
-    chain.closers.append(f.close)
+    f = chain.open(path)
     return VHDX(f)  # type: ignore[no-any-return]

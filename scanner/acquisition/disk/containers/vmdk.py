@@ -13,7 +13,6 @@ from typing import BinaryIO
 
 from scanner.acquisition.disk.containers import Chain
 from scanner.acquisition.disk.errors import unavailable
-from scanner.acquisition.disk.image import StrictFile
 
 
 def open_disk(path: Path, chain: Chain) -> BinaryIO:
@@ -21,9 +20,7 @@ def open_disk(path: Path, chain: Chain) -> BinaryIO:
         from dissect.hypervisor.disk.vmdk import VMDK  # type: ignore[import-untyped,unused-ignore]
     except ImportError as e:
         raise unavailable("dissect.hypervisor", e) from e
-    chain.add(path)
-    f = StrictFile(path)
-    chain.closers.append(f.close)
+    f = chain.open(path)
     disk = VMDK(f)  # type: ignore[arg-type,return-value,no-any-return,unused-ignore]
     for extent in disk.disks:
         handle = getattr(extent, "fh", None)
