@@ -60,6 +60,10 @@ class LabSnapshot:
         return self.directory / _RAM
 
     @property
+    def manifest(self) -> Path:
+        return self.directory / _MANIFEST
+
+    @property
     def vmstate(self) -> Path:
         return self.directory / _VMSTATE
 
@@ -88,12 +92,12 @@ class LabSnapshot:
         }
         tmp = self.directory / f".{_MANIFEST}.tmp"
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(self.directory / _MANIFEST)
+        tmp.replace(self.manifest)
 
     @classmethod
     def load(cls, directory: Path) -> LabSnapshot:
         """Read and check a snapshot directory; :class:`LabError` names what is missing or wrong."""
-        manifest = directory / _MANIFEST
+        manifest = directory / _MANIFEST  # no instance yet: the manifest says what it is
         try:
             doc = json.loads(manifest.read_text())
         except FileNotFoundError:

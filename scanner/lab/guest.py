@@ -191,8 +191,11 @@ class LabGuest:
         missing, incomplete or does not load.
         """
         _check_variant("workload", workload)
-        snap = snapshot if isinstance(snapshot, LabSnapshot) else LabSnapshot.load(snapshot)
-        snap.check()
+        if isinstance(snapshot, LabSnapshot):
+            snapshot.check()  # its files may have gone since it was saved
+            snap = snapshot
+        else:
+            snap = LabSnapshot.load(snapshot)  # checks too
         if not 0 <= workload_mib <= snap.memory_mib // 4:
             raise InvalidArgument("workload_mib", f"{workload_mib}: expected 0..{snap.memory_mib // 4}")
         _check_host()
@@ -241,7 +244,7 @@ class LabGuest:
             directory, self.image, self.memory_mib, self.markers, self.variant, self.load_modules, self.accel
         )
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "snapshot.json").unlink(missing_ok=True)
+        snap.manifest.unlink(missing_ok=True)  # incomplete until written again, last
         deadline = time.monotonic() + timeout
         if self.status() == "running":
             self.pause()
