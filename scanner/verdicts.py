@@ -117,6 +117,11 @@ class Coverage:
     gaps_truncated: int = 0  # gaps beyond the bound kept in ``gaps``
     cache_hits: int = 0
     cache_misses: int = 0
+    accounting: Mapping[str, int] = field(default_factory=dict)
+    """What the data's own bookkeeping says exists against what was reached, e.g.
+    ``p1.files_allocated`` / ``p1.files_reached`` (a filesystem's allocation tables against its
+    directory walk) or ``processes.listed`` / ``processes.walked`` / ``processes.failed``. A
+    difference that could not be scanned is also a gap; these counts let a reader check it."""
 
     @property
     def complete(self) -> bool:

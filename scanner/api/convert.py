@@ -188,6 +188,7 @@ def verdict_message(v: Verdict, with_findings: bool) -> verdict_pb2.Verdict:
         complete=c.complete,
         cache_hits=c.cache_hits,
         cache_misses=c.cache_misses,
+        accounting=dict(c.accounting),
     )
     return verdict_pb2.Verdict(
         kind=getattr(verdict_pb2, f"VERDICT_KIND_{v.kind.value}"),

@@ -170,7 +170,7 @@ class Engine:
             if self.cache is not None:
                 self.cache.flush()
         findings = tuple(run.findings)
-        coverage = run.tally.coverage()
+        coverage = replace(run.tally.coverage(), accounting={**run.accounting, **target.accounting()})
         kind = decide(findings, coverage, self.settings.malicious_threshold)
         return Verdict(
             kind=kind,
@@ -217,6 +217,7 @@ class _Run:
         self.tally = _Tally(self.s.max_gaps_kept)
         self.findings: list[Finding] = []
         self.details: dict[str, str] = {}  # from a replayed result: the details it was stored with
+        self.accounting: dict[str, int] = {}  # from a replayed result: its accounting
 
     def execute(self, target: Target) -> None:
         cache = self.engine.cache
@@ -228,7 +229,8 @@ class _Run:
                 return
         self._scan(target)
         if cache is not None and key is not None and self._complete() and target.identity() == identity:
-            cache.put(key, stored_target(self.tally.coverage(), self.findings, target.details()))
+            coverage = replace(self.tally.coverage(), accounting=dict(target.accounting()))
+            cache.put(key, stored_target(coverage, self.findings, target.details()))
 
     def _complete(self) -> bool:
         return not self.cancel.is_set() and self.tally.coverage().complete and self.tally.units_failed == 0
@@ -240,6 +242,7 @@ class _Run:
         except (KeyError, TypeError, ValueError):
             return False
         self.tally.load(coverage)
+        self.accounting = dict(coverage.accounting)
         self.details = {**details, "cache.reused": "whole target: unchanged since an earlier complete scan"}
         for finding in findings:
             self.findings.append(finding)

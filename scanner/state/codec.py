@@ -77,13 +77,15 @@ def coverage_to_dict(c: Coverage) -> dict[str, Any]:
         "gaps_truncated": c.gaps_truncated,
         "cache_hits": c.cache_hits,
         "cache_misses": c.cache_misses,
+        "accounting": dict(c.accounting),
     }
 
 
 def coverage_from_dict(d: dict[str, Any]) -> Coverage:
     c = dict(d)
     gaps = tuple(Gap(GapKind(k), unit, detail, off, length) for k, unit, detail, off, length in c.pop("gaps"))
-    return Coverage(gaps=gaps, **c)
+    accounting = {str(k): int(v) for k, v in c.pop("accounting", {}).items()}  # absent in older records
+    return Coverage(gaps=gaps, accounting=accounting, **c)
 
 
 def verdict_from_dict(d: dict[str, Any], findings: tuple[Finding, ...] = ()) -> Verdict:

@@ -111,6 +111,13 @@ class Target(abc.ABC):
         """Facts about the acquisition to record in the verdict (mode, pause time...)."""
         return {}
 
+    def accounting(self) -> Mapping[str, int]:
+        """Counts from the data's own bookkeeping against what the plan reached, asked after the
+        scan (``Coverage.accounting``): e.g. ``p1.files_allocated`` and ``p1.files_reached``. A
+        target that finds more allocated than it reached must also yield units or gaps for the
+        difference; these counts only let a reader check that it did."""
+        return {}
+
     def identity(self) -> bytes | None:
         """Like :meth:`Unit.identity` for the whole target, asked before ``plan()`` and again
         after the scan: equal identities promise the same plan, units and bytes, so the engine

@@ -25,39 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18scanner/v1/verdict.proto\x12\nscanner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n\x03Gap\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.scanner.v1.GapKind\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0e\n\x06length\x18\x05 \x01(\x04\"\xc7\x02\n\x08\x43overage\x12\x13\n\x0b\x62ytes_total\x18\x01 \x01(\x04\x12\x15\n\rbytes_scanned\x18\x02 \x01(\x04\x12\x15\n\rbytes_skipped\x18\x03 \x01(\x04\x12\x18\n\x10\x62ytes_unreadable\x18\x04 \x01(\x04\x12\x13\n\x0bunits_total\x18\x05 \x01(\x04\x12\x15\n\runits_scanned\x18\x06 \x01(\x04\x12\x15\n\runits_skipped\x18\x07 \x01(\x04\x12\x14\n\x0cunits_failed\x18\x08 \x01(\x04\x12\x1d\n\x04gaps\x18\t \x03(\x0b\x32\x0f.scanner.v1.Gap\x12\x16\n\x0egaps_truncated\x18\n \x01(\x04\x12\x10\n\x08\x63omplete\x18\x0b \x01(\x08\x12\x12\n\ncache_hits\x18\x0c \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_misses\x18\r \x01(\x04\x12\x12\n\nbytes_zero\x18\x0e \x01(\x04\"\x94\x01\n\x0bStringMatch\x12\x12\n\nidentifier\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x1d\n\x10physical_address\x18\x06 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_physical_address\"W\n\tMetaValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x42\x07\n\x05value\"\xa5\x03\n\x07\x46inding\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12+\n\x04meta\x18\x04 \x03(\x0b\x32\x1d.scanner.v1.Finding.MetaEntry\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x11\n\tunit_kind\x18\x06 \x01(\t\x12\x0e\n\x06offset\x18\x07 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x08 \x01(\x04\x12(\n\x07strings\x18\t \x03(\x0b\x32\x17.scanner.v1.StringMatch\x12\x19\n\x11strings_truncated\x18\n \x01(\x08\x12\x31\n\x07\x63ontext\x18\x0b \x03(\x0b\x32 .scanner.v1.Finding.ContextEntry\x12\x10\n\x08severity\x18\x0c \x01(\x05\x1a\x42\n\tMetaEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.scanner.v1.MetaValue:\x02\x38\x01\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x03\n\x07Verdict\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.scanner.v1.VerdictKind\x12\x16\n\x0eruleset_digest\x18\x02 \x01(\t\x12&\n\x08\x63overage\x18\x03 \x01(\x0b\x32\x14.scanner.v1.Coverage\x12%\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x13.scanner.v1.Finding\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x07\x64\x65tails\x18\t \x03(\x0b\x32 .scanner.v1.Verdict.DetailsEntry\x12\x16\n\x0e\x66indings_count\x18\n \x01(\x04\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xb1\x01\n\x0bVerdictKind\x12\x1c\n\x18VERDICT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12VERDICT_KIND_CLEAN\x10\x01\x12\x1a\n\x16VERDICT_KIND_MALICIOUS\x10\x02\x12\x1b\n\x17VERDICT_KIND_SUSPICIOUS\x10\x03\x12\x1b\n\x17VERDICT_KIND_INCOMPLETE\x10\x04\x12\x16\n\x12VERDICT_KIND_ERROR\x10\x05*\xd7\x01\n\x07GapKind\x12\x18\n\x14GAP_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13GAP_KIND_UNREADABLE\x10\x01\x12\x14\n\x10GAP_KIND_TIMEOUT\x10\x02\x12\x1d\n\x19GAP_KIND_TOO_MANY_MATCHES\x10\x03\x12\x1b\n\x17GAP_KIND_SKIPPED_POLICY\x10\x04\x12\x1a\n\x16GAP_KIND_SKIPPED_LIMIT\x10\x05\x12\x16\n\x12GAP_KIND_CANCELLED\x10\x06\x12\x13\n\x0fGAP_KIND_FAILED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18scanner/v1/verdict.proto\x12\nscanner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n\x03Gap\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.scanner.v1.GapKind\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0e\n\x06length\x18\x05 \x01(\x04\"\xb4\x03\n\x08\x43overage\x12\x13\n\x0b\x62ytes_total\x18\x01 \x01(\x04\x12\x15\n\rbytes_scanned\x18\x02 \x01(\x04\x12\x15\n\rbytes_skipped\x18\x03 \x01(\x04\x12\x18\n\x10\x62ytes_unreadable\x18\x04 \x01(\x04\x12\x13\n\x0bunits_total\x18\x05 \x01(\x04\x12\x15\n\runits_scanned\x18\x06 \x01(\x04\x12\x15\n\runits_skipped\x18\x07 \x01(\x04\x12\x14\n\x0cunits_failed\x18\x08 \x01(\x04\x12\x1d\n\x04gaps\x18\t \x03(\x0b\x32\x0f.scanner.v1.Gap\x12\x16\n\x0egaps_truncated\x18\n \x01(\x04\x12\x10\n\x08\x63omplete\x18\x0b \x01(\x08\x12\x12\n\ncache_hits\x18\x0c \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_misses\x18\r \x01(\x04\x12\x12\n\nbytes_zero\x18\x0e \x01(\x04\x12\x38\n\naccounting\x18\x0f \x03(\x0b\x32$.scanner.v1.Coverage.AccountingEntry\x1a\x31\n\x0f\x41\x63\x63ountingEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x94\x01\n\x0bStringMatch\x12\x12\n\nidentifier\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x1d\n\x10physical_address\x18\x06 \x01(\x04H\x00\x88\x01\x01\x42\x13\n\x11_physical_address\"W\n\tMetaValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x42\x07\n\x05value\"\xa5\x03\n\x07\x46inding\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12+\n\x04meta\x18\x04 \x03(\x0b\x32\x1d.scanner.v1.Finding.MetaEntry\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12\x11\n\tunit_kind\x18\x06 \x01(\t\x12\x0e\n\x06offset\x18\x07 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x08 \x01(\x04\x12(\n\x07strings\x18\t \x03(\x0b\x32\x17.scanner.v1.StringMatch\x12\x19\n\x11strings_truncated\x18\n \x01(\x08\x12\x31\n\x07\x63ontext\x18\x0b \x03(\x0b\x32 .scanner.v1.Finding.ContextEntry\x12\x10\n\x08severity\x18\x0c \x01(\x05\x1a\x42\n\tMetaEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.scanner.v1.MetaValue:\x02\x38\x01\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x03\n\x07Verdict\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.scanner.v1.VerdictKind\x12\x16\n\x0eruleset_digest\x18\x02 \x01(\t\x12&\n\x08\x63overage\x18\x03 \x01(\x0b\x32\x14.scanner.v1.Coverage\x12%\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x13.scanner.v1.Finding\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x07\x64\x65tails\x18\t \x03(\x0b\x32 .scanner.v1.Verdict.DetailsEntry\x12\x16\n\x0e\x66indings_count\x18\n \x01(\x04\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\xb1\x01\n\x0bVerdictKind\x12\x1c\n\x18VERDICT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12VERDICT_KIND_CLEAN\x10\x01\x12\x1a\n\x16VERDICT_KIND_MALICIOUS\x10\x02\x12\x1b\n\x17VERDICT_KIND_SUSPICIOUS\x10\x03\x12\x1b\n\x17VERDICT_KIND_INCOMPLETE\x10\x04\x12\x16\n\x12VERDICT_KIND_ERROR\x10\x05*\xd7\x01\n\x07GapKind\x12\x18\n\x14GAP_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13GAP_KIND_UNREADABLE\x10\x01\x12\x14\n\x10GAP_KIND_TIMEOUT\x10\x02\x12\x1d\n\x19GAP_KIND_TOO_MANY_MATCHES\x10\x03\x12\x1b\n\x17GAP_KIND_SKIPPED_POLICY\x10\x04\x12\x1a\n\x16GAP_KIND_SKIPPED_LIMIT\x10\x05\x12\x16\n\x12GAP_KIND_CANCELLED\x10\x06\x12\x13\n\x0fGAP_KIND_FAILED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scanner.v1.verdict_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_COVERAGE_ACCOUNTINGENTRY']._loaded_options = None
+  _globals['_COVERAGE_ACCOUNTINGENTRY']._serialized_options = b'8\001'
   _globals['_FINDING_METAENTRY']._loaded_options = None
   _globals['_FINDING_METAENTRY']._serialized_options = b'8\001'
   _globals['_FINDING_CONTEXTENTRY']._loaded_options = None
   _globals['_FINDING_CONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_VERDICT_DETAILSENTRY']._loaded_options = None
   _globals['_VERDICT_DETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_VERDICTKIND']._serialized_start=1577
-  _globals['_VERDICTKIND']._serialized_end=1754
-  _globals['_GAPKIND']._serialized_start=1757
-  _globals['_GAPKIND']._serialized_end=1972
+  _globals['_VERDICTKIND']._serialized_start=1686
+  _globals['_VERDICTKIND']._serialized_end=1863
+  _globals['_GAPKIND']._serialized_start=1866
+  _globals['_GAPKIND']._serialized_end=2081
   _globals['_GAP']._serialized_start=73
   _globals['_GAP']._serialized_end=175
   _globals['_COVERAGE']._serialized_start=178
-  _globals['_COVERAGE']._serialized_end=505
-  _globals['_STRINGMATCH']._serialized_start=508
-  _globals['_STRINGMATCH']._serialized_end=656
-  _globals['_METAVALUE']._serialized_start=658
-  _globals['_METAVALUE']._serialized_end=745
-  _globals['_FINDING']._serialized_start=748
-  _globals['_FINDING']._serialized_end=1169
-  _globals['_FINDING_METAENTRY']._serialized_start=1055
-  _globals['_FINDING_METAENTRY']._serialized_end=1121
-  _globals['_FINDING_CONTEXTENTRY']._serialized_start=1123
-  _globals['_FINDING_CONTEXTENTRY']._serialized_end=1169
-  _globals['_VERDICT']._serialized_start=1172
-  _globals['_VERDICT']._serialized_end=1574
-  _globals['_VERDICT_DETAILSENTRY']._serialized_start=1528
-  _globals['_VERDICT_DETAILSENTRY']._serialized_end=1574
+  _globals['_COVERAGE']._serialized_end=614
+  _globals['_COVERAGE_ACCOUNTINGENTRY']._serialized_start=565
+  _globals['_COVERAGE_ACCOUNTINGENTRY']._serialized_end=614
+  _globals['_STRINGMATCH']._serialized_start=617
+  _globals['_STRINGMATCH']._serialized_end=765
+  _globals['_METAVALUE']._serialized_start=767
+  _globals['_METAVALUE']._serialized_end=854
+  _globals['_FINDING']._serialized_start=857
+  _globals['_FINDING']._serialized_end=1278
+  _globals['_FINDING_METAENTRY']._serialized_start=1164
+  _globals['_FINDING_METAENTRY']._serialized_end=1230
+  _globals['_FINDING_CONTEXTENTRY']._serialized_start=1232
+  _globals['_FINDING_CONTEXTENTRY']._serialized_end=1278
+  _globals['_VERDICT']._serialized_start=1281
+  _globals['_VERDICT']._serialized_end=1683
+  _globals['_VERDICT_DETAILSENTRY']._serialized_start=1637
+  _globals['_VERDICT_DETAILSENTRY']._serialized_end=1683
 # @@protoc_insertion_point(module_scope)

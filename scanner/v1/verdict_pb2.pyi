@@ -59,7 +59,14 @@ class Gap(_message.Message):
     def __init__(self, kind: _Optional[_Union[GapKind, str]] = ..., unit: _Optional[str] = ..., detail: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
 
 class Coverage(_message.Message):
-    __slots__ = ("bytes_total", "bytes_scanned", "bytes_skipped", "bytes_unreadable", "units_total", "units_scanned", "units_skipped", "units_failed", "gaps", "gaps_truncated", "complete", "cache_hits", "cache_misses", "bytes_zero")
+    __slots__ = ("bytes_total", "bytes_scanned", "bytes_skipped", "bytes_unreadable", "units_total", "units_scanned", "units_skipped", "units_failed", "gaps", "gaps_truncated", "complete", "cache_hits", "cache_misses", "bytes_zero", "accounting")
+    class AccountingEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     BYTES_SCANNED_FIELD_NUMBER: _ClassVar[int]
     BYTES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +81,7 @@ class Coverage(_message.Message):
     CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
     CACHE_MISSES_FIELD_NUMBER: _ClassVar[int]
     BYTES_ZERO_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTING_FIELD_NUMBER: _ClassVar[int]
     bytes_total: int
     bytes_scanned: int
     bytes_skipped: int
@@ -88,7 +96,8 @@ class Coverage(_message.Message):
     cache_hits: int
     cache_misses: int
     bytes_zero: int
-    def __init__(self, bytes_total: _Optional[int] = ..., bytes_scanned: _Optional[int] = ..., bytes_skipped: _Optional[int] = ..., bytes_unreadable: _Optional[int] = ..., units_total: _Optional[int] = ..., units_scanned: _Optional[int] = ..., units_skipped: _Optional[int] = ..., units_failed: _Optional[int] = ..., gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ..., gaps_truncated: _Optional[int] = ..., complete: _Optional[bool] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., bytes_zero: _Optional[int] = ...) -> None: ...
+    accounting: _containers.ScalarMap[str, int]
+    def __init__(self, bytes_total: _Optional[int] = ..., bytes_scanned: _Optional[int] = ..., bytes_skipped: _Optional[int] = ..., bytes_unreadable: _Optional[int] = ..., units_total: _Optional[int] = ..., units_scanned: _Optional[int] = ..., units_skipped: _Optional[int] = ..., units_failed: _Optional[int] = ..., gaps: _Optional[_Iterable[_Union[Gap, _Mapping]]] = ..., gaps_truncated: _Optional[int] = ..., complete: _Optional[bool] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., bytes_zero: _Optional[int] = ..., accounting: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class StringMatch(_message.Message):
     __slots__ = ("identifier", "offset", "address", "length", "data", "physical_address")

@@ -226,3 +226,23 @@ def test_all_zero_image_is_clean_and_fully_covered(tmp_path):
         e.close()
     assert verdict.kind is VerdictKind.CLEAN
     assert verdict.coverage.bytes_zero == 4 * MiB and verdict.coverage.units_scanned == 1
+
+
+class _CountedTarget(BufferTarget):
+    """A target whose bookkeeping says two objects exist and one was reached."""
+
+    def accounting(self):
+        return {"v.files_allocated": 2, "v.files_reached": 1}
+
+
+def test_target_accounting_travels_with_the_verdict_and_its_stored_form(engine):
+    from scanner.api.convert import verdict_message
+    from scanner.state.codec import verdict_from_dict, verdict_to_dict
+
+    verdict = engine.scan(MARKER_RULE, _CountedTarget("b", MARKER))
+    assert dict(verdict.coverage.accounting) == {"v.files_allocated": 2, "v.files_reached": 1}
+    assert dict(verdict_from_dict(verdict_to_dict(verdict)).coverage.accounting) == dict(verdict.coverage.accounting)
+    assert dict(verdict_message(verdict, with_findings=False).coverage.accounting) == {
+        "v.files_allocated": 2,
+        "v.files_reached": 1,
+    }
