@@ -416,14 +416,34 @@ class LabGuest:
         """QEMU's run state: ``running``, ``paused``..."""
         return str(self.qmp("query-status")["status"])
 
-    def dump_elf(self, path: Path, timeout: float = 120.0) -> None:
-        """Write an ELF core of guest memory (``dump-guest-memory``) and wait until it is done."""
+    def dump_elf(self, path: Path, timeout: float = 120.0, fmt: str = "elf") -> None:
+        """Write a dump of guest memory (``dump-guest-memory``; ``fmt`` ``elf`` or QEMU's
+        ``kdump-zlib``...) and wait until it is done."""
         assert self._qmp is not None
-        self.qmp("dump-guest-memory", {"paging": False, "protocol": f"file:{path}", "detach": True})
-        event = self._qmp.wait_event("DUMP_COMPLETED", timeout)
-        data = event.get("data", {})
-        if "error" in data or data.get("result", {}).get("status") != "completed":
-            raise LabError(f"dump-guest-memory to {path} failed: {data}")
+        arguments: dict[str, Any] = {"paging": False, "protocol": f"file:{path}", "detach": True}
+        if fmt != "elf":
+            arguments["format"] = fmt
+        self.qmp("dump-guest-memory", arguments)
+        deadline = time.monotonic() + timeout
+        while (state := self.qmp("query-dump")).get("status") == "active":  # QEMU's own dump state
+            if time.monotonic() > deadline:
+                raise LabError(f"dump-guest-memory to {path} not done within {timeout:.0f} s")
+            time.sleep(0.05)
+        self._qmp.events = [e for e in self._qmp.events if e.get("event") != "DUMP_COMPLETED"]
+        if state.get("status") != "completed":
+            raise LabError(f"dump-guest-memory to {path} failed: {state}")
+
+    def wait_migration(self, timeout: float = 120.0) -> None:
+        """Wait until an outgoing ``migrate`` has completed (or raise when it failed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.qmp("query-migrate").get("status", "")
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled"):
+                raise LabError(f"migration {status}")
+            time.sleep(0.05)  # polling QEMU's own migration state, not a fixed wait
+        raise LabError(f"migration not completed within {timeout:.0f} s")
 
     def dump_raw(self, path: Path, timeout: float = 120.0) -> None:
         """Write guest-physical memory ``[0, memory_mib MiB)`` to ``path`` (``pmemsave``).

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import cast
 
 from scanner.acquisition.memory.base import MemorySource, PhysRange
+from scanner.acquisition.memory.unsupported import KNOWN
 from scanner.errors import InvalidArgument, SourceError
 
 REGISTRY: dict[str, str] = {
@@ -14,10 +15,21 @@ REGISTRY: dict[str, str] = {
     "elfcore": "scanner.acquisition.memory.elfcore:ElfCoreMemory",
     "lime": "scanner.acquisition.memory.lime:LimeMemory",
     "vmware": "scanner.acquisition.memory.vmware:VmwareMemory",
+    "kdump": "scanner.acquisition.memory.kdump:KdumpMemory",
+    "wincrash": "scanner.acquisition.memory.wincrash:WindowsCrashMemory",
+    "unsupported": "scanner.acquisition.memory.unsupported:UnsupportedDump",
 }
 
 # Leading bytes that name a format, for ``format="auto"`` (a .vmem has none: it goes by name).
+# Formats recognised but not read (hibernation files, migration streams) are ``unsupported``:
+# scanned as raw bytes they would look complete, so they are a named gap instead.
 MAGICS: dict[bytes, str] = {
+    b"KDUMP   ": "kdump",
+    b"DISKDUMP": "kdump",
+    b"makedumpfile\0": "kdump",
+    b"PAGEDUMP": "wincrash",
+    b"PAGEDU64": "wincrash",
+    **dict.fromkeys(KNOWN, "unsupported"),
     b"\x7fELF": "elfcore",
     b"EMiL": "lime",
     b"\xd0\xbe\xd2\xbe": "vmware",
@@ -41,13 +53,14 @@ def open_memory(path: str, fmt: str = "raw") -> MemorySource:
 
 
 def detect_format(path: str) -> str:
-    """The format of the dump at ``path`` from its magic bytes; ``.vmem`` by name; else ``raw``."""
+    """The format of the dump at ``path`` from its leading bytes; ``.vmem`` by name; ``raw`` only
+    when nothing recognises the bytes."""
     try:
         with Path(path).open("rb") as f:
             head = f.read(18)
     except OSError as e:
         raise SourceError(path, f"cannot open memory image: {e.strerror}") from e
-    fmt = MAGICS.get(head[:4], "")
+    fmt = next((name for magic, name in MAGICS.items() if head.startswith(magic)), "")
     if fmt == "elfcore" and not _is_elf_core(head):
         fmt = ""  # an ELF executable or library: not a dump, scan its bytes as they are
     if fmt:
