@@ -65,7 +65,7 @@ def serve(ctx: click.Context, listen: str | None) -> None:
     "fmt",
     default="auto",
     show_default=True,
-    help="Memory image format: auto, raw, elfcore (QEMU dump-guest-memory), lime, vmware (.vmem + .vmsn/.vmss).",
+    help="Memory image format: auto (from the headers), raw, elfcore, kdump, lime, vmware, wincrash.",
 )
 @click.option(
     "--os",
