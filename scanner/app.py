@@ -74,8 +74,8 @@ class App:
         """The result cache every scan of this appliance shares (None when disabled)."""
         if not config.cache.enabled:
             return None
-        path = config.cache.path or config.state_dir / "result-cache.sqlite3"
-        return ResultCache(path, config.cache.max_bytes)
+        where = config.cache.url or config.cache.path or config.state_dir / "result-cache.sqlite3"
+        return ResultCache(where, config.cache.max_bytes)
 
     def close(self) -> None:
         self.engine.close()

@@ -57,6 +57,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -69,6 +70,7 @@ import yara  # type: ignore[import-not-found,unused-ignore]
 
 from scanner import native
 from scanner.engine.blockmap import BlockMap, Segment, digest_from_map, digest_from_view, segments
+from scanner.engine.cache_store import EntryStore, PostgresEntries, SqliteEntries
 from scanner.engine.matcher import RuleHit, Ruleset, WindowResult, match_view, scan_window, used_externals
 from scanner.engine.settings import EngineSettings
 from scanner.engine.windows import Window
@@ -88,60 +90,54 @@ TOUCH_BATCH = 512  # hits whose recency is written in one transaction
 class CacheSettings:
     """``[cache]`` in the config: where the cache lives, how big it may grow, whether it is on.
 
-    ``path`` empty: ``<state_dir>/result-cache.sqlite3``.
+    ``path`` empty: ``<state_dir>/result-cache.sqlite3``. ``url`` (``postgresql://user@host/db``)
+    instead: the fleet's shared cache in PostgreSQL (every appliance of the fleet names the same
+    database; the password, if any, from ``PGPASSWORD`` or ``~/.pgpass``, never the file).
     """
 
     enabled: bool = True
     path: str = ""
+    url: str = ""
     max_bytes: int = 256 * MiB
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 * MiB:
             raise ValueError("cache.max_bytes must be at least 1 MiB")
+        if self.url and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("cache.url must be a postgresql:// URL")
+        if self.url and self.path:
+            raise ValueError("cache.url and cache.path: give one")
 
 
 class ResultCache:
-    """Findings by (content digest, ruleset digest, context); thread-safe, LRU-bounded, on disk."""
+    """Findings by (content digest, ruleset digest, context); thread-safe, LRU-bounded, on disk.
 
-    def __init__(self, path: str | Path, max_bytes: int = 256 * MiB) -> None:
-        self.path = Path(path)
+    ``where``: a file path (SQLite, this appliance's own) or a ``postgresql://`` URL (the fleet's
+    shared cache, ``[cache] url``): a clone of a golden image scanned on one host is a hit on
+    every other.
+    """
+
+    def __init__(self, where: str | Path, max_bytes: int = 256 * MiB) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self.shared = str(where).startswith(("postgresql://", "postgres://"))
+        self.path = Path(where) if not self.shared else Path()
+        self._store = self._open(str(where))
+        self.seed = self._store.seed()
+        _, self._bytes, self._tick = self._store.totals()
+        self._touched: dict[bytes, int] = {}  # recency updates not yet written (one transaction per batch)
+        self._unsynced = 0  # bytes put since the store's own total was last read (a shared store)
+
+    def _open(self, where: str) -> EntryStore:
+        if self.shared:
+            return PostgresEntries(where)
         try:
-            self._db = self._open()
+            return SqliteEntries(self.path)
         except sqlite3.DatabaseError as e:
             aside = self.path.with_name(f"{self.path.name}.bad-{int(time.time())}")
             log.warning("result cache %s unusable (%s); moved to %s, starting empty", self.path, e, aside)
             os.replace(self.path, aside)
-            self._db = self._open()
-        self.seed = self._seed()
-        self._tick = self._db.execute("SELECT COALESCE(MAX(used), 0) FROM entries").fetchone()[0]
-        self._touched: dict[bytes, int] = {}  # recency updates not yet written (one transaction per batch)
-        self._bytes = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()[0]
-
-    def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL)")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS entries (key BLOB PRIMARY KEY, value BLOB NOT NULL,"
-                " size INTEGER NOT NULL, used INTEGER NOT NULL) WITHOUT ROWID"
-            )
-            db.execute("CREATE INDEX IF NOT EXISTS entries_used ON entries (used)")
-        except sqlite3.DatabaseError:
-            db.close()
-            raise
-        return db
-
-    def _seed(self) -> int:
-        row = self._db.execute("SELECT v FROM meta WHERE k = 'seed'").fetchone()
-        if row is None:
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('seed', ?)", (os.urandom(8),))
-            row = self._db.execute("SELECT v FROM meta WHERE k = 'seed'").fetchone()
-        return int.from_bytes(row[0], "little")
+            return SqliteEntries(self.path)
 
     @property
     def size_bytes(self) -> int:
@@ -149,20 +145,25 @@ class ResultCache:
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+            return self._store.totals()[0]
+
+    def _next_tick(self) -> int:
+        """A recency stamp: microseconds of wall time, kept increasing here (appliances of a
+        fleet share one LRU order, near enough)."""
+        self._tick = max(self._tick + 1, time.time_ns() // 1000)
+        return self._tick
 
     def get(self, key: bytes) -> list[Any] | None:
         """The stored hits for ``key`` (marked as just used), or None."""
         with self._lock:
-            row = self._db.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
-            if row is None:
+            raw = self._store.get(key)
+            if raw is None:
                 return None
-            self._tick += 1
-            self._touched[key] = self._tick
+            self._touched[key] = self._next_tick()
             if len(self._touched) >= TOUCH_BATCH:
                 self._flush_touches()
         try:
-            value = json.loads(row[0])
+            value = json.loads(raw)
         except ValueError:
             return None
         return value if isinstance(value, list) else None
@@ -171,13 +172,14 @@ class ResultCache:
         value = json.dumps(hits, separators=(",", ":")).encode()
         size = len(key) + len(value) + _ENTRY_OVERHEAD
         with self._lock:
-            self._tick += 1
-            old = self._db.execute("SELECT size FROM entries WHERE key = ?", (key,)).fetchone()
-            self._db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", (key, value, size, self._tick))
-            self._bytes += size - (old[0] if old else 0)
+            old = self._store.put(key, value, size, self._next_tick())
+            self._bytes += size - old
+            self._unsynced += size
+            if self.shared and self._unsynced > self.max_bytes // 32:  # others write too: recount
+                self._bytes, self._unsynced = self._store.totals()[1], 0
             if self._bytes > self.max_bytes:
                 self._flush_touches()
-                self._evict(int(self.max_bytes * 0.9))
+                self._bytes = self._store.evict(int(self.max_bytes * 0.9))
 
     def flush(self) -> None:
         """Write pending recency updates (the engine calls it at the end of every scan)."""
@@ -189,36 +191,12 @@ class ResultCache:
             return
         rows = [(tick, key) for key, tick in self._touched.items()]
         self._touched.clear()
-        self._db.execute("BEGIN")
-        try:
-            self._db.executemany("UPDATE entries SET used = ? WHERE key = ?", rows)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-
-    def _evict(self, target: int) -> None:
-        """Drop least recently used entries until at most ``target`` bytes remain (lock held)."""
-        self._db.execute("BEGIN")
-        try:
-            while self._bytes > target:
-                rows = self._db.execute("SELECT key, size FROM entries ORDER BY used LIMIT 256").fetchall()
-                if not rows:
-                    break
-                for key, size in rows:
-                    if self._bytes <= target:
-                        break
-                    self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
-                    self._bytes -= size
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+        self._store.touch(rows)
 
     def close(self) -> None:
-        with self._lock, contextlib.suppress(sqlite3.Error):
+        with self._lock, contextlib.suppress(Exception):
             self._flush_touches()
-            self._db.close()
+            self._store.close()
 
 
 def cache_key(content: bytes, ruleset: Ruleset, context: Any) -> bytes:
@@ -251,9 +229,24 @@ def decode_hits(value: list[Any], unit: Unit, base: int) -> list[RuleHit]:
     return out
 
 
+def host_namespace() -> bytes:
+    """This host, for keys built from its own stat data: a file's (device, inode, times) stamp
+    means something only on the host that took it, and a fleet shares one cache. The machine id
+    and the host name together (cloned appliance VMs may share a machine id)."""
+    try:
+        machine = Path("/etc/machine-id").read_bytes().strip()
+    except OSError:
+        machine = b""
+    return hashlib.sha256(machine + b"\0" + socket.gethostname().encode()).digest()
+
+
+HOST = host_namespace()
+
+
 def identity_key(identity: bytes) -> bytes:
-    """Where the content digest last seen under a unit's identity is kept (same table, same LRU)."""
-    return hashlib.sha256(b"avscan-identity-v1\0" + native.HASH_NAME.encode() + b"\0" + identity).digest()
+    """Where the content digest last seen under a unit's identity is kept (same table, same LRU);
+    in this host's namespace, so another appliance's stamps can never vouch for our files."""
+    return hashlib.sha256(b"avscan-identity-v2\0" + native.HASH_NAME.encode() + b"\0" + HOST + identity).digest()
 
 
 def remember(cache: ResultCache, unit: Unit, identity: bytes | None, digest: bytes) -> None:
@@ -407,7 +400,7 @@ def target_key(identity: bytes, ruleset: Ruleset, settings: EngineSettings) -> b
     s = settings
     context = ["target", s.chunk_size, s.overlap, s.skip_zero_blocks, s.max_matches_per_string,
                s.max_strings_per_finding, s.max_findings_per_unit]  # fmt: skip
-    return cache_key(b"target:" + identity, ruleset, context)
+    return cache_key(b"target:" + HOST + identity, ruleset, context)
 
 
 def stored_target(coverage: Coverage, findings: list[Finding], details: Mapping[str, str]) -> list[Any]:
