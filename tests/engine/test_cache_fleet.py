@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_cache import MARKER, MiB, engines, scan, summary, write_image  # tests/engine is on sys.path
 
 from scanner.config import load_config
 from scanner.engine import cache as cache_module
@@ -21,8 +22,6 @@ from scanner.engine.cache import ResultCache
 from scanner.errors import Unavailable
 from scanner.verdicts import VerdictKind
 from tests.support.postgres import PostgresServer, postgres
-
-from test_cache import MARKER, MiB, engines, scan, summary, write_image  # tests/engine is on sys.path
 
 __all__ = ["postgres"]
 
