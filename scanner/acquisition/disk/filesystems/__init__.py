@@ -50,6 +50,22 @@ class Node(abc.ABC):
         """Timestamps as the filesystem records them (``mtime``, ``ctime``, ``atime``, ``crtime``)."""
         return {}
 
+    def allocated(self) -> Iterator[Node] | None:
+        """The sweep by allocation, asked on the ROOT node only.
+
+        ``None`` (the default) means this filesystem cannot sweep: the target then records
+        ``<volume>.sweep = 0`` in its accounting and says so in its details. Otherwise an iterator
+        over every allocated regular file the filesystem's own allocation data lists (inode
+        bitmaps and tables, inode btrees, the MFT, the FAT), each data stream one Node of kind
+        ``file``, whose ``key`` equals the key a directory walk reaching the same data produces.
+        Nodes are unnamed (``name`` is a label such as ``<inode 4711>``); the walk collects the keys
+        of the file nodes it reached, and every swept node whose key was not reached becomes a
+        unit of its own. A record whose allocation says in use but which cannot be read is yielded
+        with kind ``damaged`` and ``problem`` (it becomes a gap). Parser errors that stop the
+        sweep itself propagate (the target turns them into a gap for the volume).
+        """
+        return None
+
 
 def detect_filesystem(stream: BinaryIO) -> str:
     """The name of the filesystem on ``stream`` (a key of ``FILESYSTEMS``), or ``""``."""
