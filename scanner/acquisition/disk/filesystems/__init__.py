@@ -24,6 +24,11 @@ FILESYSTEMS: dict[str, str] = {
 }
 
 
+class FilesystemDamaged(Exception):
+    """A structure inside a filesystem fails its own checks (a directory entry, allocation data);
+    the message names the structure (inode, block, group)."""
+
+
 class Node(abc.ABC):
     """A directory entry: ``kind`` is ``dir``, ``file``, ``symlink``, ``other`` or ``damaged``
     (an entry whose own record is unusable; ``problem`` says why).

@@ -1,0 +1,159 @@
+"""Coverage by allocation: what the filesystem says is in use is scanned, whatever its directories say.
+
+Images are made by ``mkfs.ext4``/``debugfs``/``sgdisk``; the kernel (a read-only loop mount) is
+the reader the names and bytes are checked against.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from scanner.verdicts import VerdictKind
+from tests.disk import images
+from tests.disk.conftest import need
+from tests.disk.images import run
+from tests.disk.oracle import avscan_read, kernel_files, mounted
+from tests.disk.scanning import found, scan
+from tests.support.samples import eicar, marker
+
+pytestmark = pytest.mark.usefixtures("tools")
+
+
+@pytest.fixture
+def tools() -> None:
+    need("mkfs.ext4", "debugfs", "sgdisk", "yara")
+
+
+def debugfs(image: Path, *commands: str) -> str:
+    """Run ``debugfs -w`` commands on ``image`` (one process, in order)."""
+    script = image.with_suffix(".debugfs")
+    script.write_text("\n".join(commands) + "\n")
+    return run("debugfs", "-w", "-f", script, image)
+
+
+def inode_of(image: Path, path: str) -> int:
+    out = run("debugfs", "-R", f"stat {path}", image)
+    return int(re.search(r"Inode: (\d+)", out).group(1))  # type: ignore[union-attr]
+
+
+def tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def test_a_file_no_directory_lists_is_scanned_as_its_inode(tmp_path, engine, ruleset):
+    """``debugfs unlink`` removes the name only: the inode stays allocated with its data (what a
+    damaged directory or a rootkit hiding a file leaves). The sweep scans it as ``<inode N>``."""
+    src = tree(tmp_path / "src", {"hidden/evil.com": eicar(), "readme.txt": b"clean\n", "a/b.txt": b"x"})
+    image = images.ext4(src, tmp_path / "fs.img", 8)
+    with mounted(image) as mnt:
+        allocated = len(kernel_files(mnt))
+    inode = inode_of(image, "/hidden/evil.com")
+    debugfs(image, "unlink /hidden/evil.com")
+
+    verdict = scan(engine, ruleset, path=str(image))
+    assert verdict.kind is VerdictKind.MALICIOUS
+    assert {(f.rule, f.unit) for f in verdict.findings} == {("EICAR_Test_File", f"disk:<inode {inode}>")}
+    assert verdict.coverage.accounting == {
+        "disk.sweep": 1,
+        "disk.files_allocated": allocated,
+        "disk.files_reached": allocated - 1,
+        "disk.files_orphaned": 1,
+    }
+
+
+def test_two_ext4_volumes_with_the_same_inode_numbers_are_both_walked(tmp_path, engine, ruleset):
+    """/boot + / on one disk: the same directory inode numbers in both must not read as a loop."""
+    one = tree(tmp_path / "one", {"etc/x/a.txt": b"boot", "etc/x/evil.com": eicar()})
+    two = tree(tmp_path / "two", {"etc/x/a.txt": b"root", "etc/x/evil.com": b"pre " + eicar()})
+    fs1, fs2 = images.ext4(one, tmp_path / "1.img", 8), images.ext4(two, tmp_path / "2.img", 8)
+    assert inode_of(fs1, "/etc/x") == inode_of(fs2, "/etc/x")
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(b"")
+    os.truncate(disk, 20 * images.MiB)
+    run("sgdisk", "-n", "1:2048:+8M", "-n", "2:0:+8M", disk)
+    starts = [int(m) for m in re.findall(r"^\s+\d+\s+(\d+)", run("sgdisk", "-p", disk), re.M)]
+    for fs, start in zip((fs1, fs2), starts, strict=True):
+        run("dd", f"if={fs}", f"of={disk}", "bs=512", f"seek={start}", "conv=notrunc", "status=none")
+
+    verdict = scan(engine, ruleset, path=str(disk))
+    assert {f.unit for f in verdict.findings} == {"p1:/etc/x/evil.com", "p2:/etc/x/evil.com"}
+    assert verdict.kind is VerdictKind.MALICIOUS and verdict.coverage.complete, verdict.coverage.gaps
+    assert verdict.coverage.accounting["p2.files_orphaned"] == 0
+
+
+def test_an_entry_in_the_last_bytes_of_a_directory_block_is_named(tmp_path, engine, ruleset):
+    """Entries written in order (``debugfs write``) so the last one is a 12-byte record ending
+    the block exactly: the kernel lists it, and so must we, by its name."""
+    image = tmp_path / "fs.img"
+    run("mkfs.ext4", "-q", "-F", "-b", "1024", "-O", "^dir_index,^metadata_csum", image, "4M")
+    payload = tmp_path / "payload"
+    payload.write_bytes(eicar())
+    filler = tmp_path / "filler"
+    filler.write_bytes(b"filler\n")
+    # '.' 12 + '..' 12, then 3 x (8 + 240) + (8 + 236) = 988: the block's last 12 bytes remain
+    names = ["a" * 240, "b" * 240, "c" * 240, "d" * 236]
+    debugfs(image, "mkdir /d", *(f"write {filler} /d/{n}" for n in names), f"write {payload} /d/evil")
+    with mounted(image) as mnt:
+        assert "/d/evil" in kernel_files(mnt)
+
+    verdict = scan(engine, ruleset, path=str(image))
+    assert found(verdict) == {("EICAR_Test_File", "/d/evil")}
+    assert verdict.coverage.complete and verdict.coverage.accounting["disk.files_orphaned"] == 0
+
+
+def test_the_last_inode_and_its_subtree_are_walked(tmp_path, engine, ruleset):
+    """A directory whose inode number is ``s_inodes_count`` holds the only name of a file."""
+    image = tmp_path / "fs.img"
+    run("mkfs.ext4", "-q", "-F", "-b", "1024", "-I", "128", "-N", "16", image, "4M")
+    payload = tmp_path / "payload"
+    payload.write_bytes(eicar())
+    count = int(re.search(r"Inode count:\s+(\d+)", run("dumpe2fs", "-h", image)).group(1))  # type: ignore[union-attr]
+    fill = [f"write {payload} /f{n}" for n in range(12, count - 1)]
+    debugfs(
+        image,
+        *fill,
+        f"write {payload} /evil",
+        "mkdir /top",
+        "link /evil /top/evil",
+        "unlink /evil",
+        *(f"rm /f{n}" for n in range(12, count - 1)),
+    )
+    assert inode_of(image, "/top") == count
+    with mounted(image) as mnt:
+        assert set(kernel_files(mnt)) == {"/top/evil"}
+
+    read = avscan_read(image)
+    assert set(read.paths()) == {"/top/evil"} and not read.gaps
+    verdict = scan(engine, ruleset, path=str(image))
+    assert found(verdict) == {("EICAR_Test_File", "/top/evil")}
+
+
+def test_a_corrupt_directory_block_is_a_gap_and_the_sweep_still_scans_its_files(tmp_path, engine, ruleset):
+    """A record length overwritten in ``/docs``'s block: the listing stops there (a gap naming the
+    directory), and the files it lost are scanned by inode."""
+    src = tree(tmp_path / "src", {f"docs/file{n:02}.txt": b"clean %d\n" % n for n in range(20)})
+    (src / "docs" / "zz-marker.bin").write_bytes(b"head " + marker("DISK") + b" tail")
+    image = images.ext4(src, tmp_path / "fs.img", 8)
+    block = int(run("debugfs", "-R", "blocks /docs", image).split()[0])
+    with image.open("r+b") as f:  # the third entry's rec_len (after '.' 12 and '..' 12) -> 3
+        f.seek(block * _block_size(image) + 24 + 4)
+        f.write((3).to_bytes(2, "little"))
+
+    verdict = scan(engine, ruleset, path=str(image))
+    assert verdict.kind is VerdictKind.MALICIOUS
+    assert [f.rule for f in verdict.findings] == ["Marker_DISK"]
+    assert verdict.findings[0].unit.startswith("disk:<inode ")
+    [gap] = [g for g in verdict.coverage.gaps if g.unit == "disk:/docs"]
+    assert "record length 3" in gap.detail
+    assert verdict.coverage.accounting["disk.files_orphaned"] == 21
+
+
+def _block_size(image: Path) -> int:
+    return int(re.search(r"Block size:\s+(\d+)", run("dumpe2fs", "-h", image)).group(1))  # type: ignore[union-attr]
