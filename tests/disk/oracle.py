@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -36,8 +37,20 @@ def mounted(image: Path, *options: str) -> Iterator[Path]:
         mnt.rmdir()
 
 
+@contextmanager
+def recovered(image: Path) -> Iterator[Path]:
+    """The Sleuth Kit's copy of every allocated file of ``image`` (``tsk_recover -a``)."""
+    out = Path(tempfile.mkdtemp(prefix="avscan-tsk-"))
+    try:
+        run("tsk_recover", "-a", image, out)
+        yield out
+    finally:
+        shutil.rmtree(out)
+
+
 def kernel_files(root: Path) -> dict[str, str]:
-    """path -> SHA-256 of every regular file under a mounted ``root`` (symlinks not followed)."""
+    """path -> SHA-256 of every regular file under ``root`` (a mount or a recovered copy;
+    symlinks not followed)."""
     files = {}
     base = os.fsencode(root)
     for top, _, names in os.walk(base):

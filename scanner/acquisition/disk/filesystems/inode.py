@@ -12,6 +12,12 @@ from scanner.acquisition.disk.filesystems import Node
 _KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink"}
 
 
+def shown_name(name: str) -> str:
+    """A name the parser decoded with ``surrogateescape`` as text: undecodable bytes as ``\\xNN``
+    (a surrogate cannot be encoded for YARA, the store or the wire)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class InodeNode(Node):
     """``inode`` is a dissect.extfs or dissect.xfs INode (inum, filetype, size, iterdir, open, times)."""
 
@@ -25,7 +31,7 @@ class InodeNode(Node):
     def children(self) -> Iterator[Node]:
         for child in self.inode.iterdir():
             if child.filename not in (".", ".."):
-                yield InodeNode(child, child.filename)
+                yield InodeNode(child, shown_name(child.filename))
 
     def open(self) -> BinaryIO:
         return self.inode.open()  # type: ignore[no-any-return]
