@@ -38,6 +38,18 @@ def mounted(image: Path, *options: str) -> Iterator[Path]:
 
 
 @contextmanager
+def mounted_rw(image: Path) -> Iterator[Path]:
+    """``image`` mounted read-write through a loop device, to put files in with the kernel."""
+    mnt = Path(tempfile.mkdtemp(prefix="avscan-build-"))
+    run("mount", "-o", "loop", image, mnt)
+    try:
+        yield mnt
+    finally:
+        run("umount", mnt)
+        mnt.rmdir()
+
+
+@contextmanager
 def recovered(image: Path) -> Iterator[Path]:
     """The Sleuth Kit's copy of every allocated file of ``image`` (``tsk_recover -a``)."""
     out = Path(tempfile.mkdtemp(prefix="avscan-tsk-"))

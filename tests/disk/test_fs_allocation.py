@@ -16,7 +16,7 @@ from scanner.verdicts import VerdictKind
 from tests.disk import images
 from tests.disk.conftest import need
 from tests.disk.images import run
-from tests.disk.oracle import avscan_read, kernel_files, mounted
+from tests.disk.oracle import avscan_read, kernel_files, mounted, mounted_rw
 from tests.disk.scanning import found, scan
 from tests.support.samples import eicar, marker
 
@@ -157,3 +157,27 @@ def test_a_corrupt_directory_block_is_a_gap_and_the_sweep_still_scans_its_files(
 
 def _block_size(image: Path) -> int:
     return int(re.search(r"Block size:\s+(\d+)", run("dumpe2fs", "-h", image)).group(1))  # type: ignore[union-attr]
+
+
+def test_xfs_file_its_directory_no_longer_lists_is_scanned_as_its_inode(tmp_path, engine, ruleset):
+    """``xfs_db`` lowers a short-form directory's entry count: the kernel no longer lists the file
+    (it rejects the whole directory); the inode btree still says the inode is in use, and its data
+    is scanned."""
+    need("mkfs.xfs", "xfs_db")
+    src = tree(tmp_path / "src", {"d/a.txt": b"clean\n", "d/b.com": eicar()})
+    image = tmp_path / "fs.img"
+    with image.open("wb") as f:
+        f.truncate(320 * images.MiB)
+    run("mkfs.xfs", "-q", "-f", image)
+    with mounted_rw(image) as mnt:
+        run("cp", "-a", f"{src}/.", mnt)
+        inode = (mnt / "d" / "b.com").stat().st_ino
+    version = "sfdir3" if "sfdir3" in run("xfs_db", "-r", "-c", "path /d", "-c", "print", image) else "sfdir2"
+    run("xfs_db", "-x", "-c", "path /d", "-c", f"write u3.{version}.hdr.count 1", image)
+    with mounted(image, "norecovery") as mnt:
+        assert "/d/b.com" not in kernel_files(mnt)
+
+    verdict = scan(engine, ruleset, path=str(image))
+    assert {(f.rule, f.unit) for f in verdict.findings} == {("EICAR_Test_File", f"disk:<inode {inode}>")}
+    assert verdict.coverage.accounting["disk.files_orphaned"] == 1
+    assert verdict.coverage.accounting["disk.files_allocated"] == 2

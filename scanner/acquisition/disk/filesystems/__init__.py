@@ -72,6 +72,19 @@ class Node(abc.ABC):
         return None
 
 
+class DamagedNode(Node):
+    """An entry whose own record cannot be read (kind ``damaged``; ``problem`` says why)."""
+
+    def __init__(self, name: str, key: Hashable, problem: str) -> None:
+        self.name, self.key, self.kind, self.size, self.problem = name, key, "damaged", 0, problem
+
+    def children(self) -> Iterator[Node]:
+        return iter(())
+
+    def open(self) -> BinaryIO:
+        raise FilesystemDamaged(self.problem)
+
+
 def detect_filesystem(stream: BinaryIO) -> str:
     """The name of the filesystem on ``stream`` (a key of ``FILESYSTEMS``), or ``""``."""
     stream.seek(0)

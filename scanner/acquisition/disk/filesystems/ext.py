@@ -20,7 +20,7 @@ from io import BytesIO
 from typing import Any, BinaryIO
 
 from scanner.acquisition.disk.errors import unavailable
-from scanner.acquisition.disk.filesystems import Node
+from scanner.acquisition.disk.filesystems import DamagedNode, Node
 from scanner.acquisition.disk.filesystems.ext_dir import DirectoryDamaged, block_entries
 
 EXT_MAGIC = 0xEF53
@@ -99,7 +99,7 @@ class ExtNode(Node):
         try:
             return ExtNode(self.fs, self.fs.get_inode(inum), name, self._volume_size)
         except Exception as e:  # an unreadable inode record: this entry is damaged, not the directory
-            return _Damaged(name, inum, f"inode {inum} unreadable: {type(e).__name__}: {e}")
+            return DamagedNode(name, inum, f"inode {inum} unreadable: {type(e).__name__}: {e}")
 
     def _dir_areas(self) -> Iterator[tuple[str, bytes]]:
         if self.inode.inode.i_flags & INLINE_DATA_FL:
@@ -146,14 +146,3 @@ class ExtNode(Node):
 
     def _node(self, inum: int) -> Node:
         return self._child(inum, f"<inode {inum}>")
-
-
-class _Damaged(Node):
-    def __init__(self, name: str, key: int, problem: str) -> None:
-        self.name, self.key, self.kind, self.size, self.problem = name, key, "damaged", 0, problem
-
-    def children(self) -> Iterator[Node]:
-        return iter(())
-
-    def open(self) -> BinaryIO:
-        raise DirectoryDamaged(self.problem)
