@@ -16,7 +16,7 @@ from scanner.verdicts import VerdictKind
 from tests.disk import images
 from tests.disk.conftest import need
 from tests.disk.images import run
-from tests.disk.oracle import avscan_read, kernel_files, mounted, mounted_rw
+from tests.disk.oracle import avscan_read, kernel_files, mounted, mounted_rw, recovered
 from tests.disk.scanning import found, scan
 from tests.support.samples import eicar, marker
 
@@ -181,3 +181,28 @@ def test_xfs_file_its_directory_no_longer_lists_is_scanned_as_its_inode(tmp_path
     assert {(f.rule, f.unit) for f in verdict.findings} == {("EICAR_Test_File", f"disk:<inode {inode}>")}
     assert verdict.coverage.accounting["disk.files_orphaned"] == 1
     assert verdict.coverage.accounting["disk.files_allocated"] == 2
+
+
+def test_fat_chain_no_directory_lists_is_scanned_as_its_cluster(tmp_path, engine, ruleset):
+    """A directory entry marked deleted (0xE5) in place, its clusters still allocated in the FAT
+    (what a damaged directory leaves): The Sleuth Kit no longer recovers it as allocated; the
+    sweep scans the chain."""
+    need("mkfs.vfat", "mcopy", "tsk_recover")
+    src = tree(tmp_path / "src", {"HIDDEN.COM": b"A" * 5000 + eicar(), "README.TXT": b"clean\n"})
+    image = tmp_path / "fat.img"
+    run("mkfs.vfat", "-F", "32", "-C", image, str(40 * 1024))
+    run("mcopy", "-i", image, src / "HIDDEN.COM", src / "README.TXT", "::/")
+    data = bytearray(image.read_bytes())
+    at = data.index(b"HIDDEN  COM")
+    cluster = int.from_bytes(data[at + 20 : at + 22], "little") << 16 | int.from_bytes(
+        data[at + 26 : at + 28], "little"
+    )
+    data[at] = 0xE5
+    image.write_bytes(bytes(data))
+    with recovered(image) as out:
+        assert set(kernel_files(out)) == {"/README.TXT"}
+
+    verdict = scan(engine, ruleset, path=str(image))
+    assert {(f.rule, f.unit) for f in verdict.findings} == {("EICAR_Test_File", f"disk:<cluster {cluster}>")}
+    assert verdict.coverage.accounting["disk.files_orphaned"] == 1
+    assert verdict.coverage.accounting["disk.files_reached"] == 1
