@@ -206,3 +206,31 @@ def test_fat_chain_no_directory_lists_is_scanned_as_its_cluster(tmp_path, engine
     assert {(f.rule, f.unit) for f in verdict.findings} == {("EICAR_Test_File", f"disk:<cluster {cluster}>")}
     assert verdict.coverage.accounting["disk.files_orphaned"] == 1
     assert verdict.coverage.accounting["disk.files_reached"] == 1
+
+
+def test_fat_directory_chain_that_loops_is_a_gap_and_its_files_are_swept(tmp_path, engine, ruleset):
+    """The FAT entry of a directory's cluster points to itself: the listing is a gap naming the
+    loop (never a hang), and the file it held is scanned by its chain."""
+    need("mkfs.vfat", "mcopy", "mmd")
+    src = tree(tmp_path / "src", {"EVIL.COM": eicar()})
+    image = tmp_path / "fat.img"
+    run("mkfs.vfat", "-F", "32", "-C", image, str(40 * 1024))
+    run("mmd", "-i", image, "::/D")
+    run("mcopy", "-i", image, src / "EVIL.COM", "::/D/")
+    data = bytearray(image.read_bytes())
+    cluster, evil = _first_cluster(data, b"D          \x10"), _first_cluster(data, b"EVIL    COM")
+    fat = int.from_bytes(data[14:16], "little") * int.from_bytes(data[11:13], "little")  # reserved sectors
+    data[fat + 4 * cluster : fat + 4 * cluster + 4] = cluster.to_bytes(4, "little")
+    image.write_bytes(bytes(data))
+
+    verdict = scan(engine, ruleset, path=str(image))
+    assert verdict.kind is VerdictKind.MALICIOUS
+    assert [f.unit for f in verdict.findings] == [f"disk:<cluster {evil}>"]
+    [gap] = [g for g in verdict.coverage.gaps if g.unit == "disk:/D"]
+    assert f"loops at cluster {cluster}" in gap.detail
+
+
+def _first_cluster(image: bytes | bytearray, short_name: bytes) -> int:
+    """The first cluster of the FAT directory entry that starts with ``short_name``."""
+    at = image.index(short_name)
+    return int.from_bytes(image[at + 20 : at + 22], "little") << 16 | int.from_bytes(image[at + 26 : at + 28], "little")
