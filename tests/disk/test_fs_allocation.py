@@ -234,3 +234,33 @@ def _first_cluster(image: bytes | bytearray, short_name: bytes) -> int:
     """The first cluster of the FAT directory entry that starts with ``short_name``."""
     at = image.index(short_name)
     return int.from_bytes(image[at + 20 : at + 22], "little") << 16 | int.from_bytes(image[at + 26 : at + 28], "little")
+
+
+def test_xfs_corrupt_directory_block_is_a_gap_and_the_sweep_still_scans_its_files(tmp_path, engine, ruleset):
+    """The magic of ``/docs``'s directory block (found by ``xfs_db``) overwritten: the listing is a gap
+    naming the directory, never a silently empty one, and the files are scanned by inode."""
+    need("mkfs.xfs", "xfs_db")
+    files = {f"docs/file-with-a-longer-name-{n:02}.txt": b"clean %d\n" % n for n in range(40)}
+    src = tree(tmp_path / "src", {**files, "docs/zz-marker.bin": b"head " + marker("DISK") + b" tail"})
+    image = tmp_path / "fs.img"
+    with image.open("wb") as f:
+        f.truncate(320 * images.MiB)
+    run("mkfs.xfs", "-q", "-f", image)
+    with mounted_rw(image) as mnt:
+        run("cp", "-a", f"{src}/.", mnt)
+    out = run("xfs_db", "-r", "-c", "path /docs", "-c", "bmap", image)
+    block = int(re.search(r"startblock (\d+)", out).group(1))  # type: ignore[union-attr]
+    at = int(re.search(r"\((\d+)\)", run("xfs_db", "-r", "-c", f"convert fsblock {block} byte", image)).group(1))  # type: ignore[union-attr]
+    with image.open("r+b") as f:
+        f.seek(at)
+        assert f.read(4) == b"XDB3"
+        f.seek(at)
+        f.write(b"XXXX")
+
+    verdict = scan(engine, ruleset, path=str(image))
+    assert verdict.kind is VerdictKind.MALICIOUS
+    assert [f.rule for f in verdict.findings] == ["Marker_DISK"]
+    assert verdict.findings[0].unit.startswith("disk:<inode ")
+    [gap] = [g for g in verdict.coverage.gaps if g.unit == "disk:/docs"]
+    assert "directory block 0 is damaged" in gap.detail
+    assert verdict.coverage.accounting["disk.files_orphaned"] == len(files) + 1

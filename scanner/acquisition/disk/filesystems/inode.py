@@ -1,4 +1,4 @@
-"""A directory tree node over a dissect inode: ext and XFS inodes share one interface."""
+"""A directory tree node over a dissect inode (dissect.xfs; ext has its own node)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,10 @@ class InodeNode(Node):
     def children(self) -> Iterator[Node]:
         for child in self.inode.iterdir():
             if child.filename not in (".", ".."):
-                yield InodeNode(child, shown_name(child.filename))
+                yield self._child(child, shown_name(child.filename))
+
+    def _child(self, inode: Any, name: str) -> Node:
+        return InodeNode(inode, name)
 
     def open(self) -> BinaryIO:
         return self.inode.open()  # type: ignore[no-any-return]

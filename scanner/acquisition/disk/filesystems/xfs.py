@@ -6,8 +6,11 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from scanner.acquisition.disk.errors import unavailable
-from scanner.acquisition.disk.filesystems import DamagedNode, Node
+from scanner.acquisition.disk.filesystems import DamagedNode, FilesystemDamaged, Node
 from scanner.acquisition.disk.filesystems.inode import InodeNode
+
+XFS_DINODE_FMT_LOCAL = 1
+DIR_DATA_MAGICS = (b"XD2B", b"XD2D", b"XDB3", b"XDD3")  # block and data blocks, v4 and v5
 
 
 def detect(head: bytes) -> bool:
@@ -23,7 +26,31 @@ def open_fs(stream: BinaryIO) -> Node:
     return XfsRoot(fs)
 
 
-class XfsRoot(InodeNode):
+class XfsNode(InodeNode):
+    """An XFS inode. Before dissect lists a directory in block form, every block of its data
+    section is checked: dissect skips a block whose magic is wrong as if it were a hole, which
+    would shorten the listing silently; here such a block (not all zeros) is damage and raises."""
+
+    def children(self) -> Iterator[Node]:
+        if int(self.inode.inode.di_format) != XFS_DINODE_FMT_LOCAL:
+            _check_data_blocks(self.inode)
+        return super().children()
+
+    def _child(self, inode: Any, name: str) -> Node:
+        return XfsNode(inode, name)
+
+
+def _check_data_blocks(inode: Any) -> None:
+    block_size = int(inode.xfs.block_size)
+    stream = inode.open()
+    for index in range(int(inode.size) // block_size):
+        stream.seek(index * block_size)
+        block = stream.read(block_size)
+        if block[:4] not in DIR_DATA_MAGICS and block.strip(b"\0"):
+            raise FilesystemDamaged(f"inode {inode.inum}: directory block {index} is damaged (magic {block[:4]!r})")
+
+
+class XfsRoot(XfsNode):
     """The root directory; :meth:`allocated` sweeps the inode btrees."""
 
     def __init__(self, fs: Any) -> None:
@@ -38,6 +65,6 @@ class XfsRoot(InodeNode):
     def _node(self, inum: int) -> Node:
         name = f"<inode {inum}>"
         try:
-            return InodeNode(self.fs.get_inode(inum), name)
+            return XfsNode(self.fs.get_inode(inum), name)
         except Exception as e:  # in use, but its record is unreadable
             return DamagedNode(name, inum, f"inode {inum} unreadable: {type(e).__name__}: {e}")
