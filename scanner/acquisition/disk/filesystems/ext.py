@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import stat
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from io import BytesIO
 from typing import Any, BinaryIO
@@ -28,11 +28,8 @@ SB_OFFSET = 1024
 LOG_BLOCK, LOG_CLUSTER = 0x18, 0x1C  # superblock offsets of s_log_block_size, s_log_cluster_size
 ROOT_INO = 2
 INLINE_DATA_FL = 0x10000000
-EA_INODE_FL = 0x00200000
 INLINE_SIZE = 60  # i_block
 XATTR_SYSTEM = 7
-BG_INODE_UNINIT = 0x0001
-RO_COMPAT_GDT_CSUM, RO_COMPAT_METADATA_CSUM = 0x0010, 0x0400
 INCOMPAT_FILETYPE = 0x0002
 _KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink"}
 
@@ -142,7 +139,34 @@ class ExtNode(Node):
     def allocated(self) -> Iterator[Node] | None:
         from scanner.acquisition.disk.filesystems.ext_sweep import allocated_files
 
-        return allocated_files(self.fs, self._volume_size, self._node)
+        return allocated_files(self.fs, self._volume_size, self._swept)
 
-    def _node(self, inum: int) -> Node:
-        return self._child(inum, f"<inode {inum}>")
+    def _swept(self, inum: int, size: int) -> Node:
+        return SweptInode(inum, size, lambda: self._child(inum, f"<inode {inum}>"))
+
+
+class SweptInode(Node):
+    """A regular file inode the sweep found: key and size from the raw inode table; the inode is
+    parsed only when the file is read (most swept inodes were reached by the walk already)."""
+
+    def __init__(self, inum: int, size: int, parse: Callable[[], Node]) -> None:
+        self.name = f"<inode {inum}>"
+        self.key = inum
+        self.kind = "file"
+        self.size = size
+        self._parse = parse
+        self._node: Node | None = None
+
+    def _inode(self) -> Node:
+        if self._node is None:
+            self._node = self._parse()
+        return self._node
+
+    def children(self) -> Iterator[Node]:
+        return iter(())
+
+    def open(self) -> BinaryIO:
+        return self._inode().open()
+
+    def times(self) -> Mapping[str, datetime | None]:
+        return self._inode().times()
