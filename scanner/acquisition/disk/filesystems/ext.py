@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import stat
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from io import BytesIO
 from typing import Any, BinaryIO
@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 from scanner.acquisition.disk.errors import unavailable
 from scanner.acquisition.disk.filesystems import DamagedNode, Node
 from scanner.acquisition.disk.filesystems.ext_dir import DirectoryDamaged, block_entries
+from scanner.acquisition.disk.filesystems.inode import SweptInode
 
 EXT_MAGIC = 0xEF53
 SB_OFFSET = 1024
@@ -143,30 +144,3 @@ class ExtNode(Node):
 
     def _swept(self, inum: int, size: int) -> Node:
         return SweptInode(inum, size, lambda: self._child(inum, f"<inode {inum}>"))
-
-
-class SweptInode(Node):
-    """A regular file inode the sweep found: key and size from the raw inode table; the inode is
-    parsed only when the file is read (most swept inodes were reached by the walk already)."""
-
-    def __init__(self, inum: int, size: int, parse: Callable[[], Node]) -> None:
-        self.name = f"<inode {inum}>"
-        self.key = inum
-        self.kind = "file"
-        self.size = size
-        self._parse = parse
-        self._node: Node | None = None
-
-    def _inode(self) -> Node:
-        if self._node is None:
-            self._node = self._parse()
-        return self._node
-
-    def children(self) -> Iterator[Node]:
-        return iter(())
-
-    def open(self) -> BinaryIO:
-        return self._inode().open()
-
-    def times(self) -> Mapping[str, datetime | None]:
-        return self._inode().times()

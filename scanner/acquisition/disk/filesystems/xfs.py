@@ -7,7 +7,7 @@ from typing import Any, BinaryIO
 
 from scanner.acquisition.disk.errors import unavailable
 from scanner.acquisition.disk.filesystems import DamagedNode, FilesystemDamaged, Node
-from scanner.acquisition.disk.filesystems.inode import InodeNode
+from scanner.acquisition.disk.filesystems.inode import InodeNode, SweptInode
 
 XFS_DINODE_FMT_LOCAL = 1
 DIR_DATA_MAGICS = (b"XD2B", b"XD2D", b"XDB3", b"XDD3")  # block and data blocks, v4 and v5
@@ -60,11 +60,9 @@ class XfsRoot(XfsNode):
     def allocated(self) -> Iterator[Node] | None:
         from scanner.acquisition.disk.filesystems.xfs_sweep import allocated_files
 
-        return allocated_files(self.fs, self._node)
+        return allocated_files(self.fs, self._swept)
 
-    def _node(self, inum: int) -> Node:
-        name = f"<inode {inum}>"
-        try:
-            return XfsNode(self.fs.get_inode(inum), name)
-        except Exception as e:  # in use, but its record is unreadable
-            return DamagedNode(name, inum, f"inode {inum} unreadable: {type(e).__name__}: {e}")
+    def _swept(self, inum: int, size: int) -> Node:
+        if size < 0:
+            return DamagedNode(f"<inode {inum}>", inum, f"inode {inum} is in use but its record is not an inode")
+        return SweptInode(inum, size, lambda: XfsNode(self.fs.get_inode(inum), f"<inode {inum}>"))

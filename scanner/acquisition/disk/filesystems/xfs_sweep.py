@@ -4,8 +4,9 @@ Contract: each allocation group's inode btree (root and height from its AGI) is 
 bounded walker (a node's children are exactly one level lower, no block twice, record counts
 within the block, addresses within the group); each record covers 64 inodes from
 ``ir_startino``, a clear bit of ``ir_free`` is an inode in use (sparse chunks mark their holes
-free). In-use inodes that are regular files are yielded, except the filesystem's own metadata
-files (realtime bitmap and summary, quota inodes). A damaged btree raises
+free). In-use inodes that are regular files (mode and size read raw from the chunk, one read per
+record) are yielded, except the filesystem's own metadata files (realtime bitmap and summary,
+quota inodes); an in-use slot without an inode's magic is yielded with size -1 (read, it fails). A damaged btree raises
 :class:`XfsSweepError`: the sweep is then incomplete and the caller makes that a gap.
 """
 
@@ -23,13 +24,15 @@ SHORT_HEADER, SHORT_HEADER_CRC = 16, 56
 RECORD = struct.Struct(">IIQ")  # ir_startino, (freecount | holemask, count, freecount), ir_free
 INODES_PER_RECORD = 64
 MAX_LEVELS = 16
+CORE = struct.Struct(">2sH52xQ")  # di_magic, di_mode, ..., di_size at 56
 
 
 class XfsSweepError(FilesystemDamaged):
     """An inode btree cannot be read."""
 
 
-def allocated_files(fs: Any, node: Callable[[int], Node]) -> Iterator[Node]:
+def allocated_files(fs: Any, node: Callable[[int, int], Node]) -> Iterator[Node]:
+    """``node(inum, size)`` for every in-use regular file inode (mode and size read raw)."""
     sb = fs.sb
     metadata = {int(sb.sb_rbmino), int(sb.sb_rsumino), int(sb.sb_uquotino), int(sb.sb_gquotino)}
     metadata.add(int(getattr(sb, "sb_pquotino", 0)))
@@ -38,21 +41,33 @@ def allocated_files(fs: Any, node: Callable[[int], Node]) -> Iterator[Node]:
             agi = fs.get_allocation_group(agno).agi
         except Exception as e:
             raise XfsSweepError(f"allocation group {agno}: AGI unreadable: {type(e).__name__}: {e}") from e
-        for inum in _in_use(fs, agno, int(agi.agi_root), int(agi.agi_level)):
-            if inum not in metadata:
-                yield from _regular(fs, inum, node)
+        for start, free in _records(fs, agno, int(agi.agi_root), int(agi.agi_level)):
+            yield from _chunk(fs, agno, start, free, metadata, node)
 
 
-def _in_use(fs: Any, agno: int, root: int, levels: int) -> Iterator[int]:
+def _chunk(
+    fs: Any, agno: int, start: int, free: int, metadata: set[int], node: Callable[[int, int], Node]
+) -> Iterator[Node]:
+    """The regular files among one record's 64 inodes (one read of the chunk)."""
     sb = fs.sb
     inum_bits = int(sb.sb_agblklog) + int(sb.sb_inopblog)
-    inum_max = int(sb.sb_agblocks) * int(sb.sb_inopblock)
-    for start, free in _records(fs, agno, root, levels):
-        if start + INODES_PER_RECORD > inum_max:
-            raise XfsSweepError(f"allocation group {agno}: inode record at {start} is past the group")
-        for index in range(INODES_PER_RECORD):
-            if not free >> index & 1:
-                yield (agno << inum_bits) | (start + index)
+    if start + INODES_PER_RECORD > int(sb.sb_agblocks) * int(sb.sb_inopblock):
+        raise XfsSweepError(f"allocation group {agno}: inode record at {start} is past the group")
+    size = int(sb.sb_inodesize)
+    agbno, slot = start >> int(sb.sb_inopblog), start & (int(sb.sb_inopblock) - 1)
+    fs.fh.seek((agno * int(sb.sb_agblocks) + agbno) * int(fs.block_size) + slot * size)
+    chunk = bytes(fs.fh.read(INODES_PER_RECORD * size))
+    for index in range(INODES_PER_RECORD):
+        inum = (agno << inum_bits) | (start + index)
+        if free >> index & 1 or inum in metadata:
+            continue
+        core = chunk[index * size : index * size + CORE.size]
+        if len(core) < CORE.size or core[:2] != b"IN":
+            yield node(inum, -1)  # in use, but no inode there: read (and fail) as itself
+            continue
+        mode, file_size = CORE.unpack_from(core)[1], CORE.unpack_from(core)[2]
+        if stat.S_ISREG(mode):
+            yield node(inum, file_size)
 
 
 def _records(fs: Any, agno: int, root: int, levels: int) -> Iterator[tuple[int, int]]:
@@ -96,13 +111,3 @@ def _check(data: bytes, agno: int, block: int, level: int, crc: bool) -> int:
         detail = f"magic {magic:#x}, level {node_level} (expected {level}), {count} records"
         raise XfsSweepError(f"allocation group {agno}: inode btree block {block} is damaged: {detail}")
     return int(count)
-
-
-def _regular(fs: Any, inum: int, node: Callable[[int], Node]) -> Iterator[Node]:
-    try:
-        mode = int(fs.get_inode(inum).inode.di_mode)
-    except Exception:
-        yield node(inum)  # in use but unreadable: node() makes it a damaged entry
-        return
-    if stat.S_ISREG(mode):
-        yield node(inum)
