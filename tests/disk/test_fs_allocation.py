@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from scanner.targets import FilePolicy
 from scanner.verdicts import VerdictKind
 from tests.disk import images
 from tests.disk.conftest import need
@@ -264,3 +265,17 @@ def test_xfs_corrupt_directory_block_is_a_gap_and_the_sweep_still_scans_its_file
     [gap] = [g for g in verdict.coverage.gaps if g.unit == "disk:/docs"]
     assert "directory block 0 is damaged" in gap.detail
     assert verdict.coverage.accounting["disk.files_orphaned"] == len(files) + 1
+
+
+def test_the_sweep_obeys_the_entry_limit(tmp_path, engine, ruleset):
+    """With ``max_files`` reached by the walk, files found only by the sweep are not offered
+    unbounded: the sweep stops with a gap saying so."""
+    src = tree(tmp_path / "src", {f"f{n}.txt": b"clean" for n in range(6)})
+    image = images.ext4(src, tmp_path / "fs.img", 8)
+    debugfs(image, *(f"unlink /f{n}.txt" for n in range(6)))  # six inodes only the sweep finds
+    verdict = scan(engine, ruleset, FilePolicy(max_files=3), path=str(image))
+    assert verdict.kind is VerdictKind.INCOMPLETE
+    [gap] = [g for g in verdict.coverage.gaps if g.unit == "disk:<allocation>"]
+    assert "more than 3 entries" in gap.detail
+    assert verdict.coverage.accounting["disk.sweep"] == 0
+    assert verdict.coverage.units_scanned <= 3
