@@ -228,6 +228,8 @@ class DiskTarget(Target):
             detail = f"{name} filesystem does not open: {describe(e)}"
             yield Skipped(volume.name, volume.size, GapKind.UNREADABLE, detail)
             return
+        if root.problem:
+            yield Skipped(f"{volume.name}:<filesystem>", 0, GapKind.UNREADABLE, root.problem)
         for item in walker.walk(root, volume.name):
             if isinstance(item, WalkProblem):
                 yield Skipped(f"{volume.name}:{item.path}", item.size, item.kind, item.reason)

@@ -35,6 +35,8 @@ class Node(abc.ABC):
 
     ``key`` identifies the underlying object (inode, MFT record, first cluster) so the walk can
     refuse to enter a directory twice (a looping directory in a damaged filesystem).
+    On the root node, a non-empty ``problem`` is something the filesystem opened with that costs
+    coverage (e.g. a journal that could not be replayed): the target records it as a gap.
     """
 
     name: str

@@ -6,6 +6,9 @@
   ``system.data`` extended attribute.
 - bigalloc: clusters change only allocation; every address is still in blocks, so the parser
   is handed the block size as the cluster size.
+- A journal with committed changes not yet in place (a disk frozen under a running guest) is
+  replayed in memory first (:mod:`~scanner.acquisition.disk.filesystems.ext_journal`); if it
+  cannot be, the root's ``problem`` says so and the volume is read as it lies.
 - Names are bytes in ext: undecodable bytes are kept as ``\\xNN`` escapes, never an error.
 - :meth:`ExtNode.allocated` sweeps the inode bitmaps: every in-use regular file inode.
 """
@@ -22,6 +25,7 @@ from typing import Any, BinaryIO
 from scanner.acquisition.disk.errors import unavailable
 from scanner.acquisition.disk.filesystems import DamagedNode, Node
 from scanner.acquisition.disk.filesystems.ext_dir import DirectoryDamaged, block_entries
+from scanner.acquisition.disk.filesystems.ext_journal import JournalDamaged, replay
 from scanner.acquisition.disk.filesystems.inode import SweptInode
 
 EXT_MAGIC = 0xEF53
@@ -44,8 +48,18 @@ def open_fs(stream: BinaryIO) -> Node:
         from dissect.extfs import ExtFS  # type: ignore[import-untyped,unused-ignore]
     except ImportError as e:
         raise unavailable("dissect.extfs", e) from e
-    fs = ExtFS(_cluster_as_block(stream))
-    return ExtNode(fs, fs.get_inode(ROOT_INO), "", _stream_size(stream))
+    base, size = _cluster_as_block(stream), _stream_size(stream)
+    fs = ExtFS(base)
+    problem = ""
+    try:
+        recovered, blocks = replay(fs, base, size)
+    except JournalDamaged as e:
+        problem = f"journal not replayed, recent changes may be missing: {e}"
+    else:
+        fs = ExtFS(recovered) if blocks else fs
+    root = ExtNode(fs, fs.get_inode(ROOT_INO), "", size)
+    root.problem = problem
+    return root
 
 
 def _cluster_as_block(stream: BinaryIO) -> BinaryIO:
