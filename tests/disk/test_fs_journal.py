@@ -6,11 +6,13 @@ kernel itself; the oracle is the kernel, mounting a copy read-write (it replays 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from scanner.verdicts import VerdictKind
 from tests.disk.conftest import need
 from tests.disk.images import run
 from tests.disk.oracle import avscan_read, kernel_files, mounted_rw
@@ -87,8 +89,10 @@ def test_a_revoked_journal_block_is_not_replayed(tmp_path, engine, ruleset):
 
 
 def test_a_journal_the_kernel_wrote_reads_as_the_kernel_reads_it(tmp_path):
-    """Files written through a read-write loop mount, ``sync``, and the image copied while still
-    mounted (a disk frozen under a running guest): same files, same bytes as the kernel's replay."""
+    """Files written through a read-write loop mount, one ``fsync`` (the kernel commits the
+    transaction to its journal, checksummed v3 tags, but writes nothing in place yet), and the
+    image copied while still mounted: a disk frozen under a running guest. Same files, same
+    bytes as the kernel's own replay."""
     image = tmp_path / "live.img"
     run("mkfs.ext4", "-q", "-F", image, "32M")
     frozen = tmp_path / "frozen.img"
@@ -96,10 +100,26 @@ def test_a_journal_the_kernel_wrote_reads_as_the_kernel_reads_it(tmp_path):
         for n in range(200):
             (mnt / f"dir{n % 7}").mkdir(exist_ok=True)
             (mnt / f"dir{n % 7}" / f"f{n}.bin").write_bytes(b"%d " % n * (n + 1) + eicar())
-        run("sync")
+        fd = os.open(mnt / "dir0" / "f0.bin", os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
         shutil.copyfile(image, frozen)
     assert "needs_recovery" in run("dumpe2fs", "-h", frozen)
     truth = kernel_view(frozen, tmp_path)
     assert len(truth) == 200
     read = avscan_read(frozen)
     assert read.paths() == truth and not read.gaps
+
+
+def test_a_journal_that_cannot_be_replayed_is_a_gap(tmp_path, engine, ruleset):
+    """The journal superblock's magic overwritten while the filesystem needs recovery: the volume
+    is read as it lies and the verdict says the journal was not replayed."""
+    image, _ = journal_only(tmp_path)
+    first = int(run("debugfs", "-R", "blocks <8>", image).split()[0])
+    with image.open("r+b") as f:
+        f.seek(first * BLOCK)
+        f.write(b"\0\0\0\0")
+    verdict = scan(engine, ruleset, path=str(image))
+    assert verdict.kind is VerdictKind.INCOMPLETE
+    [gap] = [g for g in verdict.coverage.gaps if g.unit == "disk:<filesystem>"]
+    assert "journal not replayed" in gap.detail
