@@ -279,3 +279,17 @@ def test_the_sweep_obeys_the_entry_limit(tmp_path, engine, ruleset):
     assert "more than 3 entries" in gap.detail
     assert verdict.coverage.accounting["disk.sweep"] == 0
     assert verdict.coverage.units_scanned <= 3
+
+
+def test_an_fscrypt_encrypted_file_is_a_gap_named_once(tmp_path, engine, ruleset):
+    """An inode flagged encrypted (``debugfs set_inode_field``; what fscrypt leaves): its data is
+    ciphertext without the key, so it is a gap naming the file, never a CLEAN unit, and the sweep
+    does not report it a second time."""
+    src = tree(tmp_path / "src", {"secret/data.bin": b"ciphertext stands in here", "clean.txt": b"ok"})
+    image = images.ext4(src, tmp_path / "fs.img", 8)
+    flags = int(re.search(r"Flags: (0x[0-9a-f]+)", run("debugfs", "-R", "stat /secret/data.bin", image)).group(1), 16)  # type: ignore[union-attr]
+    debugfs(image, f"set_inode_field /secret/data.bin flags {flags | 0x800:#x}")
+    verdict = scan(engine, ruleset, path=str(image))
+    assert verdict.kind is VerdictKind.INCOMPLETE
+    assert [(g.unit, "encrypted" in g.detail) for g in verdict.coverage.gaps] == [("disk:/secret/data.bin", True)]
+    assert verdict.coverage.accounting["disk.files_orphaned"] == 0

@@ -11,8 +11,9 @@ Contract:
   the rest), ``max_dir_entries`` per directory; symbolic links are never followed; a directory seen
   before (same volume and inode/record) is not entered again, so a looping directory cannot hang
   the walk. Keys are scoped by the volume: two filesystems on one disk share inode numbers.
-- ``reached`` holds the ``(volume, key)`` of every regular file the walk yielded: the sweep by
-  allocation (``Node.allocated``) scans what is allocated but not in it.
+- ``reached`` holds the ``(volume, key)`` of every regular file the walk yielded (and of every
+  damaged entry it reported): the sweep by allocation (``Node.allocated``) scans what is
+  allocated but not in it.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class Walker:
             self.reached.add((self._volume, child.key))
             return GuestFile(path, child, child.size)
         if child.kind == "damaged":
+            self.reached.add((self._volume, child.key))  # reported as a gap: the sweep need not repeat it
             return WalkProblem(path, 0, GapKind.UNREADABLE, child.problem)
         if child.kind != "dir":
             return None  # symbolic links are not followed; devices, FIFOs, sockets hold no data

@@ -9,6 +9,8 @@
 - A journal with committed changes not yet in place (a disk frozen under a running guest) is
   replayed in memory first (:mod:`~scanner.acquisition.disk.filesystems.ext_journal`); if it
   cannot be, the root's ``problem`` says so and the volume is read as it lies.
+- A regular file encrypted with fscrypt is a gap (kind ``damaged``, problem says why): its
+  contents are ciphertext without the user's key.
 - Names are bytes in ext: undecodable bytes are kept as ``\\xNN`` escapes, never an error.
 - :meth:`ExtNode.allocated` sweeps the inode bitmaps: every in-use regular file inode.
 """
@@ -34,6 +36,8 @@ LOG_BLOCK, LOG_CLUSTER = 0x18, 0x1C  # superblock offsets of s_log_block_size, s
 ROOT_INO = 2
 INLINE_DATA_FL = 0x10000000
 INLINE_SIZE = 60  # i_block
+ENCRYPT_FL = 0x800
+ENCRYPTED = "encrypted (fscrypt): the contents are ciphertext without the key, not scanned"
 XATTR_SYSTEM = 7
 INCOMPAT_FILETYPE = 0x0002
 _KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink"}
@@ -97,6 +101,8 @@ class ExtNode(Node):
         mode = int(inode.inode.i_mode)
         self.kind = _KINDS.get(stat.S_IFMT(mode), "other")
         self.size = int(inode.size) if self.kind == "file" else 0
+        if self.kind == "file" and inode.inode.i_flags & ENCRYPT_FL:
+            self.kind, self.problem = "damaged", ENCRYPTED
 
     def children(self) -> Iterator[Node]:
         inodes_count = int(self.fs.sb.s_inodes_count)
@@ -156,5 +162,7 @@ class ExtNode(Node):
 
         return allocated_files(self.fs, self._volume_size, self._swept)
 
-    def _swept(self, inum: int, size: int) -> Node:
+    def _swept(self, inum: int, size: int, flags: int) -> Node:
+        if flags & ENCRYPT_FL:
+            return DamagedNode(f"<inode {inum}>", inum, ENCRYPTED)
         return SweptInode(inum, size, lambda: self._child(inum, f"<inode {inum}>"))

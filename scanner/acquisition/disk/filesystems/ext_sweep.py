@@ -30,8 +30,8 @@ class SweepError(FilesystemDamaged):
     """The allocation data itself cannot be read."""
 
 
-def allocated_files(fs: Any, volume_size: int, node: Callable[[int, int], Node]) -> Iterator[Node]:
-    """``node(inum, size)`` for every in-use regular file inode."""
+def allocated_files(fs: Any, volume_size: int, node: Callable[[int, int, int], Node]) -> Iterator[Node]:
+    """``node(inum, size, flags)`` for every in-use regular file inode."""
     sb = fs.sb
     per_group = int(sb.s_inodes_per_group)
     count = int(sb.s_inodes_count)
@@ -55,7 +55,7 @@ def allocated_files(fs: Any, volume_size: int, node: Callable[[int, int], Node])
             mode, flags = struct.unpack_from("<H", raw, 0)[0], struct.unpack_from("<I", raw, 0x20)[0]
             if stat.S_ISREG(mode) and not flags & EA_INODE_FL:
                 size = struct.unpack_from("<I", raw, 0x04)[0] | struct.unpack_from("<I", raw, 0x6C)[0] << 32
-                yield node(base + index, size)
+                yield node(base + index, size, flags)
 
 
 def _descriptor(fs: Any, group: int) -> Any:
