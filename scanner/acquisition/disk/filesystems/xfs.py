@@ -1,4 +1,8 @@
-"""XFS (v4 and v5) through ``dissect.xfs``; the sweep by allocation walks the inode btrees."""
+"""XFS (v4 and v5) through ``dissect.xfs``; the sweep by allocation walks the inode btrees.
+
+A log with changes not yet in place (a disk frozen under a running guest) is not replayed: the
+root's ``problem`` says so (:mod:`~scanner.acquisition.disk.filesystems.xfs_log`), a gap.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,12 @@ def open_fs(stream: BinaryIO) -> Node:
         from dissect.xfs import XFS  # type: ignore[import-untyped,unused-ignore]
     except ImportError as e:
         raise unavailable("dissect.xfs", e) from e
+    from scanner.acquisition.disk.filesystems.xfs_log import log_problem
+
     fs = XFS(stream)
-    return XfsRoot(fs)
+    root = XfsRoot(fs)
+    root.problem = log_problem(fs)
+    return root
 
 
 class XfsNode(InodeNode):
