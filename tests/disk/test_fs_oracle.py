@@ -85,7 +85,12 @@ def by_mcopy(src: Path, out: Path) -> Path:
 IMAGES: dict[str, tuple[Callable[[Path, Path], Path], tuple[str, ...]]] = {
     # name: (builder, mount options; None: The Sleuth Kit reads it, the kernel here has no driver)
     "ext2-mkfs": (by_mkfs_d("mkfs.ext2"), ()),
+    "ext2-rev0-kernel": (by_kernel("mkfs.ext2", "-q", "-F", "-r", "0"), ()),  # no file types, 128-byte inodes
     "ext3-kernel": (by_kernel("mkfs.ext3", "-q", "-F"), ()),
+    "ext4-minimal-kernel": (
+        by_kernel("mkfs.ext4", "-q", "-F", "-I", "128", "-O", "^metadata_csum,^64bit,^flex_bg"),
+        (),
+    ),
     "ext4-mkfs": (by_mkfs_d("mkfs.ext4"), ()),
     "ext4-kernel-1k": (by_kernel("mkfs.ext4", "-q", "-F", "-b", "1024"), ()),
     "ext4-inline_data": (by_kernel("mkfs.ext4", "-q", "-F", "-O", "inline_data"), ()),
