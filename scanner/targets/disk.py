@@ -16,6 +16,12 @@ policy's ``max_file_size``. Unit names are ``<volume>:<path>`` (``p1:/etc/passwd
 the path inside the guest. Anything not read (a volume with no filesystem we know, an unreadable
 directory, a directory loop, a limit) is a :class:`Skipped` with its reason, so such a scan is
 INCOMPLETE, never CLEAN. An image that cannot be opened at all raises ``SourceError``.
+
+After each filesystem's directory walk, the sweep by allocation (``Node.allocated``: ext inode
+bitmaps, XFS inode btrees, the NTFS MFT, the FAT) offers every allocated regular file the walk did
+not reach as a unit named by its key (``p2:<inode 4711>``); ``accounting()`` carries
+``<volume>.files_allocated``, ``.files_reached`` and ``.files_orphaned``, or ``<volume>.sweep = 0``
+(also in the details) where the filesystem cannot be swept.
 """
 
 from __future__ import annotations
@@ -136,6 +142,7 @@ class DiskTarget(Target):
         self._lock = threading.Lock()
         self._stack = ExitStack()
         self._details: dict[str, str] = {}
+        self._accounting: dict[str, int] = {}
         self._live: Any = None
         self._opened: tuple[Any, str, Chain] | None = None
         self._identity: bytes | None = None  # the first identity() (asked by a cache), else None
@@ -221,11 +228,55 @@ class DiskTarget(Target):
             detail = f"{name} filesystem does not open: {describe(e)}"
             yield Skipped(volume.name, volume.size, GapKind.UNREADABLE, detail)
             return
-        for item in walker.walk(root):
+        if root.problem:
+            yield Skipped(f"{volume.name}:<filesystem>", 0, GapKind.UNREADABLE, root.problem)
+        for item in walker.walk(root, volume.name):
             if isinstance(item, WalkProblem):
                 yield Skipped(f"{volume.name}:{item.path}", item.size, item.kind, item.reason)
             else:
                 yield self._file(volume.name, item)
+        yield from self._sweep(volume.name, name, root, walker)
+
+    def _sweep(self, volume: str, fs: str, root: Node, walker: Walker) -> Iterator[Unit | Skipped]:
+        """Every allocated regular file the walk did not reach, as a unit named by its key."""
+        failure: Exception | None = None
+        try:
+            swept = root.allocated()
+        except Exception as e:
+            swept, failure = iter(()), e
+        if swept is None:
+            self._accounting[f"{volume}.sweep"] = 0
+            self._details[f"{volume}.sweep"] = f"{fs}: no sweep by allocation; files no directory lists are not seen"
+            return
+        allocated: set[object] = set()
+        reached = 0
+        try:
+            for node in swept:
+                if node.key in allocated:
+                    continue
+                allocated.add(node.key)
+                if (volume, node.key) in walker.reached:
+                    reached += 1
+                elif not walker.count():
+                    failure = RuntimeError(f"more than {walker.limits.max_entries} entries; the rest not swept")
+                    break
+                elif node.kind == "damaged":
+                    yield Skipped(f"{volume}:{node.name}", 0, GapKind.UNREADABLE, node.problem)
+                else:
+                    yield self._file(volume, GuestFile(node.name, node, node.size))
+        except Exception as e:  # the allocation data itself is damaged: what it did not list is unknown
+            failure = e
+        if failure is not None:
+            yield Skipped(f"{volume}:<allocation>", 0, GapKind.UNREADABLE, f"sweep by allocation: {describe(failure)}")
+        orphaned = len(allocated) - reached
+        self._accounting.update(
+            {
+                f"{volume}.sweep": 1 if failure is None else 0,
+                f"{volume}.files_allocated": len(allocated),
+                f"{volume}.files_reached": reached,
+                f"{volume}.files_orphaned": orphaned,
+            }
+        )
 
     def _unknown(self, volume: Volume) -> Skipped:
         try:
@@ -251,6 +302,9 @@ class DiskTarget(Target):
 
     def details(self) -> Mapping[str, str]:
         return dict(self._details)
+
+    def accounting(self) -> Mapping[str, int]:
+        return dict(self._accounting)
 
     def close(self) -> None:
         self._stack.close()

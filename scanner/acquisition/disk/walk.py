@@ -9,7 +9,11 @@ Contract:
   are still walked.
 - Bounded: ``max_depth`` directory levels, ``max_entries`` entries in all (files, directories and
   the rest), ``max_dir_entries`` per directory; symbolic links are never followed; a directory seen
-  before (same inode/record) is not entered again, so a looping directory cannot hang the walk.
+  before (same volume and inode/record) is not entered again, so a looping directory cannot hang
+  the walk. Keys are scoped by the volume: two filesystems on one disk share inode numbers.
+- ``reached`` holds the ``(volume, key)`` of every regular file the walk yielded (and of every
+  damaged entry it reported): the sweep by allocation (``Node.allocated``) scans what is
+  allocated but not in it.
 """
 
 from __future__ import annotations
@@ -55,11 +59,19 @@ class Walker:
     def __init__(self, limits: WalkLimits) -> None:
         self.limits = limits
         self.entries = 0
-        self._seen: set[Hashable] = set()
+        self.reached: set[tuple[str, Hashable]] = set()
+        self._seen: set[tuple[str, Hashable]] = set()
         self._stopped = False
+        self._volume = ""
 
-    def walk(self, root: Node) -> Iterator[GuestFile | WalkProblem]:
-        self._seen.add(root.key)
+    @property
+    def stopped(self) -> bool:
+        """The entry limit was reached: nothing more may be offered."""
+        return self._stopped
+
+    def walk(self, root: Node, volume: str = "") -> Iterator[GuestFile | WalkProblem]:
+        self._volume = volume
+        self._seen.add((volume, root.key))
         stack: list[tuple[Node, str, int]] = [(root, "", 0)]
         while stack:
             node, path, depth = stack.pop()
@@ -92,6 +104,13 @@ class Walker:
         children.sort(key=lambda c: c.name)
         return children, problem
 
+    def count(self) -> bool:
+        """One more entry found outside the walk (the sweep); False once the limit is reached."""
+        self.entries += 1
+        if self.entries > self.limits.max_entries:
+            self._stopped = True
+        return not self._stopped
+
     def _visit(  # noqa: PLR0911 - one return per kind of entry reads best
         self, child: Node, path: str, depth: int, subdirs: list[tuple[Node, str, int]]
     ) -> GuestFile | WalkProblem | None:
@@ -101,15 +120,17 @@ class Walker:
             detail = f"more than {self.limits.max_entries} entries in the filesystem"
             return WalkProblem(path, child.size, GapKind.SKIPPED_LIMIT, detail)
         if child.kind == "file":
+            self.reached.add((self._volume, child.key))
             return GuestFile(path, child, child.size)
         if child.kind == "damaged":
+            self.reached.add((self._volume, child.key))  # reported as a gap: the sweep need not repeat it
             return WalkProblem(path, 0, GapKind.UNREADABLE, child.problem)
         if child.kind != "dir":
             return None  # symbolic links are not followed; devices, FIFOs, sockets hold no data
-        if child.key in self._seen:
+        if (self._volume, child.key) in self._seen:
             return WalkProblem(path, 0, GapKind.UNREADABLE, "directory loop: this directory was already walked")
         if depth + 1 >= self.limits.max_depth:
             return WalkProblem(path, 0, GapKind.SKIPPED_LIMIT, f"deeper than {self.limits.max_depth}")
-        self._seen.add(child.key)
+        self._seen.add((self._volume, child.key))
         subdirs.append((child, path, depth + 1))
         return None
