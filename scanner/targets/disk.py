@@ -31,6 +31,7 @@ from typing import Any
 from scanner.acquisition.disk.containers import Chain, open_container
 from scanner.acquisition.disk.errors import DiskFormatError
 from scanner.acquisition.disk.filesystems import HEAD_SIZE, Node, detect_filesystem, open_filesystem
+from scanner.acquisition.disk.image import Confinement
 from scanner.acquisition.disk.volumes import Volume, find_volumes
 from scanner.acquisition.disk.walk import GuestFile, Walker, WalkLimits, WalkProblem, describe
 from scanner.errors import InvalidArgument, SourceError, UnreadableError
@@ -39,7 +40,7 @@ from scanner.targets.files import FilePolicy
 from scanner.targets.identity import digest, settled_identity
 from scanner.verdicts import GapKind
 
-FORMATS = ("auto", "raw", "qcow2", "vmdk", "vhdx")
+FORMATS = ("auto", "raw", "qcow2", "vmdk", "vhdx", "vhd", "vdi")
 SWAP_MAGICS = (b"SWAPSPACE2", b"SWAP-SPACE")
 
 
@@ -169,10 +170,11 @@ class DiskTarget(Target):
     def _open(self) -> tuple[Any, str, Chain]:
         if self._opened is None:
             image, fmt = self._image()
-            chain = Chain()
+            confinement = Confinement.around(image, self.policy.disk_backing_dirs)
+            chain = Chain(confinement, self.policy.disk_max_table_bytes)
             self._stack.callback(chain.close)
             try:
-                disk, fmt = open_container(image, fmt, chain)
+                disk, fmt = open_container(chain.open_top(image), fmt, chain)
             except DiskFormatError:
                 raise
             except OSError as e:
@@ -184,6 +186,7 @@ class DiskTarget(Target):
         disk, fmt, chain = self._open()
         self._details.update({"disk.format": fmt, "disk.chain": " <- ".join(chain.files)})
         size = _size(disk)
+        yield from _chain_gaps(chain, size)
         volumes, problems = find_volumes(disk, size)
         for problem in problems:
             yield Skipped(problem.name, problem.size, GapKind.UNREADABLE, problem.reason)
@@ -194,10 +197,7 @@ class DiskTarget(Target):
 
     def _image(self) -> tuple[Path, str]:
         if not self.qmp:
-            path = Path(self.path)
-            if not path.exists():
-                raise SourceError(self.path, "no such image file or device")
-            return path, self.format
+            return Path(self.path), self.format
         from scanner.acquisition.disk.live import LiveDisk
 
         self._live = LiveDisk(Path(self.qmp), self.device)
@@ -254,6 +254,12 @@ class DiskTarget(Target):
 
     def close(self) -> None:
         self._stack.close()
+
+
+def _chain_gaps(chain: Chain, size: int) -> Iterator[Skipped]:
+    """A gap per file the image refers to that was not opened (outside, symlinked, missing...)."""
+    for problem in chain.problems:
+        yield Skipped("disk", size, GapKind.UNREADABLE, problem)
 
 
 def _size(stream: Any) -> int:
