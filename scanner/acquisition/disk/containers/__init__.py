@@ -162,4 +162,3 @@ def open_container(image: StrictFile, fmt: str, chain: Chain) -> tuple[BinaryIO,
         raise
     except (TruncatedImage, RecursionError, MemoryError, Exception) as e:  # parsers raise anything on damage
         raise DiskFormatError(str(image.path), f"not a readable {fmt} image: {e}") from e
-
