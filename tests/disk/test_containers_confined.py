@@ -174,3 +174,14 @@ def test_vmdk_that_is_its_own_parent_is_one_error(rooms, engine, ruleset):
     top.write_text(descriptor([f'RW {(vm / "flat.raw").stat().st_size // 512} FLAT "flat.raw" 0'], parent="self.vmdk"))
     verdict = scan(engine, ruleset, path=str(top))
     assert verdict.kind is VerdictKind.ERROR and "loops back" in verdict.error
+
+
+def test_qcow2_external_data_file_outside_is_a_gap(rooms, tmp_path, engine, ruleset):
+    vm, host = rooms
+    image = vm / "external.qcow2"
+    data = host / "external.data"
+    images.run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-o", f"data_file={data}", host / "secret.raw",
+               image)  # fmt: skip
+    verdict = scan(engine, ruleset, path=str(image))
+    refused(verdict, str(data), "outside the image's directory")
+    assert chain_of(verdict) == [str(image)]
