@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -42,6 +43,47 @@ from scanner.verdicts import GapKind
 
 FORMATS = ("auto", "raw", "qcow2", "vmdk", "vhdx", "vhd", "vdi")
 SWAP_MAGICS = (b"SWAPSPACE2", b"SWAP-SPACE")
+PAGE = 4096
+ENCRYPTED = ((b"LUKS\xba\xbe", 0, "LUKS"), (b"-FVE-FS-", 3, "BitLocker"))
+
+
+class SwapUnit(Unit):
+    """A Linux swap area, scanned as raw bytes in windows like a memory range: swapped-out pages
+    hold process memory. Named ``<volume>:<swap>``."""
+
+    kind = "swap"
+    chunkable = True
+
+    def __init__(self, volume: Volume, lock: threading.Lock) -> None:
+        self.volume = volume
+        self.name = f"{volume.name}:<swap>"
+        self.size = volume.size
+        self.context = {"volume": volume.name, "swap": "linux swap area"}
+        self._lock = lock
+
+    @contextmanager
+    def _window(self, offset: int, length: int) -> Iterator[memoryview]:
+        try:
+            with self._lock:
+                self.volume.stream.seek(offset)
+                data = self.volume.stream.read(length)
+        except Exception as e:
+            raise UnreadableError(self.name, offset, length, describe(e)) from e
+        if len(data) != length:
+            raise UnreadableError(self.name, offset, length, f"swap area ends after {len(data)} bytes")
+        yield memoryview(data)
+
+    def window(self, offset: int, length: int) -> AbstractContextManager[memoryview]:
+        return self._window(offset, length)
+
+
+def _is_swap_area(head: bytes, size: int) -> bool:
+    """A Linux swap area (``mkswap``, 4 KiB pages): its signature at the end of the first page and a
+    version-1 header whose last page lies inside the volume, within a page of its end."""
+    if len(head) < PAGE or head[PAGE - 10 : PAGE] != b"SWAPSPACE2":
+        return False
+    version, last_page = struct.unpack_from("<II", head, 1024)
+    return bool(version == 1 and 0 < (last_page + 1) * PAGE <= size < (last_page + 2) * PAGE)
 
 
 class DiskFileUnit(Unit):
@@ -227,15 +269,21 @@ class DiskTarget(Target):
             else:
                 yield self._file(volume.name, item)
 
-    def _unknown(self, volume: Volume) -> Skipped:
+    def _unknown(self, volume: Volume) -> Unit | Skipped:
+        """A volume with no filesystem we read: a swap area is scanned as raw pages; the rest is a gap."""
         try:
             volume.stream.seek(0)
             head = volume.stream.read(min(HEAD_SIZE, volume.size))
         except Exception:
             head = b""
-        if any(m in head[4086:4096] for m in SWAP_MAGICS):
-            return Skipped(volume.name, volume.size, GapKind.SKIPPED_POLICY, "swap space: no files", gap=False)
+        if _is_swap_area(head, volume.size):
+            return SwapUnit(volume, self._lock)
         detail = f"{volume.description}: no supported filesystem (ext, xfs, ntfs, fat)"
+        for magic, offset, what in ENCRYPTED:
+            if head[offset : offset + len(magic)] == magic:
+                detail = f"{volume.description}: encrypted volume ({what}): not scanned"
+        if any(m in head[4086:4096] for m in SWAP_MAGICS):
+            detail += "; a swap signature without a valid swap header (not read as swap)"
         return Skipped(volume.name, volume.size, GapKind.SKIPPED_POLICY, detail)
 
     def _file(self, volume: str, item: GuestFile) -> Unit | Skipped:
