@@ -2,8 +2,10 @@
 
 Params (``TargetSpec("disk", {...})``):
 
-- ``path``: the image file or block device (raw, qcow2, VMDK, VHDX); opened read-only;
-- ``format``: ``auto`` (default, sniffed from the first bytes), ``raw``, ``qcow2``, ``vmdk``, ``vhdx``;
+- ``path``: the image file or block device (raw, qcow2, VMDK, VHDX, VHD, VDI); opened read-only;
+  files it refers to only inside its directory (see :mod:`scanner.acquisition.disk.image`);
+- ``format``: ``auto`` (default, sniffed from the first bytes), ``raw``, ``qcow2``, ``vmdk``, ``vhdx``,
+  ``vhd``, ``vdi``;
 - ``qmp`` + ``device``: a running QEMU guest's disk instead of ``path``: ``qmp`` is the guest's QMP
   socket (the appliance's own), ``device`` the block node name, drive id or qdev id. The disk is
   frozen with an external snapshot, scanned, then merged back (see
@@ -15,7 +17,8 @@ policy's ``max_file_size``. Unit names are ``<volume>:<path>`` (``p1:/etc/passwd
 ``lvm/vg0/root:/bin/ls``, ``disk:/x`` for a filesystem on the whole disk). Exclusion globs match
 the path inside the guest. Anything not read (a volume with no filesystem we know, an unreadable
 directory, a directory loop, a limit) is a :class:`Skipped` with its reason, so such a scan is
-INCOMPLETE, never CLEAN. An image that cannot be opened at all raises ``SourceError``.
+INCOMPLETE, never CLEAN. An image that cannot be opened at all raises ``SourceError`` (the engine
+makes it an ERROR verdict). A swap area is one chunked unit ``<volume>:<swap>``.
 """
 
 from __future__ import annotations
