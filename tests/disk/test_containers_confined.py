@@ -185,3 +185,61 @@ def test_qcow2_external_data_file_outside_is_a_gap(rooms, tmp_path, engine, rule
     verdict = scan(engine, ruleset, path=str(image))
     refused(verdict, str(data), "outside the image's directory")
     assert chain_of(verdict) == [str(image)]
+
+
+def test_sparse_vmdk_delta_naming_itself_as_parent_is_one_error(rooms, engine, ruleset):
+    """qemu-img's own delta, its embedded parentFileNameHint patched to its own name."""
+    vm, host = rooms
+    images.convert(host / "secret.raw", vm / "b.vmdk", "vmdk")
+    images.run("qemu-img", "create", "-q", "-f", "vmdk", "-b", "b.vmdk", "-F", "vmdk", "d.vmdk", cwd=vm)
+    data = (vm / "d.vmdk").read_bytes()
+    assert data.count(b'parentFileNameHint="b.vmdk"') == 1
+    (vm / "d.vmdk").write_bytes(data.replace(b'parentFileNameHint="b.vmdk"', b'parentFileNameHint="d.vmdk"'))
+    verdict = scan(engine, ruleset, path=str(vm / "d.vmdk"))
+    assert verdict.kind is VerdictKind.ERROR and "loops back" in verdict.error
+
+
+def test_backing_chain_deeper_than_the_bound_is_one_error(rooms, engine, ruleset):
+    vm, host = rooms
+    shutil.copyfile(host / "secret.raw", vm / "l0.img")
+    images.run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "l0.img", "-F", "raw", "l1.qcow2", cwd=vm)
+    for level in range(2, 18):
+        images.run("qemu-img", "create", "-q", "-f", "qcow2", "-b", f"l{level - 1}.qcow2", "-F", "qcow2",
+                   f"l{level}.qcow2", cwd=vm)  # fmt: skip
+    assert scan(engine, ruleset, path=str(vm / "l15.qcow2")).kind is VerdictKind.MALICIOUS  # 16 deep: read
+    verdict = scan(engine, ruleset, path=str(vm / "l17.qcow2"))
+    assert verdict.kind is VerdictKind.ERROR and "deeper than 16" in verdict.error
+
+
+def test_vmdk_split_into_many_flat_extents_is_read(rooms, engine, ruleset):
+    """A descriptor with 24 extents (more files than the chain depth bound): all read, in order."""
+    vm, host = rooms
+    data = (host / "secret.raw").read_bytes()
+    piece = -(-len(data) // 24 // 512) * 512
+    lines = []
+    for i in range(24):
+        part = data[i * piece : (i + 1) * piece]
+        (vm / f"split-s{i:03}.vmdk").write_bytes(part)
+        lines.append(f'RW {len(part) // 512} FLAT "split-s{i:03}.vmdk" 0')
+    top = vm / "split.vmdk"
+    top.write_text(descriptor(lines))
+    oracle = vm / "oracle.raw"
+    images.run("qemu-img", "convert", "-q", "-f", "vmdk", "-O", "raw", top, oracle)
+    assert oracle.read_bytes() == data  # qemu-img reads the same disk through the descriptor
+    verdict = scan(engine, ruleset, path=str(top))
+    assert ("EICAR_Test_File", "/eicar.com") in found(verdict) and verdict.coverage.complete
+    assert len(chain_of(verdict)) == 25
+
+
+def test_a_symlink_named_as_the_disk_is_scanned_with_references_beside_the_link(rooms, engine, ruleset):
+    """As QEMU does: the link is what the user asked for; its backing is looked up beside the link."""
+    vm, host = rooms
+    shutil.copyfile(host / "secret.raw", vm / "base.raw")
+    images.run(
+        "qemu-img", "create", "-q", "-u", "-f", "qcow2", "-b", "base.raw", "-F", "raw", host / "real.qcow2", "32M"
+    )
+    (vm / "link.qcow2").symlink_to(host / "real.qcow2")
+    images.run("qemu-img", "info", "--backing-chain", vm / "link.qcow2")  # qemu-img opens this chain too
+    verdict = scan(engine, ruleset, path=str(vm / "link.qcow2"))
+    assert ("EICAR_Test_File", "/eicar.com") in found(verdict) and verdict.coverage.complete
+    assert chain_of(verdict) == [str(vm / "link.qcow2"), str(vm / "base.raw")]

@@ -4,7 +4,8 @@ Two ways in, one handle type (:class:`StrictFile`):
 
 - :func:`open_image`: the image the user named. A symlink the user gave is resolved (what it points
   to is what they asked for); the result must be a regular file or a block device, never under
-  ``/proc`` or ``/sys``.
+  ``/proc`` or ``/sys``. Its name stays the one given (in its real directory), so relative references
+  are looked up beside the name the user gave, as QEMU does.
 - :meth:`Confinement.open`: every file an image *refers to* (qcow2 backing and data files, VMDK
   parents and extents). Images are hostile, so such a name is only opened when it lies inside one
   of the confinement's roots (the top image's directory, plus ``FilePolicy.backing_dirs``), is
@@ -119,7 +120,7 @@ def open_image(path: Path) -> StrictFile:
     if kind not in ("regular file", "block device"):
         os.close(fd)
         raise DiskFormatError(str(path), f"a {kind}, not an image file or block device: not opened")
-    return StrictFile(fd, real)
+    return StrictFile(fd, path.absolute().parent.resolve() / path.name)  # named where the user named it
 
 
 @dataclass(frozen=True)

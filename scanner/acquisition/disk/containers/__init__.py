@@ -8,8 +8,8 @@ through :meth:`Chain.open_ref`, confined to the top image's directory and the co
 directories (see :mod:`scanner.acquisition.disk.image`). A reference that is refused or missing is
 not an error of the whole disk: :meth:`Chain.absent` records it in ``Chain.problems`` (each becomes
 a gap naming it) and stands in a stream whose every read fails, so what lives only in that file is
-a gap too, never zeros. Chains are bounded (:data:`MAX_CHAIN`) and a file met twice (by device
-and inode) is a loop: an error, not a recursion.
+a gap too, never zeros. Nesting is bounded (:data:`MAX_CHAIN`), so is the number of files
+(:data:`MAX_FILES`), and a file met twice (by device and inode) is a loop: an error, not a recursion.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from scanner.acquisition.disk.errors import DiskFormatError, MissingData, Refere
 from scanner.acquisition.disk.image import Confinement, StrictFile, open_image
 
 MAX_CHAIN = 16
-"""Most files one disk is made of (backing files, parents, extents): a longer chain is an error."""
+"""Deepest nesting of containers (an overlay over a backing file over ...): deeper is an error."""
+MAX_FILES = 1024
+"""Most files one disk is made of (every backing file, parent, extent, data file)."""
 
 FORMATS: dict[str, str] = {
     "raw": "scanner.acquisition.disk.containers.raw",
@@ -51,6 +53,7 @@ class Chain:
     files: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     closers: list[Callable[[], object]] = field(default_factory=list)
+    depth: int = 0
     _seen: set[tuple[int, int]] = field(default_factory=set)
 
     def open_top(self, path: Path) -> StrictFile:
@@ -72,8 +75,8 @@ class Chain:
         st = os.fstat(f.fileno())
         if (st.st_dev, st.st_ino) in self._seen:
             raise DiskFormatError(str(f.path), "backing chain loops back to a file already in it")
-        if len(self.files) >= MAX_CHAIN:
-            raise DiskFormatError(str(f.path), f"backing chain longer than {MAX_CHAIN} files")
+        if len(self.files) >= MAX_FILES:
+            raise DiskFormatError(str(f.path), f"disk made of more than {MAX_FILES} files")
         self._seen.add((st.st_dev, st.st_ino))
         self.files.append(str(f.path))
         return f
@@ -155,6 +158,9 @@ def open_container(image: StrictFile, fmt: str, chain: Chain) -> tuple[BinaryIO,
     except KeyError:
         raise DiskFormatError(str(image.path), f"unknown format {fmt!r} (known: auto, {', '.join(FORMATS)})") from None
     opener = cast(Callable[[StrictFile, Chain], BinaryIO], module.open_disk)
+    if chain.depth >= MAX_CHAIN:
+        raise DiskFormatError(str(image.path), f"backing chain deeper than {MAX_CHAIN} images")
+    chain.depth += 1
     try:
         image.seek(0)
         return opener(image, chain), fmt
@@ -162,3 +168,5 @@ def open_container(image: StrictFile, fmt: str, chain: Chain) -> tuple[BinaryIO,
         raise
     except (TruncatedImage, RecursionError, MemoryError, Exception) as e:  # parsers raise anything on damage
         raise DiskFormatError(str(image.path), f"not a readable {fmt} image: {e}") from e
+    finally:
+        chain.depth -= 1
