@@ -202,3 +202,21 @@ def test_a_filesystem_smaller_than_64_kib_on_a_whole_disk_is_read(tmp_path, engi
     assert images.run("mtype", "-i", image, "::/e.com").encode() == eicar()  # mtools reads it back
     verdict = scan(engine, ruleset, path=str(image))
     assert units(verdict) == {"disk:/e.com"} and verdict.coverage.complete, [g.detail for g in verdict.coverage.gaps]
+
+
+def test_a_luks_volume_is_a_gap_naming_the_encryption(tmp_path, engine, ruleset):
+    need("sfdisk", "cryptsetup")
+    volume = tmp_path / "luks.part"
+    volume.write_bytes(b"")
+    os.truncate(volume, 20 * MiB)
+    images.run("cryptsetup", "luksFormat", "--batch-mode", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+               volume, "-", input="pw")  # fmt: skip
+    disk = tmp_path / "luks.raw"
+    disk.write_bytes(b"")
+    os.truncate(disk, 24 * MiB)
+    images.run("sfdisk", "-q", disk, input="label: dos\nstart=2048, type=83\n")
+    put(volume, disk, 2048 * 512)
+    verdict = scan(engine, ruleset, path=str(disk))
+    assert verdict.kind is VerdictKind.INCOMPLETE
+    [gap] = [g for g in verdict.coverage.gaps if g.unit == "p1"]
+    assert "encrypted volume (LUKS): not scanned" in gap.detail
