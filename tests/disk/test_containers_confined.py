@@ -243,3 +243,20 @@ def test_a_symlink_named_as_the_disk_is_scanned_with_references_beside_the_link(
     verdict = scan(engine, ruleset, path=str(vm / "link.qcow2"))
     assert ("EICAR_Test_File", "/eicar.com") in found(verdict) and verdict.coverage.complete
     assert chain_of(verdict) == [str(vm / "link.qcow2"), str(vm / "base.raw")]
+
+
+def test_an_allowed_directory_never_opens_proc(rooms, engine, ruleset):
+    """Even with / allowed (a careless config), /proc is never opened: named directly or bind-mounted."""
+    vm, _ = rooms
+    policy = FilePolicy(disk_backing_dirs=("/",))
+    pid = os.getpid()
+    verdict = scan(engine, ruleset, policy, path=str(qcow2_over(vm, f"/proc/{pid}/environ")))
+    refused(verdict, f"/proc/{pid}/environ", "kernel pseudo-filesystem")
+    mounted = vm / "p"
+    mounted.mkdir()
+    images.run("mount", "--bind", "/proc", mounted)
+    try:
+        verdict = scan(engine, ruleset, path=str(qcow2_over(vm, f"p/{pid}/environ")))
+    finally:
+        images.run("umount", mounted)
+    refused(verdict, f"p/{pid}/environ", "kernel pseudo-filesystem")

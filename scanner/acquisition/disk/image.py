@@ -23,6 +23,7 @@ file holds). Reads of "the rest" (``read()``) are not checked.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -144,6 +145,8 @@ class Confinement:
         candidate = Path(os.path.normpath(beside / name))
         if not any(candidate.is_relative_to(root) for root in self.roots):
             raise ReferenceRefused(name, "outside the image's directory")
+        if _pseudo(candidate):
+            raise ReferenceRefused(name, "in a kernel pseudo-filesystem")
         return candidate
 
     def open(self, name: str, beside: Path) -> StrictFile:
@@ -151,7 +154,7 @@ class Confinement:
         candidate = self.locate(name, beside)
         root = max((r for r in self.roots if candidate.is_relative_to(r)), key=lambda r: len(r.parts))
         fd = _open_beneath(root, candidate.relative_to(root).parts, name)
-        kind = _kind(fd)
+        kind = "file in a kernel pseudo-filesystem" if _pseudo_device(fd) else _kind(fd)
         if kind != "regular file":
             os.close(fd)
             raise ReferenceRefused(name, f"a {kind}, not a regular file")
@@ -200,6 +203,16 @@ def _kind(fd: int) -> str:
         if test(mode):
             return kind
     return "special file"
+
+
+def _pseudo_device(fd: int) -> bool:
+    """Is ``fd`` on the same filesystem as this namespace's /proc or /sys (a bind mount elsewhere too)?"""
+    dev = os.fstat(fd).st_dev
+    devices = set()
+    for root in PSEUDO_ROOTS:
+        with contextlib.suppress(OSError):
+            devices.add(os.stat(root).st_dev)
+    return dev in devices
 
 
 def _pseudo(path: Path) -> bool:
