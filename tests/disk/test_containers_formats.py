@@ -141,3 +141,34 @@ def test_grpc_gives_a_named_verdict_for_every_unreadable_image(source, tmp_path)
         assert verdict.kind == verdict_pb2.VerdictKind.Value(f"VERDICT_KIND_{kind}"), (name, verdict)
         text = verdict.error if kind == "ERROR" else " ".join(g.detail for g in verdict.coverage.gaps)
         assert words in text and "internal error" not in text, (name, text)
+
+
+RACE = """
+import sys, threading
+from scanner.targets import TargetSpec, build_target
+errors = []
+def plan(path):
+    try:
+        with build_target(TargetSpec("disk", {"path": path})) as target:
+            list(target.plan())
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=plan, args=(p,)) for p in sys.argv[1:]]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(errors)
+"""
+
+
+def test_first_scans_of_several_formats_started_together_all_open(source, tmp_path):
+    """Issue 15: the first qcow2 and VMDK scans of a fresh process deadlocked importing dissect."""
+    raw, _ = source
+    paths = [images.convert(raw, tmp_path / f"race.{fmt}", fmt) for fmt in ("qcow2", "vmdk", "vdi", "vpc")]
+    for _ in range(3):  # each run a fresh interpreter: the imports are the first ones
+        done = subprocess.run(
+            [sys.executable, "-c", RACE, *map(str, paths * 2)], capture_output=True, text=True, cwd=REPO, timeout=120,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -14,9 +14,11 @@ a gap too, never zeros. Nesting is bounded (:data:`MAX_CHAIN`), so is the number
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,32 @@ MAX_TABLE_BYTES = 64 * 1024 * 1024
 grain directory); ``FilePolicy.disk_max_table_bytes`` sets it. QEMU itself caps an L1 at 32 MiB."""
 
 
+PARSERS = (
+    "dissect.hypervisor.disk",
+    "dissect.volume.disk",
+    "dissect.volume.lvm",
+    "dissect.extfs",
+    "dissect.xfs",
+    "dissect.ntfs",
+    "dissect.fat",
+)
+_imports = threading.Lock()
+_loaded: list[bool] = []
+
+
+def load_parsers() -> None:
+    """Import the disk parser packages once, one thread at a time: two scans importing them for
+    the first time together deadlocked in the import system (dissect's packages import each
+    other's modules). A package that is missing is left to its user to report as unavailable."""
+    with _imports:
+        if _loaded:
+            return
+        for name in PARSERS:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+        _loaded.append(True)
+
+
 @dataclass
 class Chain:
     """The files one disk is made of (top first), the references not opened, and their handles."""
@@ -57,7 +85,8 @@ class Chain:
     _seen: set[tuple[int, int]] = field(default_factory=set)
 
     def open_top(self, path: Path) -> StrictFile:
-        """The image the user named (see :func:`open_image`)."""
+        """The image the user named (see :func:`open_image`); loads the parsers first."""
+        load_parsers()
         return self._add(open_image(path))
 
     def open_ref(self, name: str, beside: Path) -> StrictFile:
