@@ -13,7 +13,7 @@ import pytest
 from scanner.targets import FilePolicy
 from scanner.verdicts import GapKind, VerdictKind
 from tests.disk import images
-from tests.disk.conftest import need
+from tests.disk.conftest import need, skip_or_fail
 from tests.disk.scanning import found, scan
 
 pytestmark = pytest.mark.timeout(120)  # a FIFO opened blocking would hang here, not pass
@@ -260,3 +260,22 @@ def test_an_allowed_directory_never_opens_proc(rooms, engine, ruleset):
     finally:
         images.run("umount", mounted)
     refused(verdict, f"p/{pid}/environ", "kernel pseudo-filesystem")
+
+
+def test_a_qcow2_on_a_block_device_reaches_nothing_in_dev(rooms, engine, ruleset):
+    """The image's own directory is /dev here: it is not a root (/dev/shm holds regular files)."""
+    vm, host = rooms
+    if not Path("/dev/shm").is_dir() or not Path("/dev/loop-control").exists():
+        skip_or_fail("needs /dev/shm and loop devices (root and /dev/loop-control)")
+    secret = Path("/dev/shm") / f"avscan-test-{os.getpid()}.raw"
+    shutil.copyfile(host / "secret.raw", secret)
+    image = qcow2_over(vm, f"shm/{secret.name}")
+    os.truncate(image, 1 << 20)  # a loop device ends at a whole sector; the L1 table is at the file's end
+    loop = images.run("losetup", "-f", "--show", "-r", image).strip()
+    try:
+        verdict = scan(engine, ruleset, path=loop)
+    finally:
+        images.run("losetup", "-d", loop)
+        secret.unlink()
+    refused(verdict, f"shm/{secret.name}", "outside the image's directory")
+    assert chain_of(verdict) == [loop]

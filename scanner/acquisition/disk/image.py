@@ -37,6 +37,7 @@ from scanner.acquisition.disk.errors import DiskFormatError, ReferenceRefused, T
 OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 PSEUDO_ROOTS = (Path("/proc"), Path("/sys"))
 """Kernel pseudo-filesystems: never an image, never a root, never a chain file."""
+DEVICES = Path("/dev")
 
 
 class StrictFile(io.RawIOBase):
@@ -132,8 +133,10 @@ class Confinement:
 
     @classmethod
     def around(cls, image: Path, extra: Iterable[str] = ()) -> Confinement:
-        """The directory ``image`` was named in (resolved once: the user chose it), plus ``extra``."""
-        roots = [image.absolute().parent.resolve()]
+        """The directory ``image`` was named in (resolved once: the user chose it), plus ``extra``.
+        A device directory is never a root by itself (a qcow2 on /dev/sdb must not reach /dev/shm)."""
+        own = image.absolute().parent.resolve()
+        roots = [] if own == DEVICES or own.is_relative_to(DEVICES) else [own]
         roots += [Path(d).resolve() for d in extra]
         return cls(tuple(r for r in dict.fromkeys(roots) if not _pseudo(r)))
 
