@@ -172,3 +172,25 @@ def test_first_scans_of_several_formats_started_together_all_open(source, tmp_pa
             check=False,
         )  # fmt: skip
         assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("fmt", ["qcow2", "vmdk"])
+def test_table_sizes_from_a_hostile_header_are_refused_before_reading(fmt, source, tmp_path, engine, ruleset):
+    """A header claiming a 2 GiB L1 table (qcow2) or grain directory (VMDK) is an error naming the
+    ceiling, not a 2 GiB allocation; a small configured ceiling refuses an honest 1 TiB image too."""
+    from scanner.targets import FilePolicy
+
+    raw, _ = source
+    image = images.convert(raw, tmp_path / f"hostile.{fmt}", fmt)
+    data = bytearray(image.read_bytes())
+    if fmt == "qcow2":
+        data[36:40] = (1 << 28).to_bytes(4, "big")  # l1_size: 2**28 entries of 8 bytes
+    else:
+        data[12:20] = (1 << 50).to_bytes(8, "little")  # capacity in sectors: a 2 GiB grain directory
+    image.write_bytes(bytes(data))
+    verdict = scan(engine, ruleset, path=str(image))
+    assert verdict.kind is VerdictKind.ERROR and "exceeds max_table_bytes" in verdict.error, verdict.error
+    honest = tmp_path / f"big.{fmt}"
+    images.run("qemu-img", "create", "-q", "-f", fmt, honest, "1T")
+    verdict = scan(engine, ruleset, FilePolicy(disk_max_table_bytes=4096), path=str(honest))
+    assert verdict.kind is VerdictKind.ERROR and "exceeds max_table_bytes" in verdict.error, verdict.error
