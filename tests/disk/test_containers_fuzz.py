@@ -1,4 +1,5 @@
-"""Seeded bit flips and truncations of VMDK (sparse, stream-optimized) and qcow2 images (issue 11).
+"""Seeded bit flips and truncations of VMDK (sparse, stream-optimized), qcow2 (plain; subclusters
+with zstd), VHD, VDI and VHDX images (issue 11).
 
 For every damaged image the scan must end in a verdict (never an exception: the CLI's traceback
 and exit 1 "found" with nothing found), a MALICIOUS verdict must carry its finding, and a CLEAN
@@ -20,11 +21,15 @@ from tests.disk.conftest import need
 from tests.disk.scanning import scan
 from tests.support.samples import marker
 
-CASES = 200  # per format: 600 in all, a few milliseconds each
+CASES = 120  # per format: 840 in all, a few milliseconds each
 FORMATS = {
     "vmdk-sparse": ("vmdk", ("-o", "subformat=monolithicSparse")),
     "vmdk-stream": ("vmdk", ("-o", "subformat=streamOptimized")),
     "qcow2": ("qcow2", ()),
+    "qcow2-extl2-zstd": ("qcow2", ("-c", "-o", "extended_l2=on,compression_type=zstd")),
+    "vhd": ("vpc", ()),
+    "vdi": ("vdi", ()),
+    "vhdx": ("vhdx", ()),
 }
 
 
