@@ -194,3 +194,29 @@ def test_table_sizes_from_a_hostile_header_are_refused_before_reading(fmt, sourc
     images.run("qemu-img", "create", "-q", "-f", fmt, honest, "1T")
     verdict = scan(engine, ruleset, FilePolicy(disk_max_table_bytes=4096), path=str(honest))
     assert verdict.kind is VerdictKind.ERROR and "exceeds max_table_bytes" in verdict.error, verdict.error
+
+
+def test_a_compressed_vmdk_grain_that_inflates_past_its_size_is_a_gap(source, tmp_path, engine, ruleset):
+    """streamOptimized (qemu-img): grain 0 repointed to a deflate bomb appended to the file (64 MiB
+    of zeros, ~64 KiB compressed). It must not be inflated whole; what needs it is a gap."""
+    import struct
+    import zlib
+
+    raw, _ = source
+    image = images.convert(raw, tmp_path / "bomb.vmdk", "vmdk", "-o", "subformat=streamOptimized")
+    data = bytearray(image.read_bytes())
+    gd = struct.unpack_from("<q", data, 56)[0]  # qemu-img fills the header's GD offset at close
+    assert data[:4] == b"KDMV" and gd > 0
+    gt = struct.unpack_from("<I", data, gd * 512)[0]
+    bomb = zlib.compress(bytes(64 << 20), 9)
+    grain = struct.pack("<QI", 0, len(bomb)) + bomb
+    struct.pack_into("<I", data, gt * 512, len(data) // 512)  # grain 0 (the superblock's) -> the bomb
+    image.write_bytes(bytes(data) + grain + bytes(-len(grain) % 512))
+    convert = ["qemu-img", "convert", "-O", "raw", image, tmp_path / "o.raw"]
+    oracle = subprocess.run(convert, capture_output=True, check=False)
+    assert oracle.returncode != 0  # qemu-img refuses the grain too
+    verdict = scan(engine, ruleset, path=str(image))
+    assert verdict.kind is not VerdictKind.CLEAN and not verdict.coverage.complete
+    assert any("inflates past its 65536 bytes" in g.detail for g in verdict.coverage.gaps), [
+        g.detail for g in verdict.coverage.gaps
+    ]

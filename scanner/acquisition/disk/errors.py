@@ -22,6 +22,11 @@ class TruncatedImage(OSError):
     """
 
 
+class CorruptData(OSError):
+    """A table entry or compressed block met while reading is corrupt; an ``OSError`` so the
+    walk reports it as a gap for what was being read, like a truncation."""
+
+
 class MissingData(OSError):
     """A read reached a part of the disk that lives in a file that was not opened (see ``Chain.problems``)."""
 

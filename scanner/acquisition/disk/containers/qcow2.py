@@ -21,7 +21,7 @@ from functools import cache, lru_cache
 from typing import Any, BinaryIO
 
 from scanner.acquisition.disk.containers import Chain, open_container
-from scanner.acquisition.disk.errors import DiskFormatError, ReferenceRefused, unavailable
+from scanner.acquisition.disk.errors import CorruptData, DiskFormatError, ReferenceRefused, unavailable
 from scanner.acquisition.disk.image import StrictFile
 
 ENCRYPTION = {1: "AES", 2: "LUKS"}
@@ -107,7 +107,7 @@ def _runs(q: Any, l1_table: list[int], offset: int, length: int) -> Iterator[tup
             sc_type, host, count = _run(q, q.l2_table(l2_offset), offset, in_cluster)
         count = min(count, length)
         if count <= 0:
-            raise DiskFormatError("qcow2", f"empty run at guest offset {offset:#x}: corrupt L2 entry")
+            raise CorruptData(f"qcow2: empty run at guest offset {offset:#x}: corrupt L2 entry")
         yield sc_type, offset, host, count
         offset += count
         length -= count
@@ -123,7 +123,7 @@ def _run(q: Any, table: Any, offset: int, in_cluster: int) -> tuple[Any, int, in
     sc_from = in_cluster >> q.subcluster_bits
     sc_type = qcow2.get_subcluster_type(q, entry, bitmap, sc_from)
     if sc_type == kinds.QCOW2_SUBCLUSTER_INVALID:
-        raise DiskFormatError("qcow2", f"invalid subcluster bitmap for guest offset {offset:#x}")
+        raise CorruptData(f"qcow2: invalid subcluster bitmap for guest offset {offset:#x}")
     sc_count = _same_type_subclusters(q, sc_type, bitmap, sc_from)
     count = ((sc_from + sc_count) << q.subcluster_bits) - in_cluster
     host = 0
