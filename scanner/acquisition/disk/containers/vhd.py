@@ -16,7 +16,9 @@ def open_disk(image: StrictFile, chain: Chain) -> BinaryIO:
         from dissect.hypervisor.disk.vhd import VHD  # type: ignore[import-untyped,unused-ignore]
     except ImportError as e:
         raise unavailable("dissect.hypervisor", e) from e
-    image.seek(60)  # the footer copy at the start: disk type (big endian) at offset 60
+    image.seek(0)
+    footer = 0 if image.read(8) == b"conectix" else max(0, image.size - 512)  # a fixed VHD: only at the end
+    image.seek(footer + 60)  # disk type, big endian
     if int.from_bytes(image.read(4), "big") == DIFFERENCING:
         raise DiskFormatError(str(image.path), "differencing VHD: parent disks are not supported")
     return VHD(image)  # type: ignore[no-any-return]
