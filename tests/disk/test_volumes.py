@@ -287,3 +287,19 @@ def test_lvm2_thin_volume_is_read_through_its_pool(tmp_path, engine, ruleset):
     assert units(verdict) == {"lvm/tvg/thin1:/thin.com"} and verdict.coverage.complete, [
         g.detail for g in verdict.coverage.gaps
     ]
+
+
+def test_a_gpt_claiming_four_billion_entries_is_a_named_problem_not_a_hang(tmp_path, engine, ruleset):
+    """sgdisk's GPT with the header's entry count patched to 2**32-1, on a 1 TiB qcow2 (reads of
+    its unallocated clusters are zeros, so nothing ends the walk of the entries but a bound)."""
+    need("sgdisk", "qemu-img")
+    raw = tmp_path / "gpt.raw"
+    raw.write_bytes(b"")
+    os.truncate(raw, 8 * MiB)
+    images.run("sgdisk", "-o", "-n", "1:2048:0", "-t", "1:8300", raw)
+    put((2**32 - 1).to_bytes(4, "little"), raw, 512 + 80)
+    image = images.convert(raw, tmp_path / "gpt.qcow2", "qcow2")
+    images.run("qemu-img", "resize", "-q", image, "1T")
+    verdict = scan(engine, ruleset, path=str(image))
+    assert verdict.kind is VerdictKind.INCOMPLETE
+    assert any("GPT claims 4294967295 partition entries" in g.detail for g in verdict.coverage.gaps)

@@ -29,6 +29,7 @@ MAX_PARTITIONS = 128
 SECTOR = 512
 EXTENDED = (0x05, 0x0F, 0x85)
 SMALL = 64 * 1024
+MAX_GPT_ENTRIES = 4096  # the spec's minimum array is 128 entries; tools write 128
 
 
 @dataclass
@@ -70,6 +71,11 @@ def _partitions(disk: BinaryIO, size: int) -> tuple[list[Volume], list[VolumePro
     except ImportError as e:
         raise unavailable("dissect.volume", e) from e
     problems: list[VolumeProblem] = []
+    entries = _gpt_entries(disk)
+    if entries > MAX_GPT_ENTRIES:
+        reason = f"GPT claims {entries} partition entries (more than {MAX_GPT_ENTRIES}): table not read"
+        problems.append(VolumeProblem("disk", 0, reason))
+        return [Volume("disk", _small(disk, size), size, "whole disk")], problems
     try:
         disk.seek(0)
         table = Disk(disk)
@@ -133,6 +139,19 @@ def _mbr(scheme: Any, disk: BinaryIO, size: int, problems: list[VolumeProblem]) 
             problems.append(VolumeProblem("disk", 0, f"extended partition chain loops back to sector {ebr}; stopped"))
             break
     return found
+
+
+def _gpt_entries(disk: BinaryIO) -> int:
+    """The partition entry count a GPT header at LBA 1 claims (0 if there is none): dissect walks
+    every claimed entry, so 2**32 of them over a sparse disk would never end."""
+    try:
+        disk.seek(SECTOR)
+        header = disk.read(SECTOR)
+    except Exception:
+        return 0
+    if len(header) < 88 or header[:8] != b"EFI PART":
+        return 0
+    return int(struct.unpack_from("<I", header, 80)[0])
 
 
 def _small(disk: BinaryIO, size: int) -> BinaryIO:
