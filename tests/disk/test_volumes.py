@@ -303,3 +303,28 @@ def test_a_gpt_claiming_four_billion_entries_is_a_named_problem_not_a_hang(tmp_p
     verdict = scan(engine, ruleset, path=str(image))
     assert verdict.kind is VerdictKind.INCOMPLETE
     assert any("GPT claims 4294967295 partition entries" in g.detail for g in verdict.coverage.gaps)
+
+
+def test_a_looping_ebr_chain_keeps_its_partitions_and_names_the_loop(tmp_path, engine, ruleset):
+    """The last EBR's link patched back to the first: libblkid (partx) and the scanner both stop."""
+    need("sfdisk", "partx", "mkfs.ext4")
+    disk = tmp_path / "loop.raw"
+    disk.write_bytes(b"")
+    os.truncate(disk, 64 * MiB)
+    table = "label: dos\nstart=2048, size=8192, type=83\nstart=10240, size=110000, type=5\n"
+    table += "".join(f"start={s}, size=8192, type=83\n" for s in (90000, 12288, 40000))
+    images.run("sfdisk", "-q", disk, input=table)
+    for name, start in {"first.com": 2048, "far.com": 90000, "near.com": 12288, "mid.com": 40000}.items():
+        put(one_file_fs(tmp_path, name, eicar()), disk, start * 512)
+    raw = bytearray(disk.read_bytes())
+    ebr = 10240
+    for _ in range(2):  # to the third EBR
+        ebr = 10240 + int.from_bytes(raw[ebr * 512 + 446 + 16 + 8 : ebr * 512 + 446 + 16 + 12], "little")
+    raw[ebr * 512 + 446 + 16 : ebr * 512 + 446 + 32] = (
+        bytes([0, 0, 0, 0, 5, 0, 0, 0]) + (0).to_bytes(4, "little") + (8192).to_bytes(4, "little")
+    )
+    disk.write_bytes(bytes(raw))
+    assert sorted(partx(disk)) == [1, 2, 5, 6, 7]  # libblkid sees the same partitions
+    verdict = scan(engine, ruleset, path=str(disk))
+    assert units(verdict) == {"p1:/first.com", "p5:/far.com", "p6:/near.com", "p7:/mid.com"}
+    assert any("loops back" in g.detail for g in verdict.coverage.gaps)

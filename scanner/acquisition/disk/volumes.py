@@ -76,15 +76,19 @@ def _partitions(disk: BinaryIO, size: int) -> tuple[list[Volume], list[VolumePro
         reason = f"GPT claims {entries} partition entries (more than {MAX_GPT_ENTRIES}): table not read"
         problems.append(VolumeProblem("disk", 0, reason))
         return [Volume("disk", _small(disk, size), size, "whole disk")], problems
+    scheme: Any = None
     try:
         disk.seek(0)
         table = Disk(disk)
         found = list(table.partitions)
+        scheme = table.scheme if type(table.scheme).__name__ == "MBR" else None
     except Exception as e:  # no or damaged table: the whole disk may be a filesystem or an LVM2 PV
         log.debug("no partition table: %s", e)
-        table, found = None, []
-    if table is not None and type(table.scheme).__name__ == "MBR":
-        found = _mbr(table.scheme, disk, size, problems)
+        found = []
+        if _extended_mbr(disk):  # dissect follows a looping EBR chain until the stack ends, then gives up
+            scheme = _Table(disk)
+    if scheme is not None:
+        found = _mbr(scheme, disk, size, problems)
     if not found:
         return [Volume("disk", _small(disk, size), size, "whole disk")], problems
     volumes = []
@@ -162,6 +166,21 @@ def _small(disk: BinaryIO, size: int) -> BinaryIO:
     from dissect.util.stream import RangeStream  # type: ignore[import-untyped,unused-ignore]
 
     return RangeStream(disk, 0, size)  # type: ignore[no-any-return]
+
+
+def _extended_mbr(disk: BinaryIO) -> bool:
+    """An MBR with an extended partition entry (a filesystem's boot sector has none)."""
+    try:
+        return any(kind in EXTENDED and count for kind, _, count in _entries(disk, 0))
+    except Exception:
+        return False
+
+
+@dataclass
+class _Table:
+    """What a dissect ``Partition`` needs of its table: the disk it opens ranges of."""
+
+    fh: BinaryIO
 
 
 def _entries(disk: BinaryIO, offset: int) -> list[tuple[int, int, int]]:
