@@ -77,7 +77,7 @@ def serve(ctx: click.Context, listen: str | None) -> None:
 )
 @click.option("--kernel", type=click.Path(exists=True), help="Guest kernel image, if memory alone gives no profile.")
 @click.option("--disk", multiple=True, type=click.Path(), help="A disk image or block device (repeatable).")
-@click.option("--disk-format", default="auto", show_default=True, help="raw, qcow2, vmdk, vhdx or auto.")
+@click.option("--disk-format", default="auto", show_default=True, help="raw, qcow2, vmdk, vhdx, vhd, vdi or auto.")
 @click.option("--guest-ram", multiple=True, help="A live guest's RAM file (QEMU memory-backend-file).")
 @click.option("--guest-qmp", multiple=True, help="A live guest's QMP socket (finds its RAM file).")
 @click.option("--pause", is_flag=True, help="Pause live guests while scanning (needs --guest-qmp).")

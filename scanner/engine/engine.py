@@ -20,6 +20,9 @@ Contract:
   same as without the cache, and the verdict's coverage counts ``cache_hits``/``cache_misses``
   (windows and whole units looked up). A target with an identity whose complete result is cached
   is not planned at all: its result is given back, every unit counted as a hit.
+- A target that cannot be read at all (``SourceError``, ``Unavailable`` from ``plan`` or
+  ``identity``) gives an ERROR verdict with the one-line reason, never an exception, so the CLI
+  and the API report it the same way.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from scanner.engine.matcher import RuleHit, Ruleset, WindowResult, scan_window
 from scanner.engine.settings import EngineSettings
 from scanner.engine.sparse import BLOCK
 from scanner.engine.windows import Window, aligned_windows, plan_windows
+from scanner.errors import SourceError, Unavailable
 from scanner.targets.base import Skipped, Target, Unit
 from scanner.verdicts import Coverage, Finding, Gap, GapKind, Verdict, VerdictKind, decide
 
@@ -165,6 +169,8 @@ class Engine:
         run = _Run(self, settings, ruleset, listener or ScanListener(), cancel or threading.Event())
         try:
             run.execute(target)
+        except (SourceError, Unavailable) as e:  # the target cannot be read at all: a verdict, not a crash
+            return replace(error_verdict(ruleset.digest, e.message, started), details=target.details())
         finally:
             target.finish()
             if self.cache is not None:

@@ -2,8 +2,10 @@
 
 Params (``TargetSpec("disk", {...})``):
 
-- ``path``: the image file or block device (raw, qcow2, VMDK, VHDX); opened read-only;
-- ``format``: ``auto`` (default, sniffed from the first bytes), ``raw``, ``qcow2``, ``vmdk``, ``vhdx``;
+- ``path``: the image file or block device (raw, qcow2, VMDK, VHDX, VHD, VDI); opened read-only;
+  files it refers to only inside its directory (see :mod:`scanner.acquisition.disk.image`);
+- ``format``: ``auto`` (default, sniffed from the first bytes), ``raw``, ``qcow2``, ``vmdk``, ``vhdx``,
+  ``vhd``, ``vdi``;
 - ``qmp`` + ``device``: a running QEMU guest's disk instead of ``path``: ``qmp`` is the guest's QMP
   socket (the appliance's own), ``device`` the block node name, drive id or qdev id. The disk is
   frozen with an external snapshot, scanned, then merged back (see
@@ -15,7 +17,8 @@ policy's ``max_file_size``. Unit names are ``<volume>:<path>`` (``p1:/etc/passwd
 ``lvm/vg0/root:/bin/ls``, ``disk:/x`` for a filesystem on the whole disk). Exclusion globs match
 the path inside the guest. Anything not read (a volume with no filesystem we know, an unreadable
 directory, a directory loop, a limit) is a :class:`Skipped` with its reason, so such a scan is
-INCOMPLETE, never CLEAN. An image that cannot be opened at all raises ``SourceError``.
+INCOMPLETE, never CLEAN. An image that cannot be opened at all raises ``SourceError`` (the engine
+makes it an ERROR verdict). A swap area is one chunked unit ``<volume>:<swap>``.
 
 After each filesystem's directory walk, the sweep by allocation (``Node.allocated``: ext inode
 bitmaps, XFS inode btrees, the NTFS MFT, the FAT) offers every allocated regular file the walk did
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -37,6 +41,7 @@ from typing import Any
 from scanner.acquisition.disk.containers import Chain, open_container
 from scanner.acquisition.disk.errors import DiskFormatError
 from scanner.acquisition.disk.filesystems import HEAD_SIZE, Node, detect_filesystem, open_filesystem
+from scanner.acquisition.disk.image import Confinement
 from scanner.acquisition.disk.volumes import Volume, find_volumes
 from scanner.acquisition.disk.walk import GuestFile, Walker, WalkLimits, WalkProblem, describe
 from scanner.errors import InvalidArgument, SourceError, UnreadableError
@@ -45,8 +50,49 @@ from scanner.targets.files import FilePolicy
 from scanner.targets.identity import digest, settled_identity
 from scanner.verdicts import GapKind
 
-FORMATS = ("auto", "raw", "qcow2", "vmdk", "vhdx")
+FORMATS = ("auto", "raw", "qcow2", "vmdk", "vhdx", "vhd", "vdi")
 SWAP_MAGICS = (b"SWAPSPACE2", b"SWAP-SPACE")
+PAGE = 4096
+ENCRYPTED = ((b"LUKS\xba\xbe", 0, "LUKS"), (b"-FVE-FS-", 3, "BitLocker"))
+
+
+class SwapUnit(Unit):
+    """A Linux swap area, scanned as raw bytes in windows like a memory range: swapped-out pages
+    hold process memory. Named ``<volume>:<swap>``."""
+
+    kind = "swap"
+    chunkable = True
+
+    def __init__(self, volume: Volume, lock: threading.Lock) -> None:
+        self.volume = volume
+        self.name = f"{volume.name}:<swap>"
+        self.size = volume.size
+        self.context = {"volume": volume.name, "swap": "linux swap area"}
+        self._lock = lock
+
+    @contextmanager
+    def _window(self, offset: int, length: int) -> Iterator[memoryview]:
+        try:
+            with self._lock:
+                self.volume.stream.seek(offset)
+                data = self.volume.stream.read(length)
+        except Exception as e:
+            raise UnreadableError(self.name, offset, length, describe(e)) from e
+        if len(data) != length:
+            raise UnreadableError(self.name, offset, length, f"swap area ends after {len(data)} bytes")
+        yield memoryview(data)
+
+    def window(self, offset: int, length: int) -> AbstractContextManager[memoryview]:
+        return self._window(offset, length)
+
+
+def _is_swap_area(head: bytes, size: int) -> bool:
+    """A Linux swap area (``mkswap``, 4 KiB pages): its signature at the end of the first page and a
+    version-1 header whose last page lies inside the volume, within a page of its end."""
+    if len(head) < PAGE or head[PAGE - 10 : PAGE] != b"SWAPSPACE2":
+        return False
+    version, last_page = struct.unpack_from("<II", head, 1024)
+    return bool(version == 1 and 0 < (last_page + 1) * PAGE <= size < (last_page + 2) * PAGE)
 
 
 class DiskFileUnit(Unit):
@@ -176,10 +222,11 @@ class DiskTarget(Target):
     def _open(self) -> tuple[Any, str, Chain]:
         if self._opened is None:
             image, fmt = self._image()
-            chain = Chain()
+            confinement = Confinement.around(image, self.policy.disk_backing_dirs)
+            chain = Chain(confinement, self.policy.disk_max_table_bytes)
             self._stack.callback(chain.close)
             try:
-                disk, fmt = open_container(image, fmt, chain)
+                disk, fmt = open_container(chain.open_top(image), fmt, chain)
             except DiskFormatError:
                 raise
             except OSError as e:
@@ -191,6 +238,7 @@ class DiskTarget(Target):
         disk, fmt, chain = self._open()
         self._details.update({"disk.format": fmt, "disk.chain": " <- ".join(chain.files)})
         size = _size(disk)
+        yield from _chain_gaps(chain, size)
         volumes, problems = find_volumes(disk, size)
         for problem in problems:
             yield Skipped(problem.name, problem.size, GapKind.UNREADABLE, problem.reason)
@@ -201,10 +249,7 @@ class DiskTarget(Target):
 
     def _image(self) -> tuple[Path, str]:
         if not self.qmp:
-            path = Path(self.path)
-            if not path.exists():
-                raise SourceError(self.path, "no such image file or device")
-            return path, self.format
+            return Path(self.path), self.format
         from scanner.acquisition.disk.live import LiveDisk
 
         self._live = LiveDisk(Path(self.qmp), self.device)
@@ -278,15 +323,21 @@ class DiskTarget(Target):
             }
         )
 
-    def _unknown(self, volume: Volume) -> Skipped:
+    def _unknown(self, volume: Volume) -> Unit | Skipped:
+        """A volume with no filesystem we read: a swap area is scanned as raw pages; the rest is a gap."""
         try:
             volume.stream.seek(0)
             head = volume.stream.read(min(HEAD_SIZE, volume.size))
         except Exception:
             head = b""
-        if any(m in head[4086:4096] for m in SWAP_MAGICS):
-            return Skipped(volume.name, volume.size, GapKind.SKIPPED_POLICY, "swap space: no files", gap=False)
+        if _is_swap_area(head, volume.size):
+            return SwapUnit(volume, self._lock)
         detail = f"{volume.description}: no supported filesystem (ext, xfs, ntfs, fat)"
+        for magic, offset, what in ENCRYPTED:
+            if head[offset : offset + len(magic)] == magic:
+                detail = f"{volume.description}: encrypted volume ({what}): not scanned"
+        if any(m in head[4086:4096] for m in SWAP_MAGICS):
+            detail += "; a swap signature without a valid swap header (not read as swap)"
         return Skipped(volume.name, volume.size, GapKind.SKIPPED_POLICY, detail)
 
     def _file(self, volume: str, item: GuestFile) -> Unit | Skipped:
@@ -308,6 +359,12 @@ class DiskTarget(Target):
 
     def close(self) -> None:
         self._stack.close()
+
+
+def _chain_gaps(chain: Chain, size: int) -> Iterator[Skipped]:
+    """A gap per file the image refers to that was not opened (outside, symlinked, missing...)."""
+    for problem in chain.problems:
+        yield Skipped("disk", size, GapKind.UNREADABLE, problem)
 
 
 def _size(stream: Any) -> int:

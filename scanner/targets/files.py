@@ -33,6 +33,8 @@ class FilePolicy:
     exclude_globs: tuple[str, ...] = ()
     exclude_extensions: tuple[str, ...] = ()
     exclusions_are_gaps: bool = False  # policy: does an excluded file make the scan INCOMPLETE?
+    disk_backing_dirs: tuple[str, ...] = ()  # disk images may refer to files here, besides their own directory
+    disk_max_table_bytes: int = 64 * 1024 * 1024  # ceiling for one container's tables in memory
 
     def skip(self, name: str, path: str, size: int) -> Skipped | None:
         """Why policy skips the file at ``path`` (a host or guest path), or None to scan it."""

@@ -131,7 +131,7 @@ def test_snapshot_chain_reads_as_the_guest_sees_it(fmt, partitioned, disk_dir, e
     assert ("EICAR_Test_File", "/late/eicar-late.com") not in found(only_base)
     verdict = scan(engine, ruleset, path=str(top))
     assert found(verdict) == truth and verdict.coverage.complete, verdict.coverage.gaps
-    assert len(verdict.details["disk.chain"].split(" <- ")) == 3 or fmt == "vmdk"
+    assert len(verdict.details["disk.chain"].split(" <- ")) == 3
 
 
 def test_qcow2_over_a_raw_backing_file(partitioned, disk_dir, engine, ruleset):

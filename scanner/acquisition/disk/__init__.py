@@ -2,11 +2,14 @@
 
 Layers, one small module per job (dissect.target style):
 
-- ``image``: the image file opened read-only, with short reads (a truncated image) raised as
+- ``image``: the image file opened read-only, and every file an image names opened only inside
+  its directory (no symlinks, regular files only), with short reads (a truncated image) raised as
   :class:`~scanner.acquisition.disk.image.TruncatedImage` instead of silently returning less;
-- ``containers/``: raw, qcow2 (with backing chains), VMDK (monolithic sparse, stream-optimized,
-  flat with a descriptor, snapshot delta chains), VHDX -> one guest-visible disk stream;
-- ``volumes``: MBR, GPT and LVM2 logical volumes -> named volume streams;
+- ``containers/``: raw, qcow2 (backing chains, subclusters, zstd, data files), VMDK (monolithic
+  sparse, stream-optimized, flat or split with a descriptor, snapshot delta chains), VHDX, VHD,
+  VDI -> one guest-visible disk stream;
+- ``volumes``: MBR (Linux numbering), GPT and LVM2 logical volumes (multi-PV groups, thin) -> named
+  volume streams;
 - ``filesystems/``: ext2/3/4, XFS, NTFS, FAT12/16/32 behind one small :class:`Node` interface;
 - ``walk``: the bounded walk (depth, file count, no symlinks followed, loop detection);
 - ``live``: a consistent view of a running QEMU guest's disk (external snapshot through QMP).
