@@ -226,13 +226,29 @@ def test_an_image_scanned_right_after_it_was_written_is_not_reused(tmp_path, eng
     assert "cache.reused" not in engine.scan(RULES, DiskTarget(str(image))).details
 
 
-def test_a_write_through_a_mapping_after_the_stamp_moves_ctime(settle, tmp_path):
+@pytest.fixture
+def trusted_dir(tmp_path):
+    """A directory on a filesystem in TRUSTED_FILESYSTEMS: ``tmp_path`` when it is on one, else
+    a loop-mounted ext4 made here (tests run as root)."""
+    if identity.filesystem(os.stat(tmp_path).st_dev) in identity.TRUSTED_FILESYSTEMS:
+        yield tmp_path
+        return
+    image, mnt = tmp_path / "trusted.ext4", tmp_path / "mnt"
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image), "16M"], check=True, capture_output=True)
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True, capture_output=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True, capture_output=True)
+
+
+def test_a_write_through_a_mapping_after_the_stamp_moves_ctime(settle, trusted_dir):
     """The mapped-write hazard: a page already dirty takes more writes through a mapping with no
     new ctime. Stamping syncs the file first, so the next mapped write faults and moves ctime."""
-    path = tmp_path / "mapped.bin"
+    path = trusted_dir / "mapped.bin"
     path.write_bytes(b"a" * 4096)
-    if identity.filesystem(os.stat(path).st_dev) not in identity.TRUSTED_FILESYSTEMS:
-        pytest.skip(f"{tmp_path} is not on a filesystem in TRUSTED_FILESYSTEMS")
+    assert identity.filesystem(os.stat(path).st_dev) in identity.TRUSTED_FILESYSTEMS
     with path.open("r+b") as f, mmap.mmap(f.fileno(), 4096) as m:
         m[:1] = b"1"  # dirties the page (one fault, one time update)
         time.sleep(settle)
@@ -248,8 +264,6 @@ def test_a_write_through_a_mapping_after_the_stamp_moves_ctime(settle, tmp_path)
 def test_tmpfs_files_are_never_trusted(settle):
     """tmpfs never writes back: once a page was written through a mapping, later writes to it
     leave ctime alone (this is how a guest's RAM file changes), so no stamp is vouched for."""
-    if not os.path.isdir("/dev/shm"):
-        pytest.skip("no /dev/shm")
     path = f"/dev/shm/avscan-identity-{os.getpid()}"
     try:
         with open(path, "wb") as f:
@@ -309,8 +323,6 @@ def test_an_unchanged_settled_dump_is_answered_whole_and_a_mapped_write_is_seen(
 
 
 def test_a_dump_on_tmpfs_is_hashed_every_time(engine, settle):
-    if not os.path.isdir("/dev/shm"):
-        pytest.skip("no /dev/shm")
     dump = dump_with(Path(f"/dev/shm/avscan-identity-dump-{os.getpid()}"), "ONE")
     try:
         time.sleep(settle)

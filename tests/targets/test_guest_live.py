@@ -16,11 +16,11 @@ from scanner.rulesets import compile_path
 from scanner.targets import TargetSpec, build_target
 from scanner.v1 import scans_pb2, verdict_pb2
 from scanner.verdicts import VerdictKind
+from tests.support.public_rules import SIGNATURE_BASE
 from tests.support.service import Service
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
-SIGNATURE_BASE = REPO.parent / "shared" / "rulesets" / "signature-base" / "rules"
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +106,7 @@ def test_a_live_scan_leaves_the_guests_ram_file_holes_unallocated(lab_guest, def
 
 
 def test_pause_is_bounded_even_if_the_scan_goes_on(lab_guest):
-    if not SIGNATURE_BASE.is_dir():
-        pytest.skip(f"needs the public rule set at {SIGNATURE_BASE}")
-    rules = compile_path(SIGNATURE_BASE)
+    rules = compile_path(SIGNATURE_BASE)  # .ci/run checks it is there
     spec = TargetSpec(
         "guest", {"qmp": str(lab_guest.scanner_qmp_path), "consistency": "paused", "max_pause_seconds": 0.2}
     )
@@ -126,8 +124,7 @@ def test_pause_is_bounded_even_if_the_scan_goes_on(lab_guest):
 def test_guest_killed_mid_scan_ends_incomplete_and_service_keeps_running(start_lab_guest, service):
     guest = start_lab_guest(memory_mib=512, markers=1, variant="killed")
     rules = [(p.name, p.read_bytes()) for p in sorted(SIGNATURE_BASE.glob("*.yar"))]
-    if not rules:
-        pytest.skip(f"needs the public rule set at {SIGNATURE_BASE}")
+    assert rules, f"no public rules at {SIGNATURE_BASE} (SCANNER_RULESETS)"
     with service.client() as client:
         heavy = client.push_ruleset(rules, "heavy").ruleset  # slow enough to stop the guest mid-scan
         scan = client.start_scan(guest_target(qmp=str(guest.scanner_qmp_path)), ruleset_digest=heavy.digest)
