@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
 from scanner.acquisition import mounts
 
 
-def test_known_mounts_are_named_by_their_type():
+@pytest.fixture
+def own_tmpfs(tmp_path):
+    """A tmpfs mounted here (tests run as root), so one tmpfs is always there to be named."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "avscan-test", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_mounts_are_named_as_util_linux_names_them(own_tmpfs):
+    """The oracle is findmnt (libmount), asked about each path."""
+    paths = ["/", "/proc", "/sys", "/dev", str(own_tmpfs), str(own_tmpfs.parent)]
+    for path in paths:
+        theirs = subprocess.run(
+            ["findmnt", "-n", "-o", "FSTYPE", "--target", path], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert mounts.filesystem(os.stat(path).st_dev) == theirs, path
+    assert mounts.filesystem(os.stat(own_tmpfs).st_dev) == "tmpfs"
     assert mounts.filesystem(os.stat("/proc").st_dev) == "proc"
-    if os.path.isdir("/dev/shm"):
-        assert mounts.filesystem(os.stat("/dev/shm").st_dev) == "tmpfs"
 
 
 def test_an_unknown_device_or_an_unreadable_mountinfo_names_nothing(monkeypatch, tmp_path):
