@@ -12,6 +12,7 @@ from scanner.lab.vcsim import Vcsim
 from scanner.verdicts import VerdictKind
 from tests.vcenter.conftest import DISK_MARKER, running_app, settings_for
 from tests.vcenter.sim import SimClient
+from tests.vcenter.vcsim_rest import attached_tag_names
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 VM = "DC0_H0_VM0"
@@ -64,11 +65,14 @@ def test_attribute_request_quarantines_and_release_restores(
             assert sim.snapshots(VM) == []
             kinds = {a.kind: a for a in await svc.list_actions()}
             assert kinds["disconnect"].state == "DONE" and kinds["tag"].state == "DONE"
+            tags = await asyncio.to_thread(attached_tag_names, vcsim, sim.vm(VM)._moId)
+            assert tags == [("avscan", "avscan-quarantine")]  # as vcsim's REST API itself reports
             assert "LogUserEvent missing" in kinds["event"].result
             assert any("avscan" in (e.message or "") for e in sim.events(VM, "GeneralUserEvent"))
             await svc.release(sim.uuid(VM), "tester")
             await svc.wait_idle(30)
             assert sim.nics(VM) == before
             assert sim.attributes(VM)["avscan.verdict"].startswith("RELEASED by tester")
+            assert await asyncio.to_thread(attached_tag_names, vcsim, sim.vm(VM)._moId) == []
 
     asyncio.run(scenario())

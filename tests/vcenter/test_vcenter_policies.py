@@ -18,12 +18,11 @@ from scanner.lab.vcsim import PASSWORD, USER, Vcsim
 from scanner.v1 import vcenter_pb2 as pb
 from scanner.v1 import vcenter_pb2_grpc
 from scanner.vcenter import service as vcenter_service
-from scanner.vcenter.connection import Connection
 from scanner.vcenter.store import NewAction
-from scanner.vcenter.tags import Tagging
 from tests.support.service import Service
 from tests.vcenter.conftest import running_app, settings_for
 from tests.vcenter.sim import SimClient
+from tests.vcenter.vcsim_rest import attached_tag_names
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 VM = "DC0_H0_VM0"
@@ -119,13 +118,9 @@ def test_dry_run_records_the_ladder_and_changes_nothing_in_vcenter(
     assert attached_tags(vcsim, sim) == []
 
 
-def attached_tags(vcsim: Vcsim, sim: SimClient) -> list[str]:
-    """Tag ids attached to VM in vcsim's REST tagging API (a fresh vcsim has none)."""
-    conn = Connection(settings_for(vcsim))
-    try:
-        return Tagging(conn).attached(sim.vm(VM)._moId)
-    finally:
-        conn.close()
+def attached_tags(vcsim: Vcsim, sim: SimClient) -> list[tuple[str, str]]:
+    """Tags attached to VM, read from vcsim's REST tagging API directly (a fresh vcsim has none)."""
+    return attached_tag_names(vcsim, sim.vm(VM)._moId)
 
 
 def test_auto_release_after_clean_rescan_but_not_after_incomplete(
@@ -152,7 +147,7 @@ def test_auto_release_after_clean_rescan_but_not_after_incomplete(
             assert all(not c and not s for _, c, s in sim.nics(VM))
             kinds = {a.kind: a for a in await svc.list_actions(uuid)}
             assert kinds["disconnect"].state == "DONE" and kinds["tag"].state == "DONE"
-            assert await asyncio.to_thread(attached_tags, vcsim, sim)
+            assert await asyncio.to_thread(attached_tags, vcsim, sim) == [("avscan", "avscan-quarantine")]
 
             # second scan: the memory file is gone from the datastore -> INCOMPLETE -> the quarantine stays
             vmem.unlink()
