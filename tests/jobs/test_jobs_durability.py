@@ -161,7 +161,10 @@ def test_sigkill_during_activations_leaves_exactly_one_whole_ruleset(
         client = service.client()
         worker = threading.Thread(target=alternate, args=(client, [v1.digest, v2.digest], stop, acknowledged))
         worker.start()
-        time.sleep(rng.uniform(0.05, 0.6))
+        wanted, deadline = rng.randint(1, 6), time.monotonic() + 120
+        while len(acknowledged) < wanted:  # killed after a random number of activations, mid-next
+            assert time.monotonic() < deadline and worker.is_alive(), f"{len(acknowledged)} activations"
+            time.sleep(0.001)
         service.kill()
         stop.set()
         worker.join(30)
