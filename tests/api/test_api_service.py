@@ -116,7 +116,9 @@ def test_stop_goes_not_serving_first_and_records_running_scans_interrupted(
     assert health(server.address, "scanner.v1.ScanService") == serving
     image = sparse_image(tmp_path / "guest.raw", 2 * 1024**3)
     scan = client.start_scan(memory_target(str(image)))
+    deadline = time.monotonic() + 30
     while client.get_scan(scan.scan_id).state != scans_pb2.SCAN_STATE_RUNNING:
+        assert time.monotonic() < deadline, "the scan never started"
         time.sleep(0.02)
 
     stopping = server.begin_stop(grace=1.5)
