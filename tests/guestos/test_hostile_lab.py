@@ -1,9 +1,10 @@
 """Hostile guests: a real lab dump corrupted on purpose. The scan ends quickly, INCOMPLETE, with the reason.
 
 Corruptions are written into a copy of the dump: a task list that loops back on itself (placed
-where Volatility 3's pslist finds the tasks), a VMA with an absurd range, a maple tree pointing at
-itself and a process page table pointing outside guest RAM (these three still located through our
-own kernel view). "Quick" is counted in reads against the intact dump's scan, not in seconds.
+where Volatility 3's pslist finds the tasks), a VMA with an absurd range (found by the start and end
+the guest's own /proc/<pid>/maps printed), a maple tree pointing at itself and a process page
+table pointing outside guest RAM (these two still located through our own kernel view).
+"Quick" is counted in reads against the intact dump's scan, not in seconds.
 A ruleset that matches nothing is used, so the verdict shows coverage alone (CLEAN for the
 intact dump, INCOMPLETE for each corrupted one).
 """
@@ -29,8 +30,6 @@ from scanner.guestos.linux.detect import open_linux
 from scanner.guestos.linux.isf import write_isf
 from scanner.guestos.linux.kernel import LinuxKernel
 from scanner.guestos.linux.paging import PRESENT, WRITABLE, canonical
-from scanner.guestos.linux.vmas import vma_pointers
-from scanner.guestos.problems import Limits
 from scanner.rulesets import LoadedRuleset, compile_path
 from scanner.targets.processes import process_target
 from scanner.verdicts import Verdict, VerdictKind
@@ -157,9 +156,20 @@ def test_vma_with_an_absurd_range(
     dumped: Dumped, nothing: LoadedRuleset, tmp_path: Path, intact_reads: int
 ) -> None:
     def edit(view: LinuxKernel, data: bytearray) -> None:
-        _, mm = marker(view, dumped)
-        first_vma = vma_pointers(view.kmem, view.layout, mm, Limits())[0]
-        poke(view, data, first_vma + view.layout["vma.vm_end"], 0xFFFF_FFFF_FFFF_F000)
+        # The guest's own /proc/<pid>/maps says where the marker's first VMA starts and ends; its
+        # vm_area_struct is found by those two words in memory (a byte search, not the walker).
+        first = next(p for p in dumped.processes if p.pid == dumped.guest.marker_pids[0]).maps[0]
+        start_at, end_at = view.layout["vma.vm_start"], view.layout["vma.vm_end"]
+        assert end_at == start_at + 8
+        words = struct.pack("<QQ", first.start, first.end)
+        hits: list[int] = []
+        at = data.find(words)
+        while at >= 0:
+            hits.append(at - start_at)
+            at = data.find(words, at + 1)
+        assert hits, f"no vm_area_struct for {first.start:#x}-{first.end:#x} in memory"
+        for vma in hits:  # every VMA with that range: each static busybox process maps it alike
+            struct.pack_into("<Q", data, vma + end_at, 0xFFFF_FFFF_FFFF_F000)
 
     verdict, reads = scan(corrupted(dumped, tmp_path, edit), nothing)
     assert verdict.kind is VerdictKind.INCOMPLETE
