@@ -25,13 +25,15 @@ NR = Path("/proc/sys/vm/nr_hugepages")
 PLANTED = (5 * MiB + 100, 2 * HUGE - 20, 15 * MiB)  # one straddles a huge-page edge
 
 
-@pytest.fixture
-def hugetlb_ram(tmp_path: Path) -> Iterator[tuple[Path, bytes]]:
+@pytest.fixture(scope="module")
+def hugetlb_ram(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, bytes]]:
     """A 16 MiB file on a hugetlbfs mounted here, written through a mapping (hugetlbfs has no
-    write(2)), with EICAR at :data:`PLANTED`; its bytes are returned as the oracle."""
+    write(2)), with EICAR at :data:`PLANTED`; its bytes are returned as the oracle. The pages are
+    reserved once per module (memory compacted first: 2 MiB pages need contiguous memory)."""
+    Path("/proc/sys/vm/compact_memory").write_text("1")
     before = int(NR.read_text())
     NR.write_text(str(before + PAGES))
-    mnt = tmp_path / "huge"
+    mnt = tmp_path_factory.mktemp("hugetlb") / "huge"
     mnt.mkdir()
     try:
         meminfo = Path("/proc/meminfo").read_text().splitlines()

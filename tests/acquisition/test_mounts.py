@@ -54,3 +54,23 @@ def test_mountinfo_lines_with_optional_fields_parse(monkeypatch, tmp_path, line)
     monkeypatch.setattr(mounts, "MOUNTINFO", str(info))
     monkeypatch.setattr(mounts, "_fs_by_dev", {})
     assert mounts.filesystem(os.makedev(0, 99)) == "hugetlbfs"
+
+
+def test_a_device_number_reused_by_another_mount_is_named_afresh(tmp_path):
+    """Anonymous device numbers are reused at the next mount: a tmpfs unmounted and a ramfs
+    mounted in its place must not be named tmpfs from the cache."""
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "avscan-test", str(mnt)], check=True)
+    dev = os.stat(mnt).st_dev
+    assert mounts.filesystem(dev) == "tmpfs"
+    subprocess.run(["umount", str(mnt)], check=True)
+    for _ in range(20):  # the lowest free anonymous number is given out again; others may race us
+        subprocess.run(["mount", "-t", "ramfs", "avscan-test", str(mnt)], check=True)
+        try:
+            if os.stat(mnt).st_dev == dev:
+                assert mounts.filesystem(dev) == "ramfs"
+                return
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+    pytest.fail(f"device {os.major(dev)}:{os.minor(dev)} was not given out again in 20 mounts")
