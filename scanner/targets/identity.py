@@ -36,7 +36,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass
 from typing import Any
 
@@ -45,6 +45,9 @@ from scanner.acquisition.mapped import open_noatime
 from scanner.acquisition.mounts import filesystem
 
 SETTLE_NS = 3_000_000_000  # covers coarse clocks and 2 s filesystem time granularity
+# When a stamp is taken (ns since the epoch). The one clock the settle rule reads, so tests can
+# run it ahead (a file left alone for SETTLE_NS) instead of sleeping; file times stay the kernel's.
+CLOCK: Callable[[], int] = time.time_ns
 TRUSTED_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs"})
 
 
@@ -91,7 +94,7 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
 def stamp_fd(fd: int) -> Stamp:
     """The stamp of the open file ``fd``: synced first when it is a regular file, so that a
     write through a mapping after this point moves its ctime (module docstring)."""
-    taken = time.time_ns()
+    taken = CLOCK()
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or filesystem(st.st_dev) not in TRUSTED_FILESYSTEMS:
         return Stamp.of(st, taken)

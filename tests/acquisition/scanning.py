@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from scanner.acquisition.memory import MemorySource
 from scanner.engine import Engine, EngineSettings
 from scanner.errors import UnreadableError
@@ -33,10 +31,25 @@ def eicar_addresses(verdict: Verdict) -> set[int]:
     }
 
 
-def read_every_range(source: MemorySource, limit: int = 1 << 16) -> None:
-    """Read the start of every range: each read gives its full length or raises UnreadableError."""
-    for r in source.ranges():
-        n = min(r.length, limit)
-        with contextlib.suppress(UnreadableError), source.window(r.start, n) as view:
-            assert len(view) == n
-    source.close()
+def read_every_range(source: MemorySource, backing: bytes, limit: int = 1 << 16) -> dict[int, bytes]:
+    """Read the start of every range; return {start: bytes} of those that read.
+
+    A read gives its full length or raises UnreadableError, and what it gives is a piece of
+    ``backing`` (the file the data lives in): a corrupted header may make a range unreadable,
+    never make a reader invent bytes or hand back memory from somewhere else.
+    """
+    got: dict[int, bytes] = {}
+    try:
+        for r in source.ranges():
+            n = min(r.length, limit)
+            try:
+                with source.window(r.start, n) as view:
+                    data = bytes(view)
+            except UnreadableError:
+                continue
+            assert len(data) == n, (r, len(data))
+            assert data in backing, f"range {r} read {n} bytes that are nowhere in the file"
+            got[r.start] = data
+    finally:
+        source.close()
+    return got

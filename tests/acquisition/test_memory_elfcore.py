@@ -202,4 +202,4 @@ def test_corrupted_headers_never_crash(tmp_path: Path, edits: list[tuple[int, in
         source = ElfCoreMemory(str(core))
     except SourceError:
         return
-    read_every_range(source)
+    read_every_range(source, bytes(data))

@@ -143,16 +143,21 @@ def test_auto_format_detects_lime_and_falls_back_to_raw(tmp_path: Path) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.integers(0, 3 * (32 + 4096) - 1), st.integers(0, 255)), min_size=1, max_size=6))
 def test_corrupted_dumps_never_crash(tmp_path: Path, edits: list[tuple[int, int]]) -> None:
-    path = lime_file(tmp_path / "fuzz", [(0, pattern(1, 4096)), (MiB, pattern(2, 4096)), (0x3000, pattern(3, 4096))])
+    ranges = [(0, pattern(1, 4096)), (MiB, pattern(2, 4096)), (0x3000, pattern(3, 4096))]
+    path = lime_file(tmp_path / "fuzz", ranges)
     data = bytearray(path.read_bytes())
     for at, value in edits:
         data[at] = value
     path.write_bytes(bytes(data))
+    headers_intact = all(at % (32 + 4096) >= 32 for at, _ in edits)  # edits only in range data
     try:
         source = LimeMemory(str(path))
     except SourceError:
+        assert not headers_intact, "intact headers were refused"
         return
-    read_every_range(source)
+    got = read_every_range(source, bytes(data))
+    if headers_intact:  # every range reads back, with the edits in it
+        assert got == {start: bytes(data[i * 4128 + 32 : (i + 1) * 4128]) for i, (start, _) in enumerate(ranges)}
 
 
 def test_auto_format_reads_an_elf_executable_as_raw_bytes_not_a_core(tmp_path):

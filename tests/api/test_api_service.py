@@ -116,13 +116,17 @@ def test_stop_goes_not_serving_first_and_records_running_scans_interrupted(
     assert health(server.address, "scanner.v1.ScanService") == serving
     image = sparse_image(tmp_path / "guest.raw", 2 * 1024**3)
     scan = client.start_scan(memory_target(str(image)))
+    deadline = time.monotonic() + 30
     while client.get_scan(scan.scan_id).state != scans_pb2.SCAN_STATE_RUNNING:
+        assert time.monotonic() < deadline, "the scan never started"
         time.sleep(0.02)
 
     stopping = server.begin_stop(grace=1.5)
-    time.sleep(0.2)
-
-    assert health(server.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+    deadline = time.monotonic() + 30
+    while health(server.address) != health_pb2.HealthCheckResponse.NOT_SERVING:
+        assert time.monotonic() < deadline, "health never went NOT_SERVING"
+    assert not stopping.done()  # NOT_SERVING came first: the stop is still in its grace period
+    assert client.get_scan(scan.scan_id).state == scans_pb2.SCAN_STATE_RUNNING
     with pytest.raises(grpc.RpcError) as caught:
         client.start_scan(files_target(str(tmp_path)))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION

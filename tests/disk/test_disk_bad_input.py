@@ -11,6 +11,7 @@ import pytest
 from scanner.errors import SourceError
 from scanner.targets import FilePolicy, TargetSpec, build_target
 from scanner.verdicts import GapKind, VerdictKind
+from tests import hardware
 from tests.disk import images
 from tests.disk.conftest import need
 from tests.disk.scanning import found, scan
@@ -80,8 +81,7 @@ def test_looping_directory_is_reported_and_the_walk_ends(ext4_image, disk_dir, e
 
 def test_damaged_mft(disk_dir, samples, engine, ruleset):
     need("mkfs.ntfs", "ntfs-3g")
-    if not images.ntfs_fuse_works():
-        pytest.skip("ntfs-3g needs FUSE here")
+    hardware.require("/dev/fuse")
     image = images.ntfs(images.stage(samples, disk_dir / "mft-src", symlinks=False), disk_dir / "mft.img")
     data = bytearray(image.read_bytes())
     cluster = struct.unpack_from("<H", data, 11)[0] * data[13]

@@ -3,8 +3,9 @@
 The shortcut is only as good as its refusals, so most tests here change something the way an
 attacker or an operator would (rewrite in place keeping size and mtime, replace by rename,
 ``touch``, write into the image with ``debugfs``) and check the next scan reads and finds it.
-``SETTLE_NS`` is lowered so the tests do not wait 3 s for files to settle; one test keeps the
-real value and checks that a file written just now is never taken on trust.
+Stamps are taken on a clock running ``SETTLE_NS`` ahead (``identity.CLOCK``) so the tests do not
+wait 3 s for files to settle; a change waits for the kernel's clock to tick (``tick_past``), never a
+sleep. Two tests keep the real clock and check that a file written just now is never taken on trust.
 """
 
 from __future__ import annotations
@@ -43,9 +44,23 @@ RULES = Rules("ONE", "TWO")
 
 @pytest.fixture
 def settle(monkeypatch):
-    """Files count as settled 50 ms after their last change (tests sleep past it)."""
-    monkeypatch.setattr(identity, "SETTLE_NS", 50_000_000)
-    return 0.06
+    """Stamps are taken on a clock running SETTLE_NS ahead: every file counts as left alone that
+    long, with no sleep. File times stay the kernel's, so a change still needs :func:`tick_past`."""
+    monkeypatch.setattr(identity, "CLOCK", lambda: time.time_ns() + identity.SETTLE_NS)
+
+
+def tick_past(path: Path, timeout: float = 10.0) -> None:
+    """Wait until a change made now gives ``path`` a new ctime: an unnamed file in the same
+    directory is written until its ctime (the kernel's clock) passes ``path``'s."""
+    target = os.stat(path).st_ctime_ns
+    fd = os.open(path.parent, os.O_RDWR | os.O_TMPFILE, 0o600)
+    deadline = time.monotonic() + timeout
+    try:
+        while os.fstat(fd).st_ctime_ns <= target:
+            assert time.monotonic() < deadline, f"the filesystem clock did not move past {path}'s ctime"
+            os.pwrite(fd, b"t", 0)
+    finally:
+        os.close(fd)
 
 
 @pytest.fixture
@@ -84,7 +99,6 @@ def tree(root: Path, count: int = 5) -> Path:
 
 def test_an_unchanged_settled_file_tree_is_rescanned_without_reading_clean_files(tmp_path, engine, settle, reads):
     root = tree(tmp_path / "t")
-    time.sleep(settle)
     first = engine.scan(RULES, FileTarget([str(root)]))
     assert len(reads) >= 5
     reads.clear()
@@ -99,17 +113,15 @@ def test_an_unchanged_settled_file_tree_is_rescanned_without_reading_clean_files
 def test_a_file_rewritten_in_place_with_its_old_size_and_mtime_is_read_again(tmp_path, engine, settle, reads):
     root = tree(tmp_path / "t")
     victim = root / "f0.bin"
-    time.sleep(settle)
     engine.scan(RULES, FileTarget([str(root)]))
     before = os.stat(victim)
-    time.sleep(settle)
+    tick_past(victim)
     data = bytearray(victim.read_bytes())
     data[: len(marker("TWO"))] = marker("TWO")
     with victim.open("r+b") as f:  # same inode, same size
         f.write(data)
     os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))  # hide the write from mtime
     assert os.stat(victim).st_mtime_ns == before.st_mtime_ns
-    time.sleep(settle)
     reads.clear()
     again = engine.scan(RULES, FileTarget([str(root)]))
     assert str(victim) in reads  # ctime moved: no trust, read and hashed
@@ -118,13 +130,11 @@ def test_a_file_rewritten_in_place_with_its_old_size_and_mtime_is_read_again(tmp
 
 def test_a_file_replaced_by_rename_is_read_again(tmp_path, engine, settle, reads):
     root = tree(tmp_path / "t")
-    time.sleep(settle)
     engine.scan(RULES, FileTarget([str(root)]))
     staged = tmp_path / "staged"
     staged.write_bytes(b"x" * 1001 + marker("TWO"))
     shutil.copystat(root / "f1.bin", staged)  # same mtime as the file it replaces
     os.replace(staged, root / "f1.bin")
-    time.sleep(settle)
     reads.clear()
     again = engine.scan(RULES, FileTarget([str(root)]))
     assert str(root / "f1.bin") in reads
@@ -145,10 +155,9 @@ def test_a_file_written_just_now_is_never_taken_on_trust(tmp_path, engine, reads
 def test_a_file_that_changes_between_walk_and_open_loses_its_identity(tmp_path, settle):
     path = tmp_path / "moving.bin"
     path.write_bytes(b"a" * 100)
-    time.sleep(settle)
     unit = next(iter(FileTarget([str(path)]).plan()))
     assert isinstance(unit, FileUnit) and unit.identity() is not None
-    time.sleep(settle)
+    tick_past(path)
     path.write_bytes(b"b" * 100)
     with unit.window(0, unit.size):
         pass
@@ -170,7 +179,6 @@ def ext4_image(tmp_path: Path, files: dict[str, bytes]) -> Path:
 
 def test_an_unchanged_settled_disk_image_gives_back_its_complete_result(tmp_path, engine, settle):
     image = ext4_image(tmp_path, {"a.bin": b"clean" * 100, "b.bin": b"pad" + marker("ONE")})
-    time.sleep(settle)
     first = engine.scan(RULES, DiskTarget(str(image)))
     again = engine.scan(RULES, DiskTarget(str(image)))
     assert "cache.reused" not in first.details and "cache.reused" in again.details
@@ -186,12 +194,11 @@ def test_an_unchanged_settled_disk_image_gives_back_its_complete_result(tmp_path
 
 def test_a_disk_image_written_to_is_scanned_again_and_the_new_file_found(tmp_path, engine, settle):
     image = ext4_image(tmp_path, {"a.bin": b"clean" * 100})
-    time.sleep(settle)
     assert not engine.scan(RULES, DiskTarget(str(image))).findings
     planted = tmp_path / "planted.bin"
     planted.write_bytes(b"dropped " + marker("TWO"))
+    tick_past(image)
     subprocess.run(["debugfs", "-w", "-R", f"write {planted} dropped.bin", str(image)], check=True, capture_output=True)
-    time.sleep(settle)
     again = engine.scan(RULES, DiskTarget(str(image)))
     assert "cache.reused" not in again.details
     assert {(f.unit, f.rule) for f in again.findings} == {("disk:/dropped.bin", "Marker_TWO")}
@@ -200,7 +207,6 @@ def test_a_disk_image_written_to_is_scanned_again_and_the_new_file_found(tmp_pat
 def test_incomplete_disk_results_and_other_rulesets_are_not_reused(tmp_path, engine, settle, monkeypatch):
     files = {"big.bin": b"b" * 5000, "small.bin": b"s" + marker("ONE"), "clean.bin": b"c" * 3000}
     image = ext4_image(tmp_path, files)
-    time.sleep(settle)
     policy = FilePolicy(max_file_size=4096)  # big.bin becomes a SKIPPED_LIMIT gap
     first = engine.scan(RULES, DiskTarget(str(image), policy=policy))
     read: list[str] = []
@@ -226,19 +232,34 @@ def test_an_image_scanned_right_after_it_was_written_is_not_reused(tmp_path, eng
     assert "cache.reused" not in engine.scan(RULES, DiskTarget(str(image))).details
 
 
-def test_a_write_through_a_mapping_after_the_stamp_moves_ctime(settle, tmp_path):
+@pytest.fixture
+def trusted_dir(tmp_path):
+    """A directory on a filesystem in TRUSTED_FILESYSTEMS: ``tmp_path`` when it is on one, else
+    a loop-mounted ext4 made here (tests run as root)."""
+    if identity.filesystem(os.stat(tmp_path).st_dev) in identity.TRUSTED_FILESYSTEMS:
+        yield tmp_path
+        return
+    image, mnt = tmp_path / "trusted.ext4", tmp_path / "mnt"
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image), "16M"], check=True, capture_output=True)
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True, capture_output=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True, capture_output=True)
+
+
+def test_a_write_through_a_mapping_after_the_stamp_moves_ctime(settle, trusted_dir):
     """The mapped-write hazard: a page already dirty takes more writes through a mapping with no
     new ctime. Stamping syncs the file first, so the next mapped write faults and moves ctime."""
-    path = tmp_path / "mapped.bin"
+    path = trusted_dir / "mapped.bin"
     path.write_bytes(b"a" * 4096)
-    if identity.filesystem(os.stat(path).st_dev) not in identity.TRUSTED_FILESYSTEMS:
-        pytest.skip(f"{tmp_path} is not on a filesystem in TRUSTED_FILESYSTEMS")
+    assert identity.filesystem(os.stat(path).st_dev) in identity.TRUSTED_FILESYSTEMS
     with path.open("r+b") as f, mmap.mmap(f.fileno(), 4096) as m:
         m[:1] = b"1"  # dirties the page (one fault, one time update)
-        time.sleep(settle)
         first = identity.stamp(path)
         assert first is not None and first.settled
-        time.sleep(0.05)
+        tick_past(path)
         m[:1] = b"2"  # the same mapping, the same page: faults again only because we synced
         second = identity.stamp(path)
     assert path.read_bytes()[:1] == b"2"
@@ -248,18 +269,15 @@ def test_a_write_through_a_mapping_after_the_stamp_moves_ctime(settle, tmp_path)
 def test_tmpfs_files_are_never_trusted(settle):
     """tmpfs never writes back: once a page was written through a mapping, later writes to it
     leave ctime alone (this is how a guest's RAM file changes), so no stamp is vouched for."""
-    if not os.path.isdir("/dev/shm"):
-        pytest.skip("no /dev/shm")
     path = f"/dev/shm/avscan-identity-{os.getpid()}"
     try:
         with open(path, "wb") as f:
             f.write(b"a" * 4096)
         with open(path, "r+b") as f, mmap.mmap(f.fileno(), 4096) as m:
             m[:1] = b"1"
-            time.sleep(settle)
             before = os.stat(path)
             os.fdatasync(f.fileno())
-            time.sleep(0.05)
+            tick_past(Path(path))
             m[:1] = b"2"
             after = os.stat(path)
         assert Path(path).read_bytes()[:1] == b"2"
@@ -295,25 +313,21 @@ def memory_scan(engine, path: Path, os_mode: str = "physical"):
 
 def test_an_unchanged_settled_dump_is_answered_whole_and_a_mapped_write_is_seen(tmp_path, engine, settle):
     dump = dump_with(tmp_path / "guest.raw", "ONE")
-    time.sleep(settle)
     first, again = memory_scan(engine, dump), memory_scan(engine, dump)
     assert "cache.reused" not in first.details and "cache.reused" in again.details
     assert [(f.rule, f.address) for f in again.findings] == [(f.rule, f.address) for f in first.findings]
     assert [f.rule for f in first.findings] == ["Marker_ONE"]
+    tick_past(dump)
     with dump.open("r+b") as f, mmap.mmap(f.fileno(), 0) as m:  # a tool patching the dump in place
         m[3 * MiB : 3 * MiB + len(marker("TWO"))] = marker("TWO")
-    time.sleep(settle)
     changed = memory_scan(engine, dump)
     assert "cache.reused" not in changed.details
     assert sorted(f.rule for f in changed.findings) == ["Marker_ONE", "Marker_TWO"]
 
 
 def test_a_dump_on_tmpfs_is_hashed_every_time(engine, settle):
-    if not os.path.isdir("/dev/shm"):
-        pytest.skip("no /dev/shm")
     dump = dump_with(Path(f"/dev/shm/avscan-identity-dump-{os.getpid()}"), "ONE")
     try:
-        time.sleep(settle)
         memory_scan(engine, dump)
         again = memory_scan(engine, dump)
         assert "cache.reused" not in again.details and again.coverage.cache_hits > 0  # hashed, then hit

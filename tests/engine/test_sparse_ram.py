@@ -22,8 +22,6 @@ SHM = Path("/dev/shm")  # where QEMU guests keep file-backed RAM
 
 @pytest.fixture
 def sparse_ram():
-    if not SHM.is_dir():
-        pytest.skip("no /dev/shm")
     path = SHM / f"avscan-test-{uuid.uuid4().hex}"
     with path.open("wb") as f:
         f.truncate(256 * MiB)

@@ -235,16 +235,10 @@ def test_volatility3_lsmod_reads_the_same_modules(with_modules: ModulesDumped, t
     assert detection.kernel is not None and detection.profile is not None
     doc = isf(detection.profile, detection.kernel)
     head = module_list(detection.kernel).head
-    if "modules" not in doc["symbols"]:
-        # Our ISF has no `modules` symbol (lsmod starts from it; without kallsyms it is not among
-        # the anchors isf.py writes). Give Volatility the head our walker found: Volatility still
-        # walks the list and reads every struct module field itself, with our BTF-derived types.
-        doc["symbols"]["modules"] = {
-            "address": head - detection.kernel.anchor.virtual_shift,
-            "type": {"kind": "struct", "name": "list_head"},
-        }
-    else:
-        assert doc["symbols"]["modules"]["address"] + detection.kernel.anchor.virtual_shift == head
+    # isf.py writes `modules` (lsmod starts from it) at the head our walker found; Volatility walks
+    # the list and reads every struct module itself with our BTF-derived types, and what it lists
+    # is checked against the guest's own /proc/modules below, so a wrong head cannot pass.
+    assert doc["symbols"]["modules"]["address"] + detection.kernel.anchor.virtual_shift == head
     path = tmp_path / "symbols" / "linux" / f"avscan-{detection.profile.key}.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(doc))
@@ -255,3 +249,4 @@ def test_volatility3_lsmod_reads_the_same_modules(with_modules: ModulesDumped, t
     # Volatility's Intel layer gives offsets without the sign extension (the low 48 bits)
     ours = [(m.address & VOL_ADDRESS_MASK, m.name, m.size) for m in module_list(detection.kernel).modules]
     assert theirs == ours
+    assert [(name, size) for _, name, size in theirs] == [(g.name, g.size) for g in with_modules.modules]

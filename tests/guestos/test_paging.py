@@ -96,9 +96,13 @@ def test_huge_page_beyond_memory_and_tables_outside_ram_are_bad_entries() -> Non
 def test_walk_of_an_empty_range_is_cheap_and_bounded() -> None:
     mem, _ = build()
     pt = PageTables(mem, 0x1000, max_leaves=100)
-    pieces = list(pt.walk(0, 1 << 47))  # the whole user half
-    assert len(pieces) <= 101
-    assert any(isinstance(p, BadEntry) and "stopped" in p.reason for p in pieces) or len(pieces) < 100
+    pieces = list(pt.walk(0, 1 << 47))  # the whole user half: 256 top-level entries, none present
+    assert len(pieces) == 101  # 100 entries, then the rest as one piece
+    *walked, rest = pieces
+    assert all(isinstance(p, NotPresent) for p in walked)
+    assert isinstance(rest, BadEntry) and rest.reason == "page walk stopped after 100 entries"
+    assert [p.virtual for p in pieces] == [i << 39 for i in range(101)]  # in order, no gap between them
+    assert rest.virtual + rest.size == 1 << 47  # nothing past the limit goes unreported
 
 
 def test_five_level_paging() -> None:

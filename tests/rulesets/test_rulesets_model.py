@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import struct
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from scanner.errors import InvalidArgument
@@ -50,16 +51,49 @@ def test_data_must_be_bytes() -> None:
         RulesetFile("a.yar", "rule a { condition: true }")  # type: ignore[arg-type]
 
 
-@given(st.text(max_size=80))
-def test_accepted_paths_stay_inside_the_ruleset(path: str) -> None:
+COMPONENTS = st.sampled_from(["..", ".", "", "a", "rules", "x y", "é", "a\\b", "t\tab", "...", "a.yar"])
+SUFFIXES = st.sampled_from([".yar", ".YARA", ".yara", ".txt", "", "/"])
+
+
+@st.composite
+def rule_paths(draw: st.DrawFn) -> str:
+    """Paths that are often fine and often hostile: '..', '.', empty components, a leading '/',
+    backslashes, control characters, wrong extensions."""
+    parts = draw(st.lists(COMPONENTS | st.text("ab.", min_size=1, max_size=4), min_size=1, max_size=5))
+    return draw(st.sampled_from(["", "", "/"])) + "/".join(parts) + draw(SUFFIXES)
+
+
+def _safe(path: str) -> bool:
+    """The oracle, from posixpath and the filesystem rather than the checker: a relative path that
+    normalisation leaves alone, that resolves below the base, with no control character or
+    backslash, naming a .yar/.yara file."""
     base = Path("/base")
+    return (
+        bool(path)
+        and not path.startswith("/")
+        and posixpath.normpath(path) == path
+        and (base / path).resolve(strict=False).is_relative_to(base)
+        and not any(ord(c) < 0x20 or c in "\\\x7f" for c in path)
+        and path.lower().endswith((".yar", ".yara"))
+    )
+
+
+@settings(max_examples=400)
+@given(rule_paths())
+def test_a_path_is_accepted_exactly_when_it_stays_inside_the_ruleset(path: str) -> None:
     try:
         check_rule_path(path)
+        accepted = True
     except InvalidArgument:
-        return
-    resolved = (base / path).resolve(strict=False)
-    assert resolved.is_relative_to(base)
-    assert path.lower().endswith((".yar", ".yara"))
+        accepted = False
+    assert accepted == _safe(path)
+
+
+def test_the_path_property_sees_both_outcomes() -> None:
+    """The property above would be vacuous if the generator made only rejected paths."""
+    assert check_rule_path(find(rule_paths(), lambda p: _safe(p) and "/" in p))
+    with pytest.raises(InvalidArgument):
+        check_rule_path(find(rule_paths(), lambda p: not _safe(p) and "/.." in p))
 
 
 def test_file_set_rejects_empty_duplicates_and_file_dir_clash() -> None:

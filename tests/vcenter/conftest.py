@@ -62,19 +62,26 @@ def lab_vmem(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+DISK_MARKER = "/srv/drop/payload.com"  # where lab_vmdk's filesystem holds EICAR
+
+
 @pytest.fixture(scope="session")
 def lab_vmdk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A VMDK (``qemu-img convert -O vmdk``) of a small raw disk with an EICAR string in it."""
-    if shutil.which("qemu-img") is None:
-        lab_unavailable("qemu-img not found (apt-get install qemu-utils)")
+    """A VMDK of an ext4 filesystem (``mkfs.ext4 -d``, then ``qemu-img convert -O vmdk``) that
+    holds EICAR at :data:`DISK_MARKER` among clean files."""
+    for tool in ("qemu-img", "mkfs.ext4"):
+        if shutil.which(tool) is None:
+            lab_unavailable(f"{tool} not found (apt-get install qemu-utils e2fsprogs)")
     from scanner.lab import eicar
 
     base = tmp_path_factory.mktemp("disk")
+    tree = base / "tree"
+    (tree / DISK_MARKER.lstrip("/")).parent.mkdir(parents=True)
+    (tree / DISK_MARKER.lstrip("/")).write_bytes(b"dropped by the test: " + eicar())
+    (tree / "etc").mkdir()
+    (tree / "etc" / "hostname").write_text("vm0\n")
     raw = base / "disk.raw"
-    with raw.open("wb") as f:
-        f.truncate(8 << 20)
-        f.seek(1 << 20)
-        f.write(eicar())
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(raw), "16M"], check=True, capture_output=True)
     vmdk = base / "disk1.vmdk"
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(vmdk)], check=True)
     return vmdk

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from scanner.lab.vcsim import Vcsim
-from scanner.targets import REGISTRY
-from tests.vcenter.conftest import running_app, settings_for
+from scanner.verdicts import VerdictKind
+from tests.vcenter.conftest import DISK_MARKER, running_app, settings_for
 from tests.vcenter.sim import SimClient
+from tests.vcenter.vcsim_rest import attached_tag_names
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 VM = "DC0_H0_VM0"
@@ -40,7 +41,6 @@ def test_attribute_request_quarantines_and_release_restores(
         async with running_app(settings_for(vcsim, snapshot_at=101), tmp_path / "state") as app:
             svc = app.vcenter
             assert svc is not None
-            await asyncio.sleep(1.5)  # the watcher is set up
             await asyncio.to_thread(sim.set_attribute, VM, "avscan.request", "please")
             await wait_for(lambda: sim.attributes(VM).get("avscan.verdict", "").startswith("MALICIOUS"))
             await svc.wait_idle(60)
@@ -50,12 +50,13 @@ def test_attribute_request_quarantines_and_release_restores(
             jobs = await svc.list_jobs()
             assert len(jobs) == 1 and jobs[0].verdict == "MALICIOUS"
             assert jobs[0].scan_ids[0] in attrs["avscan.lastScan"]
-            if "disk" in REGISTRY:  # the disk target (built separately) scans the downloaded VMDK too
-                assert len(jobs[0].scan_ids) == 2
-                disk, _ = await app.scans.get(jobs[0].scan_ids[1])
-                assert disk.target.kind == "disk" and disk.verdict is not None
-            else:
-                assert any("disk: not scanned" in n for n in jobs[0].notes)
+            # the downloaded VMDK is scanned too: its filesystem is read and the dropped file named
+            assert len(jobs[0].scan_ids) == 2
+            disk, _ = await app.scans.get(jobs[0].scan_ids[1])
+            assert disk.target.kind == "disk" and disk.verdict is not None
+            assert disk.verdict.kind is VerdictKind.MALICIOUS and disk.verdict.coverage.complete
+            on_disk = await asyncio.to_thread(app.db.findings, jobs[0].scan_ids[1])
+            assert {(f.unit, f.rule) for f in on_disk} == {(f"disk:{DISK_MARKER}", "EICAR_Test_File")}
             assert [a.kind for a in await svc.list_actions()].count("request_ack") == 1
             findings = await asyncio.to_thread(app.db.findings, jobs[0].scan_ids[0])
             assert any("EICAR" in f.rule.upper() for f in findings)
@@ -64,11 +65,14 @@ def test_attribute_request_quarantines_and_release_restores(
             assert sim.snapshots(VM) == []
             kinds = {a.kind: a for a in await svc.list_actions()}
             assert kinds["disconnect"].state == "DONE" and kinds["tag"].state == "DONE"
+            tags = await asyncio.to_thread(attached_tag_names, vcsim, sim.vm(VM)._moId)
+            assert tags == [("avscan", "avscan-quarantine")]  # as vcsim's REST API itself reports
             assert "LogUserEvent missing" in kinds["event"].result
             assert any("avscan" in (e.message or "") for e in sim.events(VM, "GeneralUserEvent"))
             await svc.release(sim.uuid(VM), "tester")
             await svc.wait_idle(30)
             assert sim.nics(VM) == before
             assert sim.attributes(VM)["avscan.verdict"].startswith("RELEASED by tester")
+            assert await asyncio.to_thread(attached_tag_names, vcsim, sim.vm(VM)._moId) == []
 
     asyncio.run(scenario())

@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+from pyVmomi import vim
 
 from scanner.lab.vcsim import Vcsim
 from scanner.vcenter.store import NewAction
+from scanner.vcenter.triggers import EVENT_TYPES
 from tests.vcenter.conftest import running_app, settings_for
 from tests.vcenter.sim import SimClient
 
@@ -25,6 +27,34 @@ async def quarantine_order(svc, uuid: str) -> str:  # type: ignore[no-untyped-de
     )
     svc._wake.set()
     return job.id
+
+
+async def until(check, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    """Poll the async ``check`` until it returns something true (a state, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while not (value := await check()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+    return value
+
+
+async def caught_up(svc, sim: SimClient) -> bool:  # type: ignore[no-untyped-def]
+    """The trigger watcher has handled every power-on and migration event vcsim holds (its stored
+    cursor is at or past the newest such event's key, asked of vcsim directly)."""
+    wanted = vim.event.EventFilterSpec(eventTypeId=[t for types in EVENT_TYPES.values() for t in types])
+    newest = max(int(e.key) for e in await asyncio.to_thread(sim.content.eventManager.QueryEvents, wanted))
+    cursor = await asyncio.to_thread(svc.store.cursor, svc.conn.instance_uuid)
+    return cursor is not None and cursor >= newest
+
+
+async def first_action(svc):  # type: ignore[no-untyped-def]
+    return next(iter(await svc.list_actions()), None)
+
+
+async def _tried(svc):  # type: ignore[no-untyped-def]
+    """The one action, once the relay has tried it at least once."""
+    action = await first_action(svc)
+    return action if action is not None and action.attempts >= 1 and action.last_error else None
 
 
 def reconfigures(sim: SimClient) -> int:
@@ -45,8 +75,7 @@ def test_hung_vcenter_action_completes_once_after_it_recovers(vcsim: Vcsim, sim:
             vcsim.pause()  # vCenter hangs: calls time out, the outbox retries
             try:
                 await quarantine_order(svc, uuid)
-                await asyncio.sleep(3)
-                (action,) = await svc.list_actions()
+                action = await until(lambda: _tried(svc))
                 assert action.state == "PENDING" and action.attempts >= 1
                 assert "no answer" in action.last_error or "timed out" in action.last_error
             finally:
@@ -70,8 +99,7 @@ def test_vcsim_restart_mid_action_outbox_finishes(vcsim: Vcsim, tmp_path: Path):
             uuid = sim.uuid(VM)
             vcsim.stop()
             await quarantine_order(svc, uuid)
-            await asyncio.sleep(2)
-            (action,) = await svc.list_actions()
+            action = await until(lambda: _tried(svc))
             assert action.state == "PENDING" and action.last_error
             vcsim.restart()  # a fresh inventory: same VM, NIC in its default state
             sim = SimClient(vcsim.port)
@@ -144,17 +172,16 @@ def test_power_on_and_migration_events_trigger_once_across_restart(vcsim: Vcsim,
     async def scenario() -> None:
         state = tmp_path / "state"
         async with running_app(settings_for(vcsim), state) as app:
-            await asyncio.sleep(1.5)
+            await until(lambda: caught_up(app.vcenter, sim))  # the watcher is set up
             sim.power_off(VM)
             sim.power_on(VM)
-            await asyncio.sleep(2)
+            await until(lambda: caught_up(app.vcenter, sim))  # both events handled
             await app.vcenter.wait_idle(60)
-            await asyncio.sleep(1.5)
             jobs = await app.vcenter.list_jobs()
             assert [j.reason for j in jobs] == ["power_on"]
         sim.post_migrated(VM)  # while the service is down
         async with running_app(settings_for(vcsim), state) as app:
-            await asyncio.sleep(3)
+            await until(lambda: caught_up(app.vcenter, sim))
             await app.vcenter.wait_idle(60)
             jobs = await app.vcenter.list_jobs()
             assert sorted(j.reason for j in jobs) == ["migrate", "power_on"]  # the old event not repeated

@@ -17,12 +17,12 @@ from scanner.lab.pytest_plugin import start_or_skip
 from scanner.lab.vcsim import PASSWORD, USER, Vcsim
 from scanner.v1 import vcenter_pb2 as pb
 from scanner.v1 import vcenter_pb2_grpc
-from scanner.vcenter.connection import Connection
+from scanner.vcenter import service as vcenter_service
 from scanner.vcenter.store import NewAction
-from scanner.vcenter.tags import Tagging
 from tests.support.service import Service
 from tests.vcenter.conftest import running_app, settings_for
 from tests.vcenter.sim import SimClient
+from tests.vcenter.vcsim_rest import attached_tag_names
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 VM = "DC0_H0_VM0"
@@ -45,6 +45,14 @@ async def wait_for(predicate, timeout: float = 120.0):  # type: ignore[no-untype
             return value
         await asyncio.sleep(0.2)
     raise AssertionError("condition not met in time")
+
+
+class NoJitter:
+    """Stands in for the ``random`` module in the vCenter service: backoff jitter factor 1.0."""
+
+    @staticmethod
+    def random() -> float:
+        return 0.5
 
 
 def power_state(sim: SimClient, name: str) -> str:
@@ -98,8 +106,9 @@ def test_dry_run_records_the_ladder_and_changes_nothing_in_vcenter(
         lines = {line.split()[2]: line for line in result.output.splitlines() if line.strip()}
         for step in ladder:
             assert " DRY_RUN " in lines[step] and "dry run: would" in lines[step], result.output
-        # nothing changed in vCenter: NICs, no tag, no snapshot, still powered on, no reconfigure at all
-        time.sleep(2)  # give a wrongly PENDING step time to be applied by the relay
+        # nothing changed in vCenter: NICs, no tag, no snapshot, still powered on, no reconfigure at
+        # all; and nothing is left PENDING for the relay to apply later
+        assert {a.state for a in actions} <= {pb.ACTION_STATE_DONE, pb.ACTION_STATE_DRY_RUN}, actions
         assert sim.nics(VM) == before
         assert sim.snapshots(VM) == []
         assert power_state(sim, VM) == "poweredOn"
@@ -109,13 +118,9 @@ def test_dry_run_records_the_ladder_and_changes_nothing_in_vcenter(
     assert attached_tags(vcsim, sim) == []
 
 
-def attached_tags(vcsim: Vcsim, sim: SimClient) -> list[str]:
-    """Tag ids attached to VM in vcsim's REST tagging API (a fresh vcsim has none)."""
-    conn = Connection(settings_for(vcsim))
-    try:
-        return Tagging(conn).attached(sim.vm(VM)._moId)
-    finally:
-        conn.close()
+def attached_tags(vcsim: Vcsim, sim: SimClient) -> list[tuple[str, str]]:
+    """Tags attached to VM, read from vcsim's REST tagging API directly (a fresh vcsim has none)."""
+    return attached_tag_names(vcsim, sim.vm(VM)._moId)
 
 
 def test_auto_release_after_clean_rescan_but_not_after_incomplete(
@@ -142,7 +147,7 @@ def test_auto_release_after_clean_rescan_but_not_after_incomplete(
             assert all(not c and not s for _, c, s in sim.nics(VM))
             kinds = {a.kind: a for a in await svc.list_actions(uuid)}
             assert kinds["disconnect"].state == "DONE" and kinds["tag"].state == "DONE"
-            assert await asyncio.to_thread(attached_tags, vcsim, sim)
+            assert await asyncio.to_thread(attached_tags, vcsim, sim) == [("avscan", "avscan-quarantine")]
 
             # second scan: the memory file is gone from the datastore -> INCOMPLETE -> the quarantine stays
             vmem.unlink()
@@ -176,7 +181,7 @@ def test_auto_release_after_clean_rescan_but_not_after_incomplete(
 
 
 def test_failing_vcenter_task_retries_with_backoff_then_fails_for_good(
-    vcsim: Vcsim, sim: SimClient, tmp_path: Path
+    vcsim: Vcsim, sim: SimClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A VM turned into a template cannot be reconfigured: vcsim fails the ReconfigVM task (NotSupported).
 
@@ -203,6 +208,7 @@ def test_failing_vcenter_task_retries_with_backoff_then_fails_for_good(
                 failed(seq, error, next_at, give_up)
 
             svc.store.action_failed = record  # type: ignore[method-assign]
+            monkeypatch.setattr(vcenter_service, "random", NoJitter)  # waits of exactly 0.5 * 2**n s
             uuid = sim.uuid(VM)
             job, _ = await asyncio.to_thread(svc.store.create_job, "test:failing", "api", uuid, VM, "DC0_H0", None)
             await asyncio.to_thread(
@@ -229,16 +235,16 @@ def test_failing_vcenter_task_retries_with_backoff_then_fails_for_good(
             assert disconnect.attempts == 5 and disconnect.done_at is not None
             assert "NotSupported" in disconnect.last_error and "gave up after 5 attempts" in disconnect.result
             assert actions["tag"].state == "DONE"  # the next step was not blocked forever
-            # backoff: each retry waited longer than the one before (x2 per try, jitter +-20 %)
-            delays = [next_at - at for at, next_at in tries[:-1]]
-            assert len(tries) == 5 and all(b > a * 1.3 for a, b in itertools.pairwise(delays)), delays
-            gaps = [b[0] - a[0] for a, b in itertools.pairwise(tries)]
-            assert all(g >= d * 0.9 for g, d in zip(gaps, delays, strict=False)), (gaps, delays)
+            # backoff, from the times the product set (no wall-clock thresholds): no retry came
+            # before its due time, and each due time is at least the doubled wait after the last
+            assert len(tries) == 5
+            assert all(later >= due for (_, due), (later, _) in itertools.pairwise(tries)), tries
+            spacing = [b[1] - a[1] for a, b in itertools.pairwise(tries[:-1])]
+            assert all(s >= 0.5 * 2 ** (n + 1) for n, s in enumerate(spacing)), spacing
             audit = await asyncio.to_thread(app.db.audit_log, 50)
             assert any(r.action == "vcenter.action_failed" and "NotSupported" in r.detail for r in audit)
-            await asyncio.sleep(3)  # terminal: no further tries
-            again = next(a for a in await svc.list_actions(uuid) if a.kind == "disconnect")
-            assert again.state == "FAILED" and again.attempts == 5
+            # terminal: nothing is due any more, so the relay has nothing to try again
+            assert await asyncio.to_thread(svc.store.next_due) is None
 
     asyncio.run(scenario())
     assert sim.nics(VM) == before  # vCenter really refused: nothing changed

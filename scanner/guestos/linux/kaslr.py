@@ -57,10 +57,6 @@ class KernelAnchor:
         """KASLR slide of the kernel's virtual addresses (runtime ``_text`` - default ``_text``)."""
         return self.text - DEFAULT_TEXT
 
-    def image_physical(self, virtual: int) -> int:
-        """Physical address of an address in the kernel image (linearly mapped)."""
-        return virtual - self.init_task + self.init_task_phys
-
 
 def find_anchor(source: MemorySource, layout: Layout) -> tuple[KernelAnchor | None, list[str]]:
     """The first self-consistent kernel anchor; otherwise None and why each candidate was rejected."""
