@@ -13,6 +13,9 @@ from scanner.engine import Engine, Ruleset
 from scanner.engine.cache import ResultCache
 from scanner.errors import FailedPrecondition
 from scanner.jobs.manager import ScanManager
+from scanner.outputs.queue import EventQueue
+from scanner.outputs.relay import EventRelay
+from scanner.outputs.sinks import build_sink
 from scanner.rulesets.store import RulesetStore
 from scanner.state.db import Database
 
@@ -43,6 +46,27 @@ class App:
             from scanner.vcenter.service import VCenterService
 
             self.vcenter = VCenterService(config.vcenter, self.scans, self.db, config.state_dir)
+        self.events: EventQueue | None = None
+        self.relay: EventRelay | None = None
+        sinks = [build_sink(i, raw) for i, raw in enumerate(config.event_sinks)]
+        if sinks:
+            self.events = EventQueue(config.state_dir / "state.sqlite3", [s.name for s in sinks])
+            self.relay = EventRelay(self.events, sinks)
+            self.scans.emit_events = True
+            relay = self.relay
+            self.scans.on_finish.append(lambda *_: relay.wake())
+            if self.vcenter is not None:
+                self.vcenter.events, self.vcenter.on_event = self.events, relay.wake
+
+    async def start_outputs(self) -> None:
+        """Start draining the event queue into the sinks (what an earlier run left queued first)."""
+        if self.relay is not None:
+            self.relay.start()
+
+    async def stop_outputs(self) -> None:
+        """Stop the relay; whatever is still queued is delivered at the next start."""
+        if self.relay is not None:
+            await self.relay.stop()
 
     async def start_vcenter(self) -> None:
         """Start the vCenter trigger loop and outbox relay (after the scan workers run)."""
@@ -79,6 +103,8 @@ class App:
 
     def close(self) -> None:
         self.engine.close()
+        if self.events is not None:
+            self.events.close()
         if self.cache is not None:
             self.cache.close()
         self.db.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ class Config:
     shutdown_grace: float = 10.0
     max_upload_bytes: int = 64 * MiB
     vcenter: VCenterSettings | None = None  # [vcenter]: triggers, verdicts and quarantine in vCenter
+    event_sinks: tuple[Mapping[str, Any], ...] = ()  # [[events.sinks]]: where ECS documents go
+    metrics_listen: str = ""  # [server] metrics_listen: host:port of the Prometheus /metrics endpoint
+    log_format: str = "text"  # [logging] format: text or json (ECS)
+    log_level: str = "INFO"  # [logging] level
 
     @property
     def open_local(self) -> bool:
@@ -78,10 +83,14 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
 
 
 def _from_dict(raw: dict[str, Any]) -> Config:
-    known = {"server", "auth", "state_dir", "signatures_dir", "engine", "files", "jobs", "limits", "cache", "vcenter"}
+    known = {"server", "auth", "state_dir", "signatures_dir", "engine", "files", "jobs", "limits", "cache", "vcenter",
+             "events", "logging"}
     _no_unknown("", raw, known)
-    server = _table(raw, "server", {"listen", "reflection", "tls"})
+    server = _table(raw, "server", {"listen", "reflection", "tls", "metrics_listen"})
     kwargs: dict[str, Any] = {}
+    if "metrics_listen" in server:
+        kwargs["metrics_listen"] = _typed("server.metrics_listen", server["metrics_listen"], str)
+    kwargs.update(_events_and_logging(raw))
     if "listen" in server:
         kwargs["listen"] = _typed("server.listen", server["listen"], str)
     if "reflection" in server:
@@ -109,6 +118,26 @@ def _from_dict(raw: dict[str, Any]) -> Config:
             raise ConfigError("vcenter: must be a table")
         kwargs["vcenter"] = settings_from(raw["vcenter"])
     return Config(**kwargs)
+
+
+def _events_and_logging(raw: dict[str, Any]) -> dict[str, Any]:
+    from scanner.outputs.sinks import build_sink
+
+    kwargs: dict[str, Any] = {}
+    events = _table(raw, "events", {"sinks"})
+    sinks = events.get("sinks", [])
+    if not isinstance(sinks, list):
+        raise ConfigError("events.sinks: must be an array of tables ([[events.sinks]])")
+    names = [build_sink(i, table).name for i, table in enumerate(sinks)]  # validates every key now
+    if len(set(names)) != len(names):
+        raise ConfigError("events.sinks: two sinks have the same name")
+    kwargs["event_sinks"] = tuple(sinks)
+    logging_ = _table(raw, "logging", {"format", "level"})
+    if "format" in logging_:
+        kwargs["log_format"] = _typed("logging.format", logging_["format"], str)
+    if "level" in logging_:
+        kwargs["log_level"] = _typed("logging.level", logging_["level"], str).upper()
+    return kwargs
 
 
 def _section(raw: dict[str, Any], name: str, cls: Any) -> Any:
@@ -149,6 +178,14 @@ def _validate(config: Config) -> None:
     host = config.listen.rsplit(":", 1)[0].strip("[]")
     if config.tls is None and not _is_loopback(host):
         raise ConfigError(f"server.listen: {config.listen} is not loopback; configure [server.tls] first")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError("logging.format: must be text or json")
+    if config.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("logging.level: one of DEBUG, INFO, WARNING, ERROR")
+    if config.metrics_listen:
+        mhost, _, mport = config.metrics_listen.rpartition(":")
+        if not mport.isdigit() or not mhost:
+            raise ConfigError(f"server.metrics_listen: {config.metrics_listen} is not host:port")
     if config.max_concurrent_scans < 1:
         raise ConfigError("jobs.max_concurrent_scans: must be at least 1")
 

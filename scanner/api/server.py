@@ -51,6 +51,7 @@ class Running:
         await self.health.enter_graceful_shutdown()
         await self.app.stop_vcenter()
         await self.app.scans.shutdown(grace)
+        await self.app.stop_outputs()
         await self.server.stop(1.0)
         await asyncio.to_thread(self.app.close)
 
@@ -80,6 +81,7 @@ async def start_server(config: Config) -> Running:
         reflection.enable_server_reflection(names, server)
     port = _bind(server, config)
     await server.start()
+    await app.start_outputs()
     await app.scans.start()
     await app.start_vcenter()
     for name in ("", *SERVICE_NAMES):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import click
@@ -56,7 +57,8 @@ def run_scan(
         for spec in specs:
             started = time.monotonic()
             verdict = _scan_one(engine, ruleset, spec, config)
-            _report(verdict, rule_count, version, time.monotonic() - started, as_json, infected_only)
+            facts = ecs.ScanFacts(f"local-{uuid.uuid4().hex}", spec.kind, spec.describe(), version, state="DONE")
+            _report(verdict, rule_count, facts, time.monotonic() - started, as_json, infected_only)
             worst = max(worst, exit_code(verdict))
     finally:
         engine.close()
@@ -74,10 +76,12 @@ def _scan_one(engine: Engine, ruleset: Ruleset, spec: TargetSpec, config: Config
         return engine.scan(ruleset, target)
 
 
-def _report(verdict: Verdict, rule_count: int, version: int, elapsed: float, as_json: bool, quiet: bool) -> None:
-    if as_json:
-        for f in verdict.findings:
-            click.echo(ecs.finding_json(f, verdict, version))
+def _report(
+    verdict: Verdict, rule_count: int, facts: ecs.ScanFacts, elapsed: float, as_json: bool, quiet: bool
+) -> None:
+    if as_json:  # every finding, then the scan's end (clean, incomplete and error scans too)
+        for doc in ecs.scan_documents(verdict, facts):
+            click.echo(ecs.to_json(doc))
         out = sys.stderr
     else:
         for f in verdict.findings:

@@ -24,6 +24,7 @@ from typing import Any
 from scanner.engine import Engine, Progress, Ruleset, error_verdict
 from scanner.errors import FailedPrecondition, InvalidArgument, ScannerError
 from scanner.jobs.live import DONE, Event, LiveScan, LoopListener
+from scanner.outputs import ecs
 from scanner.state.db import Database, ScanRecord
 from scanner.targets import FilePolicy, TargetSpec, build_target
 from scanner.verdicts import Finding, Verdict
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 FINAL_STATES = ("DONE", "CANCELLED")
 RulesetResolver = Callable[[str], Ruleset]
 """Returns the ruleset for a pinned digest, or the active one for ""; raises if there is none."""
+FinishHook = Callable[[ScanRecord, str, Verdict | None], None]
+"""Told (on the event loop, after the commit) that a scan ended: record, final state, verdict."""
 
 
 class ScanManager:
@@ -56,6 +59,8 @@ class ScanManager:
         self._workers: list[asyncio.Task[None]] = []
         self._accepting = False
         self._running: set[str] = set()
+        self.emit_events = False  # queue ECS documents for the event sinks with each final state
+        self.on_finish: list[FinishHook] = []
 
     async def start(self) -> int:
         """Re-queue unfinished jobs, start the workers; returns how many were resumed."""
@@ -107,7 +112,7 @@ class ScanManager:
         if live:
             live.cancel.set()
         if record.state == "QUEUED":
-            await asyncio.to_thread(self.db.finish_scan, scan_id, "CANCELLED", None)
+            await self._finish(record, "CANCELLED", None)
             self._finish_live(scan_id)
         await asyncio.to_thread(self.db.audit, actor, "scan.cancel", scan_id, "")
         return await asyncio.to_thread(self.db.get_scan, scan_id)
@@ -137,7 +142,7 @@ class ScanManager:
             except Exception:  # never lose the worker; the job is recorded as an error
                 log.exception("scan %s failed", scan_id)
                 verdict = error_verdict("", "internal error; see the service log", time.time())
-                await asyncio.to_thread(self.db.finish_scan, scan_id, "DONE", verdict)
+                await self._finish(await asyncio.to_thread(self.db.get_scan, scan_id), "DONE", verdict)
             finally:
                 self._running.discard(scan_id)
                 self._finish_live(scan_id)
@@ -148,15 +153,65 @@ class ScanManager:
         try:
             ruleset = self.resolve_ruleset(str(record.options.get("ruleset_digest", "")))
         except ScannerError as e:
-            await asyncio.to_thread(self.db.finish_scan, live.scan_id, "DONE", error_verdict("", e.message, started))
+            await self._finish(record, "DONE", error_verdict("", e.message, started))
             return
         if not await asyncio.to_thread(self.db.mark_running, live.scan_id, ruleset.digest):
             return  # cancelled between the queue and the worker
+        log.info(
+            "scan %s started: %s (ruleset %s)",
+            record.id,
+            _printable(record.target.describe()),
+            ruleset.digest,
+            extra={
+                "event.action": "scan-started",
+                "avscan.scan.id": record.id,
+                "avscan.scan.target_kind": record.target.kind,
+            },
+        )
         listener = LoopListener(asyncio.get_running_loop(), live)
         verdict = await asyncio.to_thread(self._scan, record, ruleset, listener, live)
         await asyncio.sleep(0)  # let queued events reach watchers before the final state
         state = "INTERRUPTED" if live.interrupted else "CANCELLED" if live.cancel.is_set() else "DONE"
-        await asyncio.to_thread(self.db.finish_scan, live.scan_id, state, None if live.interrupted else verdict)
+        if live.interrupted:
+            await asyncio.to_thread(self.db.finish_scan, live.scan_id, state, None)
+            return
+        await self._finish(record, state, verdict, getattr(ruleset, "version", 0))
+
+    async def _finish(self, record: ScanRecord, state: str, verdict: Verdict | None, version: int = 0) -> None:
+        """Commit the final state with its event documents, then tell the hooks (log, metrics, relay)."""
+        docs: list[dict[str, Any]] = []
+        if self.emit_events and verdict is not None:
+            facts = ecs.ScanFacts(
+                record.id,
+                record.target.kind,
+                _printable(record.target.describe()),
+                version,
+                ecs.Subject.from_options(record.options),
+                state,
+                record.requested_by,
+            )
+            docs = ecs.scan_documents(verdict, facts)
+        await asyncio.to_thread(self.db.finish_scan, record.id, state, verdict, docs)
+        kind = verdict.kind.value if verdict else state
+        log.info(
+            "scan %s %s: %s%s (%d findings)",
+            record.id,
+            state.lower(),
+            kind,
+            f" ({_printable(verdict.reason)})" if verdict and verdict.reason else "",
+            len(verdict.findings) if verdict else 0,
+            extra={
+                "event.action": "scan-finished",
+                "avscan.scan.id": record.id,
+                "avscan.scan.verdict": kind,
+                "avscan.scan.state": state,
+            },
+        )
+        for hook in self.on_finish:
+            try:
+                hook(record, state, verdict)
+            except Exception:  # a broken observer never loses a verdict
+                log.exception("scan %s: finish hook failed", record.id)
 
     def _scan(self, record: ScanRecord, ruleset: Ruleset, listener: LoopListener, live: LiveScan) -> Verdict:
         started = time.time()
@@ -192,6 +247,11 @@ class ScanManager:
         for task in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _printable(text: str) -> str:
+    """Text safe for a log line: bytes that were not UTF-8 become ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def options_from(unit_timeout_seconds: int, ruleset_digest: str) -> dict[str, Any]:

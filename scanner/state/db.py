@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scanner.errors import NotFound
+from scanner.outputs.queue import EVENTS_SCHEMA, append_in
 from scanner.state.codec import finding_from_dict, finding_to_dict, verdict_from_dict, verdict_to_dict
 from scanner.state.sqlite import SqliteStore
 from scanner.targets.base import TargetSpec
@@ -87,7 +89,7 @@ class AuditRecord:
 
 class Database(SqliteStore):
     def __init__(self, path: Path) -> None:
-        super().__init__(path, SCHEMA)
+        super().__init__(path, SCHEMA + EVENTS_SCHEMA)
 
     # scans
 
@@ -170,8 +172,11 @@ class Database(SqliteStore):
         with self._tx() as c:
             c.execute("UPDATE scans SET state=? WHERE id=?", (state, scan_id))
 
-    def finish_scan(self, scan_id: str, state: str, verdict: Verdict | None) -> None:
-        """Record the final state, the verdict and all findings in one transaction."""
+    def finish_scan(
+        self, scan_id: str, state: str, verdict: Verdict | None, events: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
+        """Record the final state, the verdict, all findings and the scan's outgoing ``events``
+        (ECS documents for the event queue) in one transaction."""
         body = json.dumps(verdict_to_dict(verdict)) if verdict else None
         with self._tx() as c:
             c.execute("DELETE FROM findings WHERE scan_id = ?", (scan_id,))
@@ -184,6 +189,7 @@ class Database(SqliteStore):
                 "UPDATE scans SET state=?, finished_at=?, verdict=? WHERE id=?",
                 (state, time.time(), body, scan_id),
             )
+            append_in(c, events)
 
     def findings(self, scan_id: str, offset: int = 0, limit: int = 1_000_000) -> list[Finding]:
         with self._lock:
