@@ -1,0 +1,114 @@
+"""Events reach real receivers as valid ECS through outages: rsyslog restarted mid-stream, a webhook
+answering 503, the service itself restarted with a backlog. At-least-once: every document arrives,
+duplicates only as redeliveries of the same ``event.id``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from support.inproc import ServerThread
+from support.samples import sample_dir
+
+from api.conftest import make_config
+from outputs.ecs_reference import problems
+from outputs.receivers import Rsyslog, Webhook, wait_for
+from scanner.api.client import Client, files_target
+
+
+@pytest.fixture
+def rsyslog(tmp_path):
+    receiver = Rsyslog(tmp_path / "rsyslog")
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def webhook():
+    receiver = Webhook()
+    yield receiver
+    receiver.close()
+
+
+def service(state: Path, rsyslog: Rsyslog, webhook: Webhook, jsonl: Path) -> ServerThread:
+    address = f"127.0.0.1:{rsyslog.port}"
+    sinks = (
+        {"kind": "syslog", "name": "siem", "address": address, "transport": "tcp"},
+        {"kind": "cef", "name": "arcsight", "address": address, "transport": "tcp"},
+        {"kind": "webhook", "name": "soar", "url": webhook.url},
+        {"kind": "jsonl", "name": "file", "path": str(jsonl), "max_bytes": 20_000, "keep": 50},
+    )
+    return ServerThread(replace(make_config(state), event_sinks=sinks))
+
+
+def scan(server: ServerThread, target: Path) -> str:
+    with Client(server.address, timeout=60) as client:
+        scan_id = client.start_scan(files_target(str(target))).scan_id
+        client.wait(scan_id, timeout=60)
+    return scan_id
+
+
+def backlog(server: ServerThread) -> dict[str, int]:
+    return {s.sink: s.backlog for s in server.app.events.states()}
+
+
+def drained(server: ServerThread) -> bool:
+    return all(n == 0 for n in backlog(server).values())
+
+
+def failed(server: ServerThread, sink: str) -> bool:
+    return any(s.sink == sink and s.attempts > 0 for s in server.app.events.states())
+
+
+def test_findings_survive_receiver_and_service_restarts(tmp_path, rsyslog, webhook):
+    state, jsonl = tmp_path / "state", tmp_path / "events" / "avscan.jsonl"
+    infected = sample_dir(tmp_path / "infected", infected=2, clean=1)
+    clean = sample_dir(tmp_path / "clean", infected=0, clean=2)
+    server = service(state, rsyslog, webhook, jsonl)
+    scans = []
+    try:
+        scans.append(scan(server, infected))
+        wait_for("first scan delivered", lambda: drained(server))
+        rsyslog.stop()  # the SIEM goes away mid-stream
+        webhook.down = True
+        scans += [scan(server, infected), scan(server, clean)]
+        wait_for("syslog sink to see the outage", lambda: failed(server, "siem"))
+        wait_for("webhook sink to see the outage", lambda: webhook.refused > 0)
+        assert backlog(server)["siem"] == 4  # 2 findings + end, clean end: queued, not lost
+        rsyslog.start()
+        webhook.down = False
+        wait_for("backlog drained after the outage", lambda: drained(server))
+        rsyslog.stop()
+        scans.append(scan(server, infected))
+    finally:
+        server.stop()  # the service stops with the last scan's events still queued for syslog
+    rsyslog.start()
+    server = service(state, rsyslog, webhook, jsonl)
+    try:
+        wait_for("backlog from before the restart drained", lambda: drained(server))
+    finally:
+        server.stop()
+
+    expected = 3 * 3 + 1  # three infected scans (2 findings + end each), one clean scan (its end)
+    syslog_docs = [json.loads(m) for m in rsyslog.messages() if not m.startswith("CEF:")]
+    cef_lines = [m for m in rsyslog.messages() if m.startswith("CEF:")]
+    hook_docs = [e["data"] for e in webhook.events]
+    file_docs = [json.loads(line) for f in sorted(jsonl.parent.iterdir()) for line in f.read_text().splitlines()]
+    for docs in (syslog_docs, hook_docs, file_docs):
+        assert {d["event"]["id"] for d in docs} == {d["event"]["id"] for d in file_docs}
+        assert len({d["event"]["id"] for d in docs}) == expected
+        for doc in docs:
+            assert problems(doc) == [], doc
+    assert len({_ext(line, "externalId") for line in cef_lines}) == expected
+    ends = [d for d in file_docs if d["event"]["action"] == "scan-finished"]
+    assert sorted({d["avscan"]["scan"]["id"] for d in ends}) == sorted(scans)
+    assert len(list(jsonl.parent.iterdir())) > 1  # the JSON-lines file rotated
+    assert all(e["specversion"] == "1.0" and e["source"].startswith("/avscan/") for e in webhook.events)
+    assert "application/cloudevents+json" in next(iter(webhook.content_types))
+    assert any(h.split()[1:3] == ["avscan", "avscan.finding"] for h in rsyslog.headers())
+
+
+def _ext(cef: str, key: str) -> str:
+    return cef.split(f" {key}=", 1)[1].split(" ", 1)[0]
