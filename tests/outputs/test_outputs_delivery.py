@@ -9,10 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from api.conftest import make_config
 from support.inproc import ServerThread
 from support.samples import sample_dir
 
-from api.conftest import make_config
 from outputs.ecs_reference import problems
 from outputs.receivers import Rsyslog, Webhook, wait_for
 from scanner.api.client import Client, files_target
