@@ -43,15 +43,17 @@ def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None, ve
 
 @cli.command()
 @click.option("--listen", help="host:port (default 127.0.0.1:50051; non-loopback needs TLS).")
+@click.option("--metrics-listen", help="host:port serving Prometheus metrics at /metrics (default: off).")
 @click.pass_context
-def serve(ctx: click.Context, listen: str | None) -> None:
+def serve(ctx: click.Context, listen: str | None, metrics_listen: str | None) -> None:
     """Run the gRPC service until SIGINT/SIGTERM."""
     from scanner.api.server import run
 
     config = _config(ctx)
-    if listen:
+    overrides = {k: v for k, v in (("listen", listen), ("metrics_listen", metrics_listen)) if v}
+    if overrides:
         try:
-            config = load_config(ctx.obj["config"], state_dir=config.state_dir, listen=listen)
+            config = load_config(ctx.obj["config"], state_dir=config.state_dir, **overrides)
         except ConfigError as e:
             raise click.ClickException(f"config: {e.message}") from e
     run(config)

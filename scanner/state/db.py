@@ -141,6 +141,12 @@ class Database(SqliteStore):
             rows = self._conn.execute(sql, args).fetchall()
         return [_record(r) for r in rows]
 
+    def state_counts(self) -> dict[str, int]:
+        """How many scans are in each state (metrics)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT state, COUNT(*) FROM scans GROUP BY state").fetchall()
+        return {state: int(n) for state, n in rows}
+
     def resumable(self) -> list[ScanRecord]:
         marks = ",".join("?" * len(RESUMABLE))
         with self._lock:

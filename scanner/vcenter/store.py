@@ -267,6 +267,12 @@ class VCenterStore(SqliteStore):
             rows = self._conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
         return [_action(r) for r in rows]
 
+    def action_counts(self) -> dict[str, int]:
+        """How many actions are in each state (metrics: outbox depth, failures)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT state, COUNT(*) FROM vc_actions GROUP BY state").fetchall()
+        return {state: int(n) for state, n in rows}
+
     def set_prior(self, seq: int, prior: Any) -> Any:
         """Record the state before the first attempt; never overwritten. Returns the stored value."""
         with self._tx() as c:
