@@ -38,7 +38,7 @@ def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None, ve
     """Agentless anti-malware scanner: guest memory and disks from outside, with YARA."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = {"config": config_path, "state_dir": state_dir}
+    ctx.obj = {"config": config_path, "state_dir": state_dir, "verbose": verbose}
 
 
 @cli.command()
@@ -50,6 +50,9 @@ def serve(ctx: click.Context, listen: str | None, metrics_listen: str | None) ->
     from scanner.api.server import run
 
     config = _config(ctx)
+    from scanner.outputs.logs import configure
+
+    configure(config.log_format, logging.DEBUG if ctx.obj.get("verbose", 0) > 1 else config.log_level)
     overrides = {k: v for k, v in (("listen", listen), ("metrics_listen", metrics_listen)) if v}
     if overrides:
         try:

@@ -9,6 +9,7 @@ off the event loop.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,8 @@ from scanner.state.codec import finding_from_dict, finding_to_dict, verdict_from
 from scanner.state.sqlite import SqliteStore
 from scanner.targets.base import TargetSpec
 from scanner.verdicts import Finding, Verdict
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
@@ -208,6 +211,15 @@ class Database(SqliteStore):
     # audit
 
     def audit(self, actor: str, action: str, subject: str, detail: str = "") -> None:
+        """Record who did what; also logged at INFO (the audit trail in the service log)."""
+        log.info(
+            "audit: %s %s %s%s",
+            actor,
+            action,
+            subject,
+            f" ({detail})" if detail else "",
+            extra={"event.action": action, "event.kind": "event", "user.name": actor, "avscan.audit.subject": subject},
+        )
         with self._tx() as c:
             c.execute(
                 "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
