@@ -25,7 +25,8 @@ def _config(ctx: click.Context) -> Config:
         raise click.ClickException(f"config: {e.message}") from e
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="avscan", prog_name="avscan", message="%(prog)s %(version)s")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True), help="TOML config file.")
 @click.option(
     "--state-dir",
@@ -90,6 +91,13 @@ def serve(ctx: click.Context, listen: str | None, metrics_listen: str | None) ->
 @click.option("--rules", type=click.Path(path_type=Path, exists=True), help="Scan with the YARA sources at PATH.")
 @click.option("--json", "as_json", is_flag=True, help="One ECS JSON object per finding on stdout.")
 @click.option("-i", "--infected", is_flag=True, help="Print only findings (no gap lines).")
+@click.option("-r", "--recursive", is_flag=True, help="Scan directories recursively (always on; clamscan habit).")
+@click.option("--no-summary", is_flag=True, help="Do not print the summary at the end.")
+@click.option("--exclude", multiple=True, metavar="REGEX", help="Do not scan files whose path matches REGEX.")
+@click.option("--exclude-dir", multiple=True, metavar="REGEX", help="Do not enter directories matching REGEX.")
+@click.option("--max-filesize", metavar="SIZE", help="Skip larger files (e.g. 25M; a gap: INCOMPLETE, never CLEAN).")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False), help="Also append the report to FILE.")
+@click.option("-s", "--print-strings", is_flag=True, help="Print the matched strings of each finding (yara -s).")
 @click.pass_context
 def scan(
     ctx: click.Context,
@@ -107,20 +115,34 @@ def scan(
     rules: Path | None,
     as_json: bool,
     infected: bool,
+    recursive: bool,
+    no_summary: bool,
+    exclude: tuple[str, ...],
+    exclude_dir: tuple[str, ...],
+    max_filesize: str | None,
+    log_file: str | None,
+    print_strings: bool,
 ) -> None:
     """Scan files, directories, memory dumps, disk images and live guests here, without a server.
+    PATH "-" scans standard input.
 
     Exit code: 0 clean, 1 found, 2 error or incomplete.
     """
-    config = _config(ctx)
-    specs = [TargetSpec("files", {"paths": list(paths)})] if paths else []
+    del recursive  # directories are always walked (bounded by [files] max_depth)
+    config = local_scan.with_file_options(_config(ctx), exclude, exclude_dir, max_filesize)
+    files = [p for p in paths if p != "-"]
+    specs = [TargetSpec("stdin", {"name": "stdin"})] if "-" in paths else []
+    specs += [TargetSpec("files", {"paths": files})] if files else []
     awareness = {"os": os_mode, **({"kernel": kernel} if kernel else {})}
     specs += [TargetSpec("memory", {"path": m, "format": fmt, **awareness}) for m in memory]
     specs += [TargetSpec("disk", {"path": d, "format": disk_format}) for d in disk]
     consistency = "paused" if pause else "running"
     live = [{"ram": r} for r in guest_ram] + [{"qmp": q} for q in guest_qmp]
     specs += [TargetSpec("guest", {**g, "consistency": consistency, "max_pause_seconds": max_pause}) for g in live]
-    sys.exit(local_scan.run_scan(config, specs, rules, as_json, infected))
+    report = local_scan.Report(as_json, infected, not no_summary, print_strings)
+    with local_scan.tee(log_file):
+        code = local_scan.run_scan(config, specs, rules, report)
+    sys.exit(code)
 
 
 @cli.command()
@@ -139,8 +161,29 @@ cli.add_command(remote.scans)
 cli.add_command(vcenter_cli.vcenter)
 
 
+EXIT_ERROR = 2
+"""Every error exits 2, as ``avscan scan`` does for error or incomplete: 1 always means "found"."""
+
+
 def main() -> None:
-    cli(prog_name="avscan")
+    """Run the CLI; any error (usage, configuration, I/O, interrupt) exits 2 with one line."""
+    try:
+        code = cli.main(prog_name="avscan", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:
+        e.show()
+        code = EXIT_ERROR
+    except click.Abort:
+        click.echo("avscan: interrupted", err=True)
+        code = EXIT_ERROR
+    except KeyboardInterrupt:
+        click.echo("avscan: interrupted", err=True)
+        code = EXIT_ERROR
+    except OSError as e:
+        click.echo(f"avscan: {e.filename or ''}: {e.strerror}" if e.strerror else f"avscan: {e}", err=True)
+        code = EXIT_ERROR
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,22 @@ from scanner.verdicts import Finding, Gap, Verdict
 
 
 def finding_line(f: Finding) -> str:
-    where = f.unit if f.unit_kind == "file" else f"{f.unit} @ {f.address:#x}"
+    where = f.unit if f.unit_kind in ("file", "buffer") else f"{f.unit} @ {f.address:#x}"
     owner = f.context.get("pid")
     if owner and f.unit_kind == "memory":  # a physical hit attributed to its process(es)
         where += f" (pid {owner} {f.context.get('process', '')})"
     return f"{where}: {f.rule} FOUND"
+
+
+def string_lines(f: Finding) -> Iterable[str]:
+    """``yara -s`` style: each matched string, its address and its bytes (printable or hex)."""
+    for s in f.strings:
+        data = s.data.decode("latin-1")
+        shown = data if data.isprintable() else s.data.hex(" ")
+        more = "..." if s.length > len(s.data) else ""
+        yield f"  {s.address:#x}:{s.identifier}: {shown}{more}"
+    if f.strings_truncated:
+        yield "  (more matches not kept)"
 
 
 def gap_line(g: Gap) -> str:

@@ -1,0 +1,88 @@
+"""The CLI contract scripts rely on: --version, exit 2 for every error, clamscan options with their
+clamscan meaning, and remote commands exiting like `avscan scan` (0 clean, 1 found, 2 otherwise)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.samples import eicar
+from support.service import Service
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def avscan(tmp_path: Path, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "scanner", "--state-dir", str(tmp_path / "state"), *args],
+        capture_output=True,
+        input=stdin,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    (root / "cache").mkdir(parents=True)
+    (root / "top.com").write_bytes(eicar())
+    (root / "cache" / "deep.bin").write_bytes(eicar())
+    (root / "notes.txt").write_text("nothing\n")
+    return root
+
+
+def test_version_and_errors_exit_2(tmp_path):
+    version = avscan(tmp_path, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("avscan ")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nlisten = 5\n")
+    config_error = avscan(tmp_path, "--config", str(bad), "scan", str(tmp_path))
+    assert config_error.returncode == 2, config_error.stderr
+    assert "server.listen" in config_error.stderr and "Traceback" not in config_error.stderr
+    assert avscan(tmp_path, "scan", "--no-such-option").returncode == 2
+
+
+def test_exclude_and_exclude_dir_follow_clamscan(tree, tmp_path):
+    result = avscan(tmp_path, "scan", "-r", "--exclude-dir", "/cache$", str(tree))
+    assert result.returncode == 1
+    assert "top.com: EICAR_Test_File FOUND" in result.stdout and "deep.bin" not in result.stdout
+    result = avscan(tmp_path, "scan", "--exclude", r"\.com$", "--exclude-dir", "cache", str(tree))
+    assert result.returncode == 0, result.stdout
+    assert "Verdict: CLEAN" in result.stdout
+
+
+def test_max_filesize_skips_as_a_gap_never_clean(tree, tmp_path):
+    result = avscan(tmp_path, "scan", "--max-filesize", "10", str(tree / "notes.txt"), str(tree / "top.com"))
+    assert result.returncode == 2
+    assert "Verdict: INCOMPLETE" in result.stdout
+    assert avscan(tmp_path, "scan", "--max-filesize", "lots", str(tree)).returncode == 2
+
+
+def test_stdin_print_strings_no_summary_and_log(tree, tmp_path):
+    log = tmp_path / "scan.log"
+    result = avscan(tmp_path, "scan", "-s", "--no-summary", "--log", str(log), "-", stdin=eicar())
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0] == "stdin: EICAR_Test_File FOUND"
+    assert "$name: EICAR-STANDARD-ANTIVIRUS-TEST-FILE!" in result.stdout
+    assert "SCAN SUMMARY" not in result.stdout
+    assert log.read_text() == result.stdout + result.stderr
+
+
+def test_remote_scans_exit_like_scan(tree, tmp_path):
+    service = Service(tmp_path / "service-state")
+    try:
+        server = ["--server", service.address]
+        found = avscan(tmp_path, "scans", "start", *server, str(tree / "top.com"))
+        assert found.returncode == 1, found.stdout + found.stderr
+        scan_id = found.stdout.split()[1]
+        assert avscan(tmp_path, "scans", "get", *server, scan_id).returncode == 1
+        clean = avscan(tmp_path, "scans", "start", *server, str(tree / "notes.txt"))
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert avscan(tmp_path, "scans", "get", *server, "no-such-scan").returncode == 2
+    finally:
+        service.close()
