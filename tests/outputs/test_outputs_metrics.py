@@ -6,16 +6,16 @@ import subprocess
 import urllib.request
 from dataclasses import replace
 
+from api.conftest import make_config
 from prometheus_client.parser import text_string_to_metric_families
 from support.inproc import ServerThread
 from support.samples import sample_dir
 
-from api.conftest import make_config
 from scanner.api.client import Client, files_target
 
 
 def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:  # noqa: S310 - loopback
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
         return answer.read().decode()
 
 
