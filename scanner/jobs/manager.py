@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from scanner.engine import Engine, Progress, Ruleset, error_verdict
-from scanner.errors import FailedPrecondition, InvalidArgument, ScannerError
+from scanner.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ScannerError
 from scanner.jobs.live import DONE, Event, LiveScan, LoopListener
 from scanner.outputs import ecs
 from scanner.state.db import Database, ScanRecord
@@ -77,9 +78,17 @@ class ScanManager:
     async def submit(self, spec: TargetSpec, options: dict[str, Any], actor: str, request_id: str = "") -> ScanRecord:
         if not self._accepting:
             raise FailedPrecondition("the service is shutting down; not accepting scans")
-        if request_id:  # a retry gets the scan already started, even if its target changed since
+        if request_id:  # a retry gets the scan already started; another request under its id is refused
             existing = await asyncio.to_thread(self.db.find_request, request_id)
             if existing is not None:
+                same_target = existing.target.kind == spec.kind and _comparable(existing.target.params) == _comparable(
+                    spec.params
+                )
+                if not same_target or _comparable(existing.options) != _comparable(options):
+                    raise AlreadyExists(
+                        f"request_id {request_id!r} was used for a different request (scan {existing.id}); "
+                        "use a new request_id"
+                    )
                 return existing
         await asyncio.to_thread(self._check_target, spec)
         pinned = str(options.get("ruleset_digest", ""))
@@ -247,6 +256,11 @@ class ScanManager:
         for task in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _comparable(values: Mapping[str, Any]) -> str:
+    """Values as stored (JSON), so a retry compares equal to what was recorded."""
+    return json.dumps(dict(values), sort_keys=True, default=str)
 
 
 def _printable(text: str) -> str:
