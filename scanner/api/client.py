@@ -75,8 +75,14 @@ class Client:
         return self.signatures.RollbackRuleset(request, metadata=self.metadata, timeout=self.timeout).ruleset
 
     def list_rulesets(self) -> list[signatures_pb2.Ruleset]:
-        request = signatures_pb2.ListRulesetsRequest()
-        return list(self.signatures.ListRulesets(request, metadata=self.metadata, timeout=self.timeout).rulesets)
+        out, token = [], ""
+        while True:
+            request = signatures_pb2.ListRulesetsRequest(page_token=token)
+            page = self.signatures.ListRulesets(request, metadata=self.metadata, timeout=self.timeout)
+            out += list(page.rulesets)
+            token = page.next_page_token
+            if not token:
+                return out
 
     # scans
 
