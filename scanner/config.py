@@ -24,6 +24,21 @@ ROLES = frozenset({"reader", "operator", "publisher"})
 DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "signatures"
 
 
+SYSTEM_CONFIG = Path("/etc/avscan/avscan.toml")
+SYSTEM_STATE = Path("/var/lib/avscan")
+
+
+def default_state_dir() -> Path:
+    """``$AVSCAN_STATE_DIR``; else ``/var/lib/avscan`` as root; else the XDG state directory
+    (``$XDG_STATE_HOME/avscan``, by default ``~/.local/state/avscan``)."""
+    env = os.environ.get("AVSCAN_STATE_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return SYSTEM_STATE
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "avscan"
+
+
 @dataclass(frozen=True)
 class TokenGrant:
     """A bearer token (stored as its sha256) and what its holder may do."""
@@ -46,7 +61,7 @@ class Config:
     reflection: bool = True
     tls: TLSConfig | None = None
     tokens: tuple[TokenGrant, ...] = ()
-    state_dir: Path = Path(os.environ.get("AVSCAN_STATE_DIR", "var"))
+    state_dir: Path = field(default_factory=default_state_dir)
     signatures_dir: Path = DEFAULT_SIGNATURES
     engine: EngineSettings = field(default_factory=EngineSettings)
     files: FilePolicy = field(default_factory=FilePolicy)
@@ -64,6 +79,17 @@ class Config:
     def open_local(self) -> bool:
         """No TLS and no tokens: loopback callers get every role (like a local admin socket)."""
         return self.tls is None and not self.tokens
+
+
+def default_config_path() -> Path | None:
+    """The config file used without ``--config``: ``$AVSCAN_CONFIG`` (must exist), else
+    ``/etc/avscan/avscan.toml`` if present, else none (built-in defaults)."""
+    env = os.environ.get("AVSCAN_CONFIG")
+    if env:
+        if not Path(env).is_file():
+            raise ConfigError(f"AVSCAN_CONFIG: {env}: no such file")
+        return Path(env)
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:

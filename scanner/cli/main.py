@@ -11,7 +11,7 @@ import click
 
 from scanner.cli import local_scan, remote
 from scanner.cli import vcenter as vcenter_cli
-from scanner.config import Config, load_config
+from scanner.config import Config, default_config_path, load_config
 from scanner.errors import ConfigError
 from scanner.targets import TargetSpec
 
@@ -20,6 +20,8 @@ def _config(ctx: click.Context) -> Config:
     obj: dict[str, Any] = ctx.obj
     overrides = {"state_dir": obj["state_dir"]} if obj["state_dir"] else {}
     try:
+        if obj["config"] is None:
+            obj["config"] = default_config_path()
         return load_config(obj["config"], **overrides)
     except ConfigError as e:
         raise click.ClickException(f"config: {e.message}") from e
@@ -27,11 +29,16 @@ def _config(ctx: click.Context) -> Config:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="avscan", prog_name="avscan", message="%(prog)s %(version)s")
-@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True), help="TOML config file.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="TOML config file (default $AVSCAN_CONFIG, else /etc/avscan/avscan.toml if present).",
+)
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
-    help="State directory (default ./var or $AVSCAN_STATE_DIR).",
+    help="State directory (default $AVSCAN_STATE_DIR, /var/lib/avscan as root, else ~/.local/state/avscan).",
 )
 @click.option("-v", "--verbose", count=True)
 @click.pass_context

@@ -86,3 +86,29 @@ def test_remote_scans_exit_like_scan(tree, tmp_path):
         assert avscan(tmp_path, "scans", "get", *server, "no-such-scan").returncode == 2
     finally:
         service.close()
+
+
+def test_default_config_comes_from_avscan_config(tmp_path, monkeypatch):
+    config = tmp_path / "site.toml"
+    config.write_text("[files]\nmax_file_size = 10\n")
+    target = tmp_path / "big.txt"
+    target.write_text("more than ten bytes of text\n")
+    monkeypatch.setenv("AVSCAN_CONFIG", str(config))
+    result = avscan(tmp_path, "scan", str(target))
+    assert result.returncode == 2 and "larger than max_file_size 10" in result.stdout
+    monkeypatch.setenv("AVSCAN_CONFIG", str(tmp_path / "absent.toml"))
+    missing = avscan(tmp_path, "scan", str(target))
+    assert missing.returncode == 2 and "AVSCAN_CONFIG" in missing.stderr
+
+
+def test_default_state_dir_is_system_for_root_and_xdg_otherwise(tmp_path, monkeypatch):
+    from scanner import config
+
+    monkeypatch.delenv("AVSCAN_STATE_DIR", raising=False)
+    monkeypatch.setattr(config.os, "geteuid", lambda: 0)
+    assert config.default_state_dir() == Path("/var/lib/avscan")
+    monkeypatch.setattr(config.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert config.default_state_dir() == tmp_path / "xdg" / "avscan"
+    monkeypatch.setenv("AVSCAN_STATE_DIR", str(tmp_path / "explicit"))
+    assert config.default_state_dir() == tmp_path / "explicit"
