@@ -47,11 +47,11 @@ def render(cli: click.Group, name: str = "avscan") -> str:
         lines += [f'.SS "{" ".join(path)}"', _roff(" ".join(command.collect_usage_pieces(sub)))]
         lines += [".PP", _roff(command.help or ""), *_options(command, sub)]
     lines.append(".SH EXIT STATUS")
-    for code, text in EXIT_STATUS:
-        lines += [".TP", f".B {code}", _roff(text)]
+    for code, meaning in EXIT_STATUS:
+        lines += [".TP", f".B {code}", _roff(meaning)]
     lines.append(".SH FILES")
-    for path, text in FILES:
-        lines += [".TP", f".I {path}", _roff(text)]
+    for file, purpose in FILES:
+        lines += [".TP", f".I {file}", _roff(purpose)]
     lines += [".SH ENVIRONMENT", ".TP", ".B AVSCAN_CONFIG, AVSCAN_STATE_DIR, AVSCAN_SERVER, AVSCAN_TOKEN",
               "Defaults of --config, --state-dir, --server and --token."]
     lines += [".SH SHELL COMPLETION", _roff('eval "$(_AVSCAN_COMPLETE=bash_source avscan)"  (zsh_source, fish_source)')]
