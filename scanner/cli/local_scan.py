@@ -14,6 +14,7 @@ from typing import TextIO
 
 import click
 
+from scanner.cli.progress import ProgressBar
 from scanner.config import Config
 from scanner.engine import Engine, Ruleset
 from scanner.errors import InvalidArgument, ScannerError
@@ -121,7 +122,7 @@ def run_scan(config: Config, specs: list[TargetSpec], rules: Path | None, report
     try:
         for spec in specs:
             started = time.monotonic()
-            verdict = _scan_one(engine, ruleset, spec, config)
+            verdict = _scan_one(engine, ruleset, spec, config, report.as_json)
             facts = ecs.ScanFacts(f"local-{uuid.uuid4().hex}", spec.kind, spec.describe(), version, state="DONE")
             _report(verdict, rule_count, facts, time.monotonic() - started, report)
             worst = max(worst, exit_code(verdict))
@@ -130,7 +131,7 @@ def run_scan(config: Config, specs: list[TargetSpec], rules: Path | None, report
     return worst
 
 
-def _scan_one(engine: Engine, ruleset: Ruleset, spec: TargetSpec, config: Config) -> Verdict:
+def _scan_one(engine: Engine, ruleset: Ruleset, spec: TargetSpec, config: Config, as_json: bool) -> Verdict:
     from scanner.engine import error_verdict
 
     try:
@@ -140,8 +141,13 @@ def _scan_one(engine: Engine, ruleset: Ruleset, spec: TargetSpec, config: Config
             target = build_target(spec, config.files, config.state_dir / "profiles")
     except ScannerError as e:
         return error_verdict(ruleset.digest, e.message, time.time())
-    with target:
-        return engine.scan(ruleset, target)
+    bar = ProgressBar() if ProgressBar.wanted(as_json) else None
+    try:
+        with target:
+            return engine.scan(ruleset, target, bar)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _stdin(limit: int) -> Target:

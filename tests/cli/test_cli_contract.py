@@ -112,3 +112,12 @@ def test_default_state_dir_is_system_for_root_and_xdg_otherwise(tmp_path, monkey
     assert config.default_state_dir() == tmp_path / "xdg" / "avscan"
     monkeypatch.setenv("AVSCAN_STATE_DIR", str(tmp_path / "explicit"))
     assert config.default_state_dir() == tmp_path / "explicit"
+
+
+def test_progress_bar_only_on_a_terminal(tree, tmp_path):
+    command = f"{sys.executable} -m scanner --state-dir {tmp_path / 'state'} scan {tree}"
+    on_tty = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, cwd=REPO, timeout=120)
+    assert on_tty.returncode == 1
+    assert b"\r[" in on_tty.stdout and b" units " in on_tty.stdout
+    piped = avscan(tmp_path, "scan", str(tree))
+    assert "\r[" not in piped.stdout + piped.stderr
