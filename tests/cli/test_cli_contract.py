@@ -116,7 +116,9 @@ def test_default_state_dir_is_system_for_root_and_xdg_otherwise(tmp_path, monkey
 
 def test_progress_bar_only_on_a_terminal(tree, tmp_path):
     command = f"{sys.executable} -m scanner --state-dir {tmp_path / 'state'} scan {tree}"
-    on_tty = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, cwd=REPO, timeout=120)
+    on_tty = subprocess.run(
+        ["script", "-qec", command, "/dev/null"], capture_output=True, cwd=REPO, timeout=120, check=False
+    )
     assert on_tty.returncode == 1
     assert b"\r[" in on_tty.stdout and b" units " in on_tty.stdout
     piped = avscan(tmp_path, "scan", str(tree))
