@@ -81,6 +81,47 @@ class Config:
         return self.tls is None and not self.tokens
 
 
+TOP_KEYS = {"server", "auth", "state_dir", "signatures_dir", "engine", "files", "jobs", "limits", "cache", "vcenter",
+            "events", "logging"}
+SERVER_KEYS = {"listen", "reflection", "tls", "metrics_listen"}
+TLS_KEYS = {"cert", "key", "client_ca"}
+TOKEN_KEYS = {"name", "sha256", "roles"}
+JOBS_KEYS = {"max_concurrent_scans", "shutdown_grace"}
+LIMITS_KEYS = {"max_upload_bytes"}
+LOGGING_KEYS = {"format", "level"}
+
+
+def accepted_keys() -> set[str]:
+    """Every dotted key a config file may set (arrays of tables by their array's name), for the
+    documentation check: ``deploy/avscan.toml`` must mention each one."""
+    from scanner.outputs.sinks import REGISTRY
+    from scanner.vcenter.settings import QuarantinePolicy, VCenterSettings
+
+    keys = {k for k in TOP_KEYS if k in ("state_dir", "signatures_dir")}
+    keys |= {f"server.{k}" for k in SERVER_KEYS - {"tls"}} | {f"server.tls.{k}" for k in TLS_KEYS}
+    keys |= {f"auth.tokens.{k}" for k in TOKEN_KEYS} | {f"jobs.{k}" for k in JOBS_KEYS}
+    keys |= {f"limits.{k}" for k in LIMITS_KEYS} | {f"logging.{k}" for k in LOGGING_KEYS}
+    for section, cls in (("engine", EngineSettings), ("files", FilePolicy), ("cache", CacheSettings)):
+        keys |= {f"{section}.{f.name}" for f in fields(cls)}
+    keys |= {f"vcenter.{f}" for f in VCenterSettings.__dataclass_fields__ if f not in ("password", "policy")}
+    keys |= {f"vcenter.policy.{f}" for f in QuarantinePolicy.__dataclass_fields__}
+    keys |= {"events.sinks.kind", "events.sinks.name"}
+    for kind in REGISTRY:
+        keys |= {f"events.sinks.{k}" for k in _sink_keys(kind)}
+    return keys
+
+
+def _sink_keys(kind: str) -> set[str]:
+    from scanner.outputs.sinks import REGISTRY
+
+    try:
+        REGISTRY[kind]("probe", {"probe_unknown_key": 1})
+    except ConfigError as e:
+        allowed = e.message.split("(allowed: ", 1)[1].rstrip(")")
+        return {k.strip() for k in allowed.split(",")}
+    return set()
+
+
 def default_config_path() -> Path | None:
     """The config file used without ``--config``: ``$AVSCAN_CONFIG`` (must exist), else
     ``/etc/avscan/avscan.toml`` if present, else none (built-in defaults)."""
@@ -109,10 +150,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
 
 
 def _from_dict(raw: dict[str, Any]) -> Config:
-    known = {"server", "auth", "state_dir", "signatures_dir", "engine", "files", "jobs", "limits", "cache", "vcenter",
-             "events", "logging"}
-    _no_unknown("", raw, known)
-    server = _table(raw, "server", {"listen", "reflection", "tls", "metrics_listen"})
+    _no_unknown("", raw, TOP_KEYS)
+    server = _table(raw, "server", SERVER_KEYS)
     kwargs: dict[str, Any] = {}
     if "metrics_listen" in server:
         kwargs["metrics_listen"] = _typed("server.metrics_listen", server["metrics_listen"], str)
@@ -123,7 +162,7 @@ def _from_dict(raw: dict[str, Any]) -> Config:
         kwargs["reflection"] = _typed("server.reflection", server["reflection"], bool)
     if "tls" in server:
         kwargs["tls"] = _tls(server["tls"])
-    auth = _table(raw, "auth", {"tokens"})
+    auth = _table(raw, "auth", {"tokens"})  # auth.tokens: an array of TOKEN_KEYS tables
     kwargs["tokens"] = tuple(_token(i, t) for i, t in enumerate(auth.get("tokens", [])))
     for key in ("state_dir", "signatures_dir"):
         if key in raw:
@@ -131,12 +170,12 @@ def _from_dict(raw: dict[str, Any]) -> Config:
     kwargs["engine"] = _section(raw, "engine", EngineSettings)
     kwargs["files"] = _section(raw, "files", FilePolicy)
     kwargs["cache"] = _section(raw, "cache", CacheSettings)
-    jobs = _table(raw, "jobs", {"max_concurrent_scans", "shutdown_grace"})
+    jobs = _table(raw, "jobs", JOBS_KEYS)
     if "max_concurrent_scans" in jobs:
         kwargs["max_concurrent_scans"] = _typed("jobs.max_concurrent_scans", jobs["max_concurrent_scans"], int)
     if "shutdown_grace" in jobs:
         kwargs["shutdown_grace"] = float(_typed("jobs.shutdown_grace", jobs["shutdown_grace"], (int, float)))
-    limits = _table(raw, "limits", {"max_upload_bytes"})
+    limits = _table(raw, "limits", LIMITS_KEYS)
     if "max_upload_bytes" in limits:
         kwargs["max_upload_bytes"] = _typed("limits.max_upload_bytes", limits["max_upload_bytes"], int)
     if "vcenter" in raw:
@@ -158,7 +197,7 @@ def _events_and_logging(raw: dict[str, Any]) -> dict[str, Any]:
     if len(set(names)) != len(names):
         raise ConfigError("events.sinks: two sinks have the same name")
     kwargs["event_sinks"] = tuple(sinks)
-    logging_ = _table(raw, "logging", {"format", "level"})
+    logging_ = _table(raw, "logging", LOGGING_KEYS)
     if "format" in logging_:
         kwargs["log_format"] = _typed("logging.format", logging_["format"], str)
     if "level" in logging_:
@@ -178,7 +217,7 @@ def _section(raw: dict[str, Any], name: str, cls: Any) -> Any:
 def _tls(raw: Any) -> TLSConfig:
     if not isinstance(raw, dict):
         raise ConfigError("server.tls: must be a table")
-    _no_unknown("server.tls", raw, {"cert", "key", "client_ca"})
+    _no_unknown("server.tls", raw, TLS_KEYS)
     for key in ("cert", "key"):
         if key not in raw:
             raise ConfigError(f"server.tls.{key}: required when [server.tls] is set")
@@ -190,7 +229,7 @@ def _token(index: int, raw: Any) -> TokenGrant:
     where = f"auth.tokens[{index}]"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a table")
-    _no_unknown(where, raw, {"name", "sha256", "roles"})
+    _no_unknown(where, raw, TOKEN_KEYS)
     digest = _typed(f"{where}.sha256", raw.get("sha256", ""), str).lower()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ConfigError(f"{where}.sha256: must be the hex sha256 of the token")
