@@ -31,6 +31,20 @@ input(type="imudp" port="{port}" address="127.0.0.1" ruleset="avscan")
 """
 
 
+TLS_CONFIG = """
+global(workDirectory="{dir}" DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{ca}"
+       DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+template(name="msgonly" type="string" string="%msg%\\n")
+template(name="header" type="string" string="%pri% %app-name% %msgid% %structured-data%\\n")
+ruleset(name="avscan") {{
+  action(type="omfile" file="{dir}/received.log" template="msgonly")
+  action(type="omfile" file="{dir}/headers.log" template="header")
+}}
+input(type="imtcp" port="{port}" address="127.0.0.1" ruleset="avscan")
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -40,12 +54,17 @@ def free_port() -> int:
 class Rsyslog:
     """``rsyslogd -n`` on 127.0.0.1:``port`` (TCP and UDP), restartable on the same port."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, tls: tuple[Path, Path, Path] | None = None) -> None:
+        """``tls``: (CA, certificate, key) to listen with TLS (RFC 5425) instead of TCP and UDP."""
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.conf = self.dir / "rsyslog.conf"
-        self.conf.write_text(CONFIG.format(dir=self.dir, port=self.port))
+        if tls is None:
+            self.conf.write_text(CONFIG.format(dir=self.dir, port=self.port))
+        else:
+            ca, cert, key = tls
+            self.conf.write_text(TLS_CONFIG.format(dir=self.dir, port=self.port, ca=ca, cert=cert, key=key))
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 

@@ -112,3 +112,41 @@ def test_findings_survive_receiver_and_service_restarts(tmp_path, rsyslog, webho
 
 def _ext(cef: str, key: str) -> str:
     return cef.split(f" {key}=", 1)[1].split(" ", 1)[0]
+
+
+def test_syslog_over_tls_and_udp_reach_rsyslog(tmp_path):
+    from support.certs import Authority
+
+    ca = Authority(tmp_path / "pki", "siem-ca")
+    server = ca.issue("rsyslog", "localhost", server=True)
+    secure = Rsyslog(tmp_path / "tls", tls=(ca.cert, server.cert, server.key))
+    plain = Rsyslog(tmp_path / "plain")
+    sinks = (
+        {
+            "kind": "syslog",
+            "name": "tls",
+            "address": f"127.0.0.1:{secure.port}",
+            "transport": "tls",
+            "ca": str(ca.cert),
+            "server_name": "localhost",
+        },
+        {"kind": "cef", "name": "udp", "address": f"127.0.0.1:{plain.port}", "transport": "udp"},
+    )
+    service = ServerThread(replace(make_config(tmp_path / "state"), event_sinks=sinks))
+    try:
+        scan(service, sample_dir(tmp_path / "infected", infected=1, clean=0))
+        wait_for("both sinks drained", lambda: drained(service))
+        wait_for("rsyslog wrote the TLS messages", lambda: len(secure.messages()) >= 2)
+        wait_for("rsyslog wrote the UDP messages", lambda: len(plain.messages()) >= 2)
+    finally:
+        service.stop()
+        secure.stop()
+        plain.stop()
+    docs = [json.loads(m) for m in secure.messages()]
+    assert sorted(d["event"]["action"] for d in docs) == ["malware-detected", "scan-finished"]
+    assert len(docs) == 2  # delivered once: the close handshake counted as delivery
+    for doc in docs:
+        assert problems(doc) == [], doc
+    cef = plain.messages()
+    assert all(line.startswith("CEF:0|avscan|avscan|") for line in cef)
+    assert any("|EICAR_Test_File|" in line and " fname=eicar0.com " in line for line in cef), cef

@@ -100,7 +100,10 @@ class SyslogSink(Sink):
                 conn = self.tls.wrap_socket(raw, server_hostname=self.server_name)
             conn.sendall(b"".join(b"%d %s" % (len(f), f) for f in frames))
             if isinstance(conn, ssl.SSLSocket):
-                conn = conn.unwrap()  # close_notify: the receiver has the whole TLS stream
+                try:
+                    conn = conn.unwrap()  # our close_notify, then the receiver's
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError):
+                    return  # it closed on our close_notify: it read every record before it
             conn.shutdown(socket.SHUT_WR)
             while conn.recv(4096):  # the receiver read to our end and closed: it has every frame
                 pass
