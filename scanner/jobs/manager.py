@@ -28,7 +28,7 @@ from scanner.jobs.live import DONE, Event, LiveScan, LoopListener
 from scanner.outputs import ecs
 from scanner.state.db import Database, ScanRecord
 from scanner.targets import FilePolicy, TargetSpec, build_target
-from scanner.verdicts import Finding, Verdict
+from scanner.verdicts import Coverage, Finding, Gap, GapKind, Verdict, VerdictKind
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class ScanManager:
     async def _finish(self, record: ScanRecord, state: str, verdict: Verdict | None, version: int = 0) -> None:
         """Commit the final state with its event documents, then tell the hooks (log, metrics, relay)."""
         docs: list[dict[str, Any]] = []
-        if self.emit_events and verdict is not None:
+        if self.emit_events:
             facts = ecs.ScanFacts(
                 record.id,
                 record.target.kind,
@@ -199,7 +199,7 @@ class ScanManager:
                 state,
                 record.requested_by,
             )
-            docs = ecs.scan_documents(verdict, facts)
+            docs = ecs.scan_documents(verdict or _cancelled_before_start(record), facts)
         await asyncio.to_thread(self.db.finish_scan, record.id, state, verdict, docs)
         kind = verdict.kind.value if verdict else state
         log.info(
@@ -256,6 +256,13 @@ class ScanManager:
         for task in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _cancelled_before_start(record: ScanRecord) -> Verdict:
+    """What a scan cancelled while QUEUED reports in its end event: nothing scanned, INCOMPLETE."""
+    now = time.time()
+    gap = Gap(GapKind.CANCELLED, _printable(record.target.describe()), "cancelled before it started")
+    return Verdict(VerdictKind.INCOMPLETE, "", Coverage(gaps=(gap,)), started_at=record.created_at, finished_at=now)
 
 
 def _comparable(values: Mapping[str, Any]) -> str:
