@@ -7,10 +7,10 @@ import json
 import time
 from dataclasses import replace
 
+from api.conftest import make_config
 from support.inproc import ServerThread
 from support.samples import sparse_image
 
-from api.conftest import make_config
 from outputs.ecs_reference import problems
 from scanner.api.client import Client, files_target, memory_target
 from scanner.v1 import scans_pb2
