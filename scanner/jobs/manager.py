@@ -195,7 +195,7 @@ class ScanManager:
                 record.target.kind,
                 _printable(record.target.describe()),
                 version,
-                ecs.Subject.from_options(record.options),
+                ecs.Subject.of_scan(record.options, record.target.params),
                 state,
                 record.requested_by,
             )

@@ -41,11 +41,15 @@ class Subject:
     provider: str = ""  # "vsphere" for vCenter VMs, "" otherwise
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> Subject:
+    def of_scan(cls, options: Mapping[str, Any], target: Mapping[str, Any]) -> Subject:
+        """The VM a scan names: its options' ``subject`` (vCenter jobs), else a live guest's
+        libvirt domain; empty (the appliance itself) otherwise."""
         raw = options.get("subject") or {}
-        return cls(
-            str(raw.get("name", "")), str(raw.get("id", "")), str(raw.get("host", "")), str(raw.get("provider", ""))
-        )
+        if raw:
+            return cls(
+                str(raw.get("name", "")), str(raw.get("id", "")), str(raw.get("host", "")), str(raw.get("provider", ""))
+            )
+        return cls(name=str(target.get("domain") or ""))
 
 
 @dataclass(frozen=True)

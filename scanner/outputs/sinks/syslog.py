@@ -78,6 +78,10 @@ class SyslogSink(Sink):
 
     def deliver(self, docs: Sequence[Mapping[str, Any]]) -> None:
         frames = [self.frame(d) for d in docs]
+        if self.transport == "udp":  # a datagram holds 64 KiB: drop the matched strings, never the event
+            frames = [
+                f if len(f) <= UDP_MAX else self.frame(_without_strings(d)) for f, d in zip(frames, docs, strict=True)
+            ]
         try:
             if self.transport == "udp":
                 self._udp(frames)
@@ -109,6 +113,14 @@ class SyslogSink(Sink):
                 pass
         finally:
             raw.close()
+
+
+def _without_strings(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` without the matched strings of its finding (marked ``strings_dropped``)."""
+    avscan = dict(doc.get("avscan", {}))
+    finding = {k: v for k, v in avscan.get("finding", {}).items() if k != "strings"}
+    avscan["finding"] = {**finding, "strings_dropped": True}
+    return {**doc, "avscan": avscan}
 
 
 def _severity(event: Mapping[str, Any]) -> int:
