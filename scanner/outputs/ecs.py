@@ -29,6 +29,8 @@ from scanner.verdicts import Finding, Verdict, VerdictKind
 ECS_VERSION = "8.11.0"
 _NAMESPACE = uuid.UUID("4f6a3b52-8d0c-4c53-9a55-6176736361e0")
 _SEVERITY_CONFIDENCE = ((75, "High"), (50, "Medium"), (0, "Low"))
+QUARANTINE_STEPS = frozenset({"tag", "disconnect", "snapshot", "suspend"})
+RELEASE_STEPS = frozenset({"untag", "restore_network", "resume"})
 
 
 @dataclass(frozen=True)
@@ -158,18 +160,19 @@ def scan_end_document(verdict: Verdict, facts: ScanFacts) -> dict[str, Any]:
 def action_document(
     action_id: str, kind: str, outcome: str, vm_name: str, vm_uuid: str, when: float, detail: str = ""
 ) -> dict[str, Any]:
-    """One ECS event for a quarantine action on a VM (``outcome`` success or failure)."""
+    """One ECS event for a quarantine step on a VM, or a step of its release (``outcome`` success
+    or failure); ``event.action`` is ``quarantine-<step>`` or ``release-<step>``."""
     subject = Subject(vm_name, vm_uuid, provider="vsphere")
     doc = _base(when, ScanFacts("", "vcenter", subject=subject), f"action/{action_id}/{outcome}")
     doc["event"].update(
         kind="event",
         category=["malware", "host"],
         type=["change"] if outcome == "success" else ["error"],
-        action=f"quarantine-{kind.replace(':', '-')}",
+        action=f"{'release' if kind.split(':', 1)[0] in RELEASE_STEPS else 'quarantine'}-{kind.split(':', 1)[0]}",
         dataset="avscan.action",
         outcome=outcome,
     )
-    doc["message"] = _text(f"quarantine {kind} on VM {vm_name}: {outcome}" + (f" ({detail})" if detail else ""))
+    doc["message"] = _text(f"{doc['event']['action']} on VM {vm_name}: {outcome}" + (f" ({detail})" if detail else ""))
     doc["avscan"] = {"action": _drop_empty({"id": action_id, "kind": kind, "detail": _text(detail)})}
     return doc
 

@@ -455,10 +455,10 @@ class VCenterService:
         await self._emit(action, "success", result)  # before DONE: a crash between redelivers, never loses
         await asyncio.to_thread(self.store.action_done, action.seq, "DONE", result)
         log.info(
-            "quarantine action %s on %s: done",
+            "vCenter action %s on %s: done",
             action.kind,
             action.vm_name,
-            extra={"event.action": f"quarantine-{action.kind}", "event.outcome": "success"},
+            extra={"event.action": f"vcenter-{action.kind.split(':', 1)[0]}", "event.outcome": "success"},
         )
         if self.on_action is not None:
             await self.on_action(action)
@@ -466,8 +466,9 @@ class VCenterService:
 
     async def _emit(self, action: Action, outcome: str, detail: str) -> None:
         """Queue the ECS event of a quarantine action (not of verdict attributes or vCenter events)."""
-        if self.events is None or action.kind.split(":", 1)[0] in ("attributes", "event"):
-            return
+        step = action.kind.split(":", 1)[0]
+        if self.events is None or step not in ecs.QUARANTINE_STEPS | ecs.RELEASE_STEPS:
+            return  # verdict attributes, vCenter events and request acks are not quarantine actions
         doc = ecs.action_document(
             f"{action.job_id}/{action.kind}", action.kind, outcome, action.vm_name, action.vm_uuid, time.time(), detail
         )

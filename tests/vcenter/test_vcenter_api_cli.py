@@ -100,7 +100,8 @@ def _pages_enums_and_events(address: str, uuid: str, events: Path) -> None:
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     deadline = time.monotonic() + 60
     docs: list[dict] = []
-    while time.monotonic() < deadline and not any(d["event"]["action"] == "quarantine-disconnect" for d in docs):
+    wanted = {"quarantine-disconnect", "release-restore_network"}
+    while time.monotonic() < deadline and not wanted <= {d["event"]["action"] for d in docs}:
         time.sleep(0.2)
         docs = [json.loads(line) for line in events.read_text().splitlines()] if events.exists() else []
     quarantine = [d for d in docs if d["event"]["action"] == "quarantine-disconnect"]
