@@ -78,7 +78,7 @@ async def start_server(config: Config) -> Running:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
-        reflection.enable_server_reflection((*names, REFLECTION_V1), server)
+        reflection.enable_server_reflection(names, server)
         _serve_reflection_v1(names, server)
     port = _bind(server, config)
     await server.start()
@@ -102,7 +102,7 @@ def _serve_reflection_v1(names: tuple[str, ...], server: aio.Server) -> None:
     from grpc_reflection.v1alpha import reflection_pb2
     from grpc_reflection.v1alpha._async import ReflectionServicer
 
-    servicer = ReflectionServicer((*names, REFLECTION_V1))
+    servicer = ReflectionServicer(names)  # v1 itself is not listed: its descriptor is not in the pool
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,

@@ -4,7 +4,10 @@ names carried with escapes, reflection v1 and v1alpha."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+from pathlib import Path
 
 import grpc
 import pytest
@@ -110,3 +113,29 @@ def test_reflection_v1_and_v1alpha_list_the_services(server, package):
     names = {s.name for s in answers[0].list_services_response.service}
     assert {"scanner.v1.ScanService", "scanner.v1.SignatureService", "scanner.v1.VCenterService"} <= names
     assert files[0].file_descriptor_response.file_descriptor_proto
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def buf() -> str:
+    """buf (the CLI CI lints the protos with), installed from npm as .ci/run does when absent."""
+    path = REPO / ".cache" / "buf" / "node_modules" / ".bin" / "buf"
+    if not path.exists():
+        subprocess.run(["npm", "install", "--silent", "--prefix", str(path.parents[2]), "@bufbuild/buf"], check=True)
+    return str(path)
+
+
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+def test_buf_curl_lists_and_calls_through_reflection(server, buf, protocol):
+    base = ["--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", protocol]
+    url = f"http://{server.address}"
+    listed = subprocess.run([buf, "curl", *base, "--list-methods", url], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "scanner.v1.ScanService/StartScan" in listed.stdout.split()
+    call = [buf, "curl", *base, "-d", '{"pageToken": "\u00b2"}', f"{url}/scanner.v1.ScanService/ListScans"]
+    refused = subprocess.run(call, capture_output=True, text=True, timeout=60)
+    answer = json.loads(refused.stdout or refused.stderr)
+    assert answer["code"] == "invalid_argument"
+    assert {d["type"] for d in answer["details"]} == {"google.rpc.ErrorInfo", "google.rpc.BadRequest"}
