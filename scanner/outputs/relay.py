@@ -7,6 +7,8 @@ Contract:
   the backlog stays on disk meanwhile (and across restarts).
 - ``wake()`` is called when new documents were queued; without it the relay still polls.
 - ``stop()`` cancels the tasks; a batch in flight is redelivered at the next start.
+- A sink that raises anything else is retried the same way (and logged with its traceback): the
+  relay task never dies, so the backlog metric tells the truth.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ class EventRelay:
                 await asyncio.to_thread(sink.deliver, [doc for _, doc in batch])
             except DeliveryError as e:
                 await self._backoff(sink, e)
+                continue
+            except Exception as e:  # a sink's bug: logged with its traceback, retried like an outage
+                log.exception("event sink %s failed unexpectedly", sink.name)
+                await self._backoff(sink, DeliveryError(f"{type(e).__name__}: {e}"))
                 continue
             await asyncio.to_thread(self.queue.delivered, sink.name, batch[-1][0])
             await asyncio.to_thread(self.queue.prune)
