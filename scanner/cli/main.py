@@ -12,7 +12,7 @@ import click
 from scanner.cli import local_scan, remote
 from scanner.cli import vcenter as vcenter_cli
 from scanner.config import Config, default_config_path, load_config
-from scanner.errors import ConfigError
+from scanner.errors import ConfigError, ScannerError
 from scanner.targets import TargetSpec
 
 
@@ -67,7 +67,12 @@ def serve(ctx: click.Context, listen: str | None, metrics_listen: str | None) ->
             config = load_config(ctx.obj["config"], state_dir=config.state_dir, **overrides)
         except ConfigError as e:
             raise click.ClickException(f"config: {e.message}") from e
-    run(config)
+    try:
+        run(config)
+    except ScannerError as e:
+        raise click.ClickException(e.message) from e
+    except RuntimeError as e:  # grpc: the address cannot be bound
+        raise click.ClickException(str(e).split(";", 1)[0]) from e
 
 
 @cli.command()

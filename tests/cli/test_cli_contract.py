@@ -123,3 +123,16 @@ def test_progress_bar_only_on_a_terminal(tree, tmp_path):
     assert b"\r[" in on_tty.stdout and b" units " in on_tty.stdout
     piped = avscan(tmp_path, "scan", str(tree))
     assert "\r[" not in piped.stdout + piped.stderr
+
+
+def test_serve_on_a_busy_port_is_one_line_and_exit_2(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = avscan(tmp_path, "serve", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert f"Failed to bind to address 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
