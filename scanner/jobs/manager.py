@@ -199,7 +199,7 @@ class ScanManager:
                 state,
                 record.requested_by,
             )
-            docs = ecs.scan_documents(verdict or _cancelled_before_start(record), facts)
+            docs = await asyncio.to_thread(ecs.scan_documents, verdict or _cancelled_before_start(record), facts)
         await asyncio.to_thread(self.db.finish_scan, record.id, state, verdict, docs)
         kind = verdict.kind.value if verdict else state
         log.info(

@@ -16,6 +16,7 @@ Contract:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import socket
@@ -219,7 +220,7 @@ def to_json(doc: Mapping[str, Any]) -> str:
 
 
 def _base(when: float, facts: ScanFacts, key: str) -> dict[str, Any]:
-    appliance = socket.gethostname()
+    appliance = _hostname()
     doc: dict[str, Any] = {
         "@timestamp": _time(when),
         "ecs": {"version": ECS_VERSION},
@@ -329,6 +330,12 @@ def _time(when: float) -> str:
     return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@functools.cache
+def _hostname() -> str:
+    return socket.gethostname()
+
+
+@functools.cache
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 

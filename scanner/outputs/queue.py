@@ -11,7 +11,6 @@ Contract:
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scanner.outputs.ecs import to_json
 from scanner.state.sqlite import SqliteStore
 
 EVENTS_SCHEMA = """
@@ -52,7 +52,7 @@ def append_in(c: sqlite3.Connection, docs: Iterable[Mapping[str, Any]]) -> None:
     now = time.time()
     c.executemany(
         "INSERT INTO events (at, body) VALUES (?, ?)",
-        [(now, json.dumps(doc, sort_keys=True, separators=(",", ":"))) for doc in docs],
+        [(now, to_json(doc)) for doc in docs],
     )
 
 
@@ -73,14 +73,15 @@ class EventQueue(SqliteStore):
         with self._tx() as c:
             append_in(c, docs)
 
-    def pending(self, sink: str, limit: int) -> list[tuple[int, dict[str, Any]]]:
+    def pending(self, sink: str, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` (seq, document as compact JSON) after ``sink``'s cursor, in order."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT seq, body FROM events WHERE seq > (SELECT delivered FROM event_cursors WHERE sink = ?)"
                 " ORDER BY seq LIMIT ?",
                 (sink, limit),
             ).fetchall()
-        return [(seq, json.loads(body)) for seq, body in rows]
+        return [(int(seq), str(body)) for seq, body in rows]
 
     def delivered(self, sink: str, upto: int) -> None:
         with self._tx() as c:

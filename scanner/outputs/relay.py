@@ -64,7 +64,7 @@ class EventRelay:
                     await asyncio.wait_for(wake.wait(), POLL)
                 continue
             try:
-                await asyncio.to_thread(sink.deliver, [doc for _, doc in batch])
+                await asyncio.to_thread(sink.deliver_json, [text for _, text in batch])
             except DeliveryError as e:
                 await self._backoff(sink, e)
                 continue
@@ -73,7 +73,8 @@ class EventRelay:
                 await self._backoff(sink, DeliveryError(f"{type(e).__name__}: {e}"))
                 continue
             await asyncio.to_thread(self.queue.delivered, sink.name, batch[-1][0])
-            await asyncio.to_thread(self.queue.prune)
+            if len(batch) < sink.batch_size:  # caught up: forget what every sink has (not per batch)
+                await asyncio.to_thread(self.queue.prune)
 
     async def _backoff(self, sink: Sink, error: DeliveryError) -> None:
         self.failures[sink.name] += 1

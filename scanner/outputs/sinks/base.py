@@ -13,6 +13,7 @@ Contract for implementations:
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -29,6 +30,10 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def deliver(self, docs: Sequence[Mapping[str, Any]]) -> None:
         """Hand ``docs`` to the receiver, or raise DeliveryError."""
+
+    def deliver_json(self, texts: Sequence[str]) -> None:
+        """Hand documents queued as compact JSON text; sinks that ship JSON as is override it."""
+        self.deliver([json.loads(t) for t in texts])
 
     def close(self) -> None:  # noqa: B027 - most sinks hold nothing open between batches
         """Release connections or files."""

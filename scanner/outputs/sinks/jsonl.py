@@ -18,6 +18,7 @@ from scanner.outputs.sinks.base import Params, Sink
 
 class JsonLinesSink(Sink):
     kind = "jsonl"
+    batch_size = 500  # one fsync per batch
 
     def __init__(self, name: str, raw: Mapping[str, Any]) -> None:
         super().__init__(name)
@@ -27,7 +28,11 @@ class JsonLinesSink(Sink):
         self.keep = int(p.get("keep", int, 5))
 
     def deliver(self, docs: Sequence[Mapping[str, Any]]) -> None:
-        data = "".join(to_json(d) + "\n" for d in docs).encode()
+        self.deliver_json([to_json(d) for d in docs])
+
+    def deliver_json(self, texts: Sequence[str]) -> None:
+        """The queued JSON text as is: one line per document (no decode, no re-encode)."""
+        data = "".join(t + "\n" for t in texts).encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists() and self.path.stat().st_size + len(data) > self.max_bytes:
