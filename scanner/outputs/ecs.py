@@ -135,7 +135,7 @@ def scan_end_document(verdict: Verdict, facts: ScanFacts) -> dict[str, Any]:
     doc["event"].update(
         kind="event",
         category=["malware"],
-        type=["end"],
+        type=["info"],  # the only type ECS expects with malware; event.action says it is the end
         action="scan-finished",
         dataset="avscan.scan",
         outcome="failure" if verdict.kind is VerdictKind.ERROR else "success",
@@ -167,8 +167,8 @@ def action_document(
     doc = _base(when, ScanFacts("", "vcenter", subject=subject), f"action/{action_id}/{outcome}")
     doc["event"].update(
         kind="event",
-        category=["malware", "host"],
-        type=["change"] if outcome == "success" else ["error"],
+        category=["host"],
+        type=["change"],  # a failed step too: event.outcome says it failed
         action=f"{'release' if kind.split(':', 1)[0] in RELEASE_STEPS else 'quarantine'}-{kind.split(':', 1)[0]}",
         dataset="avscan.action",
         outcome=outcome,
@@ -273,8 +273,9 @@ def _scan_fields(verdict: Verdict, facts: ScanFacts) -> dict[str, Any]:
 
 def _threat(f: Finding) -> dict[str, Any]:
     confidence = next(name for floor, name in _SEVERITY_CONFIDENCE if f.severity >= floor)
+    owned = bool(f.context.get("pid"))
     indicator: dict[str, Any] = {
-        "type": "file" if f.unit_kind == "file" else "artifact",
+        "type": "file" if f.unit_kind == "file" else "process" if owned else "artifact",
         "provider": "avscan",
         "confidence": confidence,
         "description": _text(str(f.meta.get("description", "")) or f.rule),

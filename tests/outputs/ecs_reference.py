@@ -1,9 +1,10 @@
 """Checks a document against the ECS 8.11 field reference (elastic/ecs v8.11.0 ecs_flat.yml).
 
-``ecs_fields_8.11.tsv`` beside this file is that reference reduced to name, type and array-ness
-(made from the upstream YAML; Apache-2.0, see ECS-LICENSE.txt). Every leaf outside ``avscan.*``
-must be a field of the reference, with a value of its type; fields ECS normalizes to arrays must
-be arrays.
+``ecs_fields_8.11.tsv`` beside this file is that reference reduced to name, type and array-ness,
+``ecs_categories_8.11.tsv`` the event categories with the event types ECS expects for each
+(both made from the upstream YAML; Apache-2.0, see ECS-LICENSE.txt). Every leaf outside
+``avscan.*`` must be a field of the reference, with a value of its type; fields ECS normalizes to
+arrays must be arrays; every category must be ECS's and every type one it expects.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 REFERENCE = Path(__file__).with_name("ecs_fields_8.11.tsv")
+CATEGORIES = Path(__file__).with_name("ecs_categories_8.11.tsv")
 NUMERIC = {"long", "integer", "short", "byte", "unsigned_long", "float", "double", "scaled_float", "half_float"}
 TEXTUAL = {"keyword", "wildcard", "match_only_text", "text", "constant_keyword", "ip", "version"}
 
@@ -29,6 +31,17 @@ def fields() -> dict[str, tuple[str, bool]]:
     return out
 
 
+@cache
+def categories() -> dict[str, set[str]]:
+    """event.category -> the event.type values ECS expects with it."""
+    out = {}
+    for line in CATEGORIES.read_text().splitlines():
+        if not line.startswith("#"):
+            name, types = line.split("\t")
+            out[name] = set(types.split(","))
+    return out
+
+
 def problems(doc: dict[str, Any]) -> list[str]:
     """Every way ``doc`` breaks the reference (empty when it is valid ECS)."""
     found: list[str] = []
@@ -38,6 +51,15 @@ def problems(doc: dict[str, Any]) -> list[str]:
         if _get(doc, required) is None:
             found.append(f"{required}: missing")
     _walk(doc, "", found)
+    event = doc.get("event", {})
+    for category in event.get("category", []):
+        expected = categories().get(category)
+        if expected is None:
+            found.append(f"event.category: {category!r} is not an ECS category")
+        elif not set(event.get("type", [])) <= expected:
+            found.append(
+                f"event.type {event.get('type')} is not expected with category {category} ({sorted(expected)})"
+            )
     return found
 
 
