@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from scanner.cli.main import cli
 from scanner.lab.vcsim import PASSWORD, USER, Vcsim
@@ -32,6 +35,7 @@ def test_inventory_scan_actions_release_through_api_and_cli(
         f'[vcenter]\nurl = "{vcsim.url}"\nuser = "{USER}"\ninsecure = true\npassword_env = "VC_PW"\n'
         "[vcenter.policy]\ntriggers = []\n"
         f'[[events.sinks]]\nkind = "jsonl"\npath = "{tmp_path / "events.jsonl"}"\n'
+        '[server]\nmetrics_listen = "127.0.0.1:0"\n'
     )
     monkeypatch.setenv("VC_PW", PASSWORD)
     service = Service(tmp_path / "state", config)
@@ -64,6 +68,7 @@ def test_inventory_scan_actions_release_through_api_and_cli(
             time.sleep(0.3)
         assert [n[1:] for n in sim.nics(VM)] == [(True, False)]  # exactly as before, startConnected too
         _pages_enums_and_events(service.address, uuid, tmp_path / "events.jsonl")
+        _outbox_metrics(service.output())
     finally:
         assert service.terminate() == 0, service.output()[-2000:]
 
@@ -111,3 +116,15 @@ def _pages_enums_and_events(address: str, uuid: str, events: Path) -> None:
     assert scans and all(d["host"]["name"] == VM for d in scans)
     for doc in docs:
         assert problems(doc) == [], doc
+
+
+def _outbox_metrics(log: str) -> None:
+    """The vCenter outbox shows in /metrics: nothing pending once every action is done."""
+    port = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", log)
+    assert port, log[-2000:]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert values["avscan_vcenter_outbox_depth"] == 0
+    assert values["avscan_vcenter_actions_failed"] == 0
+    assert values["avscan_event_backlog"] == 0
