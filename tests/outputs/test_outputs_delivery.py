@@ -150,3 +150,31 @@ def test_syslog_over_tls_and_udp_reach_rsyslog(tmp_path):
     cef = plain.messages()
     assert all(line.startswith("CEF:0|avscan|avscan|") for line in cef)
     assert any("|EICAR_Test_File|" in line and " fname=eicar0.com " in line for line in cef), cef
+
+
+def test_events_queued_during_an_outage_survive_kill_9(tmp_path, webhook):
+    from support.service import Service
+
+    config = tmp_path / "avscan.toml"
+    config.write_text(f'[[events.sinks]]\nkind = "webhook"\nname = "soar"\nurl = "{webhook.url}"\n')
+    infected = sample_dir(tmp_path / "infected", infected=1, clean=0)
+    webhook.down = True
+    service = Service(tmp_path / "state", config)
+    try:
+        with service.client() as client:
+            scan_id = client.start_scan(files_target(str(infected))).scan_id
+            client.wait(scan_id, timeout=60)
+        wait_for("the webhook to refuse the events", lambda: webhook.refused > 0)
+        service.kill()  # SIGKILL: no shutdown code runs
+    finally:
+        service.close()
+    assert webhook.events == []
+    webhook.down = False
+    service = Service(tmp_path / "state", config)
+    try:
+        wait_for("the events queued before the crash", lambda: len({e["id"] for e in webhook.events}) == 2)
+    finally:
+        service.close()
+    actions = sorted(e["data"]["event"]["action"] for e in webhook.events)
+    assert set(actions) == {"malware-detected", "scan-finished"}
+    assert {e["data"]["avscan"]["scan"]["id"] for e in webhook.events} == {scan_id}
