@@ -49,6 +49,7 @@ class Report:
     infected_only: bool = False
     summary: bool = True
     strings: bool = False
+    host_name: str = ""  # the VM the images or guests belong to, for host.* in ECS documents
 
 
 SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -123,7 +124,8 @@ def run_scan(config: Config, specs: list[TargetSpec], rules: Path | None, report
         for spec in specs:
             started = time.monotonic()
             verdict = _scan_one(engine, ruleset, spec, config, report.as_json)
-            facts = ecs.ScanFacts(f"local-{uuid.uuid4().hex}", spec.kind, spec.describe(), version, state="DONE")
+            subject = ecs.Subject(name=report.host_name) if report.host_name else ecs.Subject()
+            facts = ecs.ScanFacts(f"local-{uuid.uuid4().hex}", spec.kind, spec.describe(), version, subject)
             _report(verdict, rule_count, facts, time.monotonic() - started, report)
             worst = max(worst, exit_code(verdict))
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,41 @@ def _config(ctx: click.Context) -> Config:
         raise click.ClickException(f"config: {e.message}") from e
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_ERROR = 2
+"""Every error exits 2, as ``avscan scan`` does for error or incomplete: 1 always means "found"."""
+
+
+class AvscanGroup(click.Group):
+    """The root command: any error (usage, configuration, I/O, interrupt) is one line and exit 2,
+    also where click would exit 1, so a script never reads an error as "found"."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as e:
+            code = e.exit_code
+        except click.ClickException as e:
+            e.show()
+            code = EXIT_ERROR
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("avscan: interrupted", err=True)
+            code = EXIT_ERROR
+        except OSError as e:
+            click.echo(f"avscan: {e.filename or ''}: {e.strerror}" if e.strerror else f"avscan: {e}", err=True)
+            code = EXIT_ERROR
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=AvscanGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="avscan", prog_name="avscan", message="%(prog)s %(version)s")
 @click.option(
     "--config",
@@ -110,6 +145,7 @@ def serve(ctx: click.Context, listen: str | None, metrics_listen: str | None) ->
 @click.option("--max-filesize", metavar="SIZE", help="Skip larger files (e.g. 25M; a gap: INCOMPLETE, never CLEAN).")
 @click.option("--log", "log_file", type=click.Path(dir_okay=False), help="Also append the report to FILE.")
 @click.option("-s", "--print-strings", is_flag=True, help="Print the matched strings of each finding (yara -s).")
+@click.option("--host-name", default="", help="The VM the images belong to: host.name in --json documents.")
 @click.pass_context
 def scan(
     ctx: click.Context,
@@ -134,6 +170,7 @@ def scan(
     max_filesize: str | None,
     log_file: str | None,
     print_strings: bool,
+    host_name: str,
 ) -> None:
     """Scan files, directories, memory dumps, disk images and live guests here, without a server.
     PATH "-" scans standard input.
@@ -151,7 +188,7 @@ def scan(
     consistency = "paused" if pause else "running"
     live = [{"ram": r} for r in guest_ram] + [{"qmp": q} for q in guest_qmp]
     specs += [TargetSpec("guest", {**g, "consistency": consistency, "max_pause_seconds": max_pause}) for g in live]
-    report = local_scan.Report(as_json, infected, not no_summary, print_strings)
+    report = local_scan.Report(as_json, infected, not no_summary, print_strings, host_name)
     with local_scan.tee(log_file):
         code = local_scan.run_scan(config, specs, rules, report)
     sys.exit(code)
@@ -173,29 +210,8 @@ cli.add_command(remote.scans)
 cli.add_command(vcenter_cli.vcenter)
 
 
-EXIT_ERROR = 2
-"""Every error exits 2, as ``avscan scan`` does for error or incomplete: 1 always means "found"."""
-
-
 def main() -> None:
-    """Run the CLI; any error (usage, configuration, I/O, interrupt) exits 2 with one line."""
-    try:
-        code = cli.main(prog_name="avscan", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        code = e.exit_code
-    except click.ClickException as e:
-        e.show()
-        code = EXIT_ERROR
-    except click.Abort:
-        click.echo("avscan: interrupted", err=True)
-        code = EXIT_ERROR
-    except KeyboardInterrupt:
-        click.echo("avscan: interrupted", err=True)
-        code = EXIT_ERROR
-    except OSError as e:
-        click.echo(f"avscan: {e.filename or ''}: {e.strerror}" if e.strerror else f"avscan: {e}", err=True)
-        code = EXIT_ERROR
-    sys.exit(code if isinstance(code, int) else 0)
+    cli(prog_name="avscan")
 
 
 if __name__ == "__main__":

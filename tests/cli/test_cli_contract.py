@@ -45,6 +45,12 @@ def test_version_and_errors_exit_2(tmp_path):
     assert config_error.returncode == 2, config_error.stderr
     assert "server.listen" in config_error.stderr and "Traceback" not in config_error.stderr
     assert avscan(tmp_path, "scan", "--no-such-option").returncode == 2
+    from click.testing import CliRunner
+
+    from scanner.cli.main import cli
+
+    in_process = CliRunner().invoke(cli, ["--config", str(bad), "scan", str(tmp_path)])
+    assert in_process.exit_code == 2  # the same contract for callers embedding the click group
 
 
 def test_exclude_and_exclude_dir_follow_clamscan(tree, tmp_path):

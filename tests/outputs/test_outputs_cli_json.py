@@ -68,3 +68,20 @@ def test_clean_and_incomplete_scans_emit_their_end_event(tmp_path):
     assert end["avscan"]["scan"]["verdict"] == "INCOMPLETE"
     assert end["event"]["reason"]
     assert end["avscan"]["scan"]["coverage"]["gaps"][0]["kind"] == "UNREADABLE"
+
+
+def test_memory_findings_name_the_vm_given_as_host(tmp_path):
+    image = tmp_path / "guest.raw"
+    with image.open("wb") as f:
+        f.truncate(4 << 20)
+        f.seek(1 << 20)
+        f.write(eicar())
+    code, docs = scan_json(tmp_path, "--memory", str(image), "--format", "raw", "--host-name", "web-01")
+    assert code == 1
+    finding, end = docs
+    for doc in docs:
+        assert problems(doc) == [], doc
+        assert doc["host"]["name"] == "web-01"
+    assert finding["avscan"]["finding"]["address"] == 1 << 20
+    assert finding["threat"]["indicator"]["type"] == "artifact"  # physical memory: no owning process known
+    assert end["avscan"]["scan"]["target_kind"] == "memory"
