@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -105,9 +106,11 @@ class Rsyslog:
 class Webhook:
     """An HTTP endpoint that keeps every CloudEvent POSTed to it; ``down`` answers 503."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: (certificate, key) to serve HTTPS."""
         self.events: list[dict[str, Any]] = []
         self.content_types: set[str] = set()
+        self.authorizations: set[str] = set()
         self.down = False
         self.refused = 0
         owner = self
@@ -121,6 +124,7 @@ class Webhook:
                     self.end_headers()
                     return
                 owner.content_types.add(self.headers.get("Content-Type", ""))
+                owner.authorizations.add(self.headers.get("Authorization", ""))
                 owner.events.append(json.loads(body))
                 self.send_response(200)
                 self.end_headers()
@@ -129,7 +133,13 @@ class Webhook:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://localhost:{self.server.server_address[1]}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -178,3 +178,27 @@ def test_events_queued_during_an_outage_survive_kill_9(tmp_path, webhook):
     actions = sorted(e["data"]["event"]["action"] for e in webhook.events)
     assert set(actions) == {"malware-detected", "scan-finished"}
     assert {e["data"]["avscan"]["scan"]["id"] for e in webhook.events} == {scan_id}
+
+
+def test_webhook_over_https_verifies_the_receiver(tmp_path):
+    from support.certs import Authority
+
+    ca = Authority(tmp_path / "pki", "soar-ca")
+    issued = ca.issue("soar", "localhost", server=True)
+    receiver = Webhook(tls=(issued.cert, issued.key))
+    stranger = Authority(tmp_path / "other", "other-ca")
+    sinks = (
+        {"kind": "webhook", "name": "soar", "url": receiver.url, "ca": str(ca.cert), "authorization": "Bearer t0k"},
+        {"kind": "webhook", "name": "wrongca", "url": receiver.url, "ca": str(stranger.cert)},
+    )
+    service = ServerThread(replace(make_config(tmp_path / "state"), event_sinks=sinks))
+    try:
+        scan(service, sample_dir(tmp_path / "infected", infected=1, clean=0))
+        wait_for("the verified sink drained", lambda: backlog(service)["soar"] == 0)
+        wait_for("the unverifiable sink to fail", lambda: failed(service, "wrongca"))
+        assert backlog(service)["wrongca"] == 2  # refused to talk to a receiver it cannot verify: kept
+    finally:
+        service.stop()
+        receiver.close()
+    assert sorted(e["type"] for e in receiver.events) == ["avscan.finding", "avscan.scan"]
+    assert receiver.authorizations == {"Bearer t0k"}
