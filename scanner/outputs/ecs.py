@@ -70,7 +70,6 @@ class ScanFacts:
 
 def finding_document(f: Finding, verdict: Verdict, facts: ScanFacts, index: int = 0) -> dict[str, Any]:
     """One ECS alert for finding number ``index`` of a scan."""
-    meta = f.meta
     doc = _base(verdict.finished_at or verdict.started_at, facts, f"{facts.scan_id}/finding/{index}")
     doc["event"].update(
         kind="alert",
@@ -83,48 +82,11 @@ def finding_document(f: Finding, verdict: Verdict, facts: ScanFacts, index: int 
         outcome="success",
     )
     doc["message"] = _text(f"{f.rule} found in {f.unit_kind} {f.unit}" + _where(f, facts))
-    doc["rule"] = _drop_empty(
-        {
-            "name": f.rule,
-            "ruleset": f.namespace,
-            "id": str(meta.get("id", "")),
-            "uuid": str(meta.get("uuid", "")),
-            "description": str(meta.get("description", "")),
-            "author": [str(meta["author"])] if meta.get("author") else [],
-            "reference": str(meta.get("reference", "")),
-            "category": str(meta.get("category", "")),
-            "license": str(meta.get("license", "")),
-            "version": str(meta.get("version", "")),  # the rule's own version; the ruleset's is avscan.scan.ruleset
-        }
-    )
+    doc["rule"] = _rule(f)
     doc["tags"] = list(f.tags)
     doc["threat"] = _threat(f)
     doc.update(_unit_fields(f))
-    doc["avscan"] = {
-        **_scan_fields(verdict, facts),
-        "finding": _drop_empty(
-            {
-                "unit": _text(f.unit),
-                "unit_kind": f.unit_kind,
-                "offset": f.offset,
-                "address": f.address,
-                "strings": [
-                    {
-                        "identifier": s.identifier,
-                        "offset": s.offset,
-                        "address": s.address,
-                        "length": s.length,
-                        "data_hex": s.data.hex(),
-                    }
-                    for s in f.strings
-                ],
-                "strings_truncated": f.strings_truncated,
-                "owners": {
-                    k: _text(f.context[k]) for k in ("pid", "process", "region", "virtual_address") if k in f.context
-                },
-            }
-        ),
-    }
+    doc["avscan"] = {**_scan_fields(verdict, facts), "finding": _finding_fields(f)}
     return doc
 
 
@@ -269,6 +231,51 @@ def _scan_fields(verdict: Verdict, facts: ScanFacts) -> dict[str, Any]:
             }
         )
     }
+
+
+def _rule(f: Finding) -> dict[str, Any]:
+    """ECS ``rule.*`` from the YARA rule and its metadata (``version`` is the rule's own)."""
+    meta = f.meta
+    return _drop_empty(
+        {
+            "name": f.rule,
+            "ruleset": f.namespace,
+            "id": str(meta.get("id", "")),
+            "uuid": str(meta.get("uuid", "")),
+            "description": str(meta.get("description", "")),
+            "author": [str(meta["author"])] if meta.get("author") else [],
+            "reference": str(meta.get("reference", "")),
+            "category": str(meta.get("category", "")),
+            "license": str(meta.get("license", "")),
+            "version": str(meta.get("version", "")),  # the ruleset's version is avscan.scan.ruleset.version
+        }
+    )
+
+
+def _finding_fields(f: Finding) -> dict[str, Any]:
+    """``avscan.finding``: where in the unit, the matched strings (hex), the owning processes."""
+    strings = [
+        {
+            "identifier": s.identifier,
+            "offset": s.offset,
+            "address": s.address,
+            "length": s.length,
+            "data_hex": s.data.hex(),
+        }
+        for s in f.strings
+    ]
+    owners = {k: _text(f.context[k]) for k in ("pid", "process", "region", "virtual_address") if k in f.context}
+    return _drop_empty(
+        {
+            "unit": _text(f.unit),
+            "unit_kind": f.unit_kind,
+            "offset": f.offset,
+            "address": f.address,
+            "strings": strings,
+            "strings_truncated": f.strings_truncated,
+            "owners": owners,
+        }
+    )
 
 
 def _threat(f: Finding) -> dict[str, Any]:
