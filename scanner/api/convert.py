@@ -262,6 +262,10 @@ def scan_message(r: ScanRecord, progress: Progress | None = None) -> scans_pb2.S
         options=scans_pb2.ScanOptions(
             unit_timeout_seconds=int(r.options.get("unit_timeout_seconds", 0)),
             ruleset_digest=str(r.options.get("ruleset_digest", "")),
+            subject=scans_pb2.ScanSubject(
+                name=str((r.options.get("subject") or {}).get("name", "")),
+                id=str((r.options.get("subject") or {}).get("id", "")),
+            ),
         ),
         requested_by=text(r.requested_by),
         request_id=r.request_id,

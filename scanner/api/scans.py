@@ -43,7 +43,8 @@ class ScanService(scans_pb2_grpc.ScanServiceServicer):
         if not request.HasField("target"):
             raise InvalidArgument("target", "required")
         spec = target_spec(request.target)
-        options = options_from(request.options.unit_timeout_seconds, request.options.ruleset_digest)
+        o = request.options
+        options = options_from(o.unit_timeout_seconds, o.ruleset_digest, o.subject.name, o.subject.id)
         if len(request.request_id) > 200:
             raise InvalidArgument("request_id", "at most 200 characters")
         record = await self.app.scans.submit(spec, options, current_identity.get().name, request.request_id)

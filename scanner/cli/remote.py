@@ -187,6 +187,7 @@ def scans() -> None:
 @click.option("--pause", is_flag=True, help="Pause the live guest while scanning.")
 @click.option("--watch/--no-watch", default=True, show_default=True)
 @click.option("--request-id", default="")
+@click.option("--host-name", default="", help="The VM the target belongs to (host.name in the scan's events).")
 @client_options
 @rpc_errors
 def scans_start(
@@ -199,6 +200,7 @@ def scans_start(
     pause: bool,
     watch: bool,
     request_id: str,
+    host_name: str,
     **conn: Any,
 ) -> None:
     """Start a scan of PATHS (files, directories), a memory image or a live guest on the appliance."""
@@ -211,7 +213,7 @@ def scans_start(
     else:
         target = files_target(*[os.path.abspath(p) for p in paths])
     with connect(**conn) as client:
-        scan = client.start_scan(target, request_id=request_id)
+        scan = client.start_scan(target, request_id=request_id, subject=(host_name, ""))
         click.echo(f"scan {scan.scan_id} queued")
         if watch:
             raise SystemExit(_watch(client, scan.scan_id))

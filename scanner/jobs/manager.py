@@ -275,13 +275,21 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def options_from(unit_timeout_seconds: int, ruleset_digest: str) -> dict[str, Any]:
+def options_from(
+    unit_timeout_seconds: int, ruleset_digest: str, subject_name: str = "", subject_id: str = ""
+) -> dict[str, Any]:
     """Validated per-scan options as stored with the job."""
     if unit_timeout_seconds < 0 or unit_timeout_seconds > 86_400:
         raise InvalidArgument("options.unit_timeout_seconds", "must be between 0 and 86400")
     if ruleset_digest and not ruleset_digest.startswith("sha256:"):
         raise InvalidArgument("options.ruleset_digest", "must look like sha256:<hex>")
-    return {"unit_timeout_seconds": unit_timeout_seconds, "ruleset_digest": ruleset_digest}
+    for field_name, value, limit in (("name", subject_name, 255), ("id", subject_id, 128)):
+        if len(value) > limit or any(ord(c) < 32 for c in value):
+            raise InvalidArgument(f"options.subject.{field_name}", f"at most {limit} printable characters")
+    options: dict[str, Any] = {"unit_timeout_seconds": unit_timeout_seconds, "ruleset_digest": ruleset_digest}
+    if subject_name or subject_id:
+        options["subject"] = {"name": subject_name, "id": subject_id}
+    return options
 
 
 __all__ = ["FINAL_STATES", "Finding", "ScanManager", "options_from"]

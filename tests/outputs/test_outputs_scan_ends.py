@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from api.conftest import make_config
 from support.inproc import ServerThread
-from support.samples import sparse_image
+from support.samples import eicar, sparse_image
 
 from outputs.ecs_reference import problems
 from scanner.api.client import Client, files_target, memory_target
@@ -60,3 +60,30 @@ def test_cancelled_queued_running_and_clean_scans_all_emit_their_end(tmp_path):
     assert ends[queued]["avscan"]["scan"]["coverage"]["gaps"][0]["kind"] == "CANCELLED"
     assert ends[running]["avscan"]["scan"]["state"] == "CANCELLED"
     assert ends[clean]["avscan"]["scan"]["verdict"] == "CLEAN"
+
+
+def test_start_scan_subject_names_the_vm_in_its_events(tmp_path):
+    events = tmp_path / "events.jsonl"
+    config = replace(
+        make_config(tmp_path / "state"), event_sinks=({"kind": "jsonl", "name": "file", "path": str(events)},)
+    )
+    image = tmp_path / "web-01.raw"
+    with image.open("wb") as f:
+        f.truncate(2 << 20)
+        f.seek(1 << 20)
+        f.write(eicar())
+    server = ServerThread(config)
+    try:
+        with Client(server.address, timeout=60) as client:
+            scan = client.start_scan(memory_target(str(image)), subject=("web-01", "4211-aa"))
+            assert scan.options.subject.name == "web-01"
+            client.wait(scan.scan_id, timeout=60)
+        deadline = time.monotonic() + 60
+        while len(events.read_text().splitlines() if events.exists() else []) < 2:
+            assert time.monotonic() < deadline, "events not delivered"
+            time.sleep(0.05)
+    finally:
+        server.stop()
+    docs = [json.loads(line) for line in events.read_text().splitlines()]
+    assert {(d["host"]["name"], d["host"]["id"]) for d in docs} == {("web-01", "4211-aa")}
+    assert all(problems(d) == [] for d in docs)
