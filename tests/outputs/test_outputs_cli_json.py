@@ -85,3 +85,13 @@ def test_memory_findings_name_the_vm_given_as_host(tmp_path):
     assert finding["avscan"]["finding"]["address"] == 1 << 20
     assert finding["threat"]["indicator"]["type"] == "artifact"  # physical memory: no owning process known
     assert end["avscan"]["scan"]["target_kind"] == "memory"
+
+
+def test_an_error_scan_emits_its_end_with_outcome_failure(tmp_path):
+    code, docs = scan_json(tmp_path, "--memory", str(tmp_path / "absent.raw"))
+    assert code == 2
+    (end,) = docs
+    assert problems(end) == []
+    assert end["avscan"]["scan"]["verdict"] == "ERROR"
+    assert end["event"]["outcome"] == "failure"
+    assert "absent.raw" in end["event"]["reason"]
