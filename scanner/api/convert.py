@@ -257,7 +257,7 @@ def scan_message(r: ScanRecord, progress: Progress | None = None) -> scans_pb2.S
         verdict.findings_count = r.findings_count
     return scans_pb2.Scan(
         scan_id=r.id,
-        state=SCAN_STATES[r.state],
+        state=SCAN_STATES.get(r.state, scans_pb2.SCAN_STATE_UNSPECIFIED),
         target=target_message(r.target),
         options=scans_pb2.ScanOptions(
             unit_timeout_seconds=int(r.options.get("unit_timeout_seconds", 0)),

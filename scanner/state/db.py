@@ -104,7 +104,7 @@ class Database(SqliteStore):
             if request_id:
                 row = c.execute("SELECT * FROM scans WHERE request_id = ?", (request_id,)).fetchone()
                 if row:
-                    return _record(row), False
+                    return _readable(row), False
             scan_id = uuid.uuid4().hex
             c.execute(
                 "INSERT INTO scans (id, request_id, target_kind, target_params, options, requested_by,"
@@ -120,14 +120,14 @@ class Database(SqliteStore):
                 ),
             )
             row = c.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
-        return _record(row), True
+        return _readable(row), True
 
     def get_scan(self, scan_id: str) -> ScanRecord:
         with self._lock:
             row = self._conn.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
         if row is None:
             raise NotFound(f"scan {scan_id} not found")
-        return _record(row)
+        return _readable(row)
 
     def list_scans(self, limit: int, before_seq: int | None, state: str | None) -> list[ScanRecord]:
         sql = "SELECT * FROM scans WHERE 1=1"
@@ -142,7 +142,7 @@ class Database(SqliteStore):
         args.append(limit)
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-        return [_record(r) for r in rows]
+        return [_readable(r) for r in rows]
 
     def state_counts(self) -> dict[str, int]:
         """How many scans are in each state (metrics)."""
@@ -157,7 +157,7 @@ class Database(SqliteStore):
                 f"SELECT * FROM scans WHERE state IN ({marks}) ORDER BY seq",  # noqa: S608 - placeholders only
                 RESUMABLE,
             ).fetchall()
-        return [_record(r) for r in rows]
+        return [_readable(r) for r in rows]
 
     def mark_running(self, scan_id: str, ruleset_digest: str) -> bool:
         """QUEUED -> RUNNING; False if the scan left QUEUED meanwhile (e.g. it was cancelled)."""
@@ -175,7 +175,7 @@ class Database(SqliteStore):
         """The scan started for an idempotency key, if any."""
         with self._lock:
             row = self._conn.execute("SELECT * FROM scans WHERE request_id = ?", (request_id,)).fetchone()
-        return _record(row) if row else None
+        return _readable(row) if row else None
 
     def set_state(self, scan_id: str, state: str) -> None:
         with self._tx() as c:
@@ -232,6 +232,31 @@ class Database(SqliteStore):
                 "SELECT at, actor, action, subject, detail FROM audit ORDER BY seq DESC LIMIT ?", (limit,)
             ).fetchall()
         return [AuditRecord(*r) for r in rows]
+
+
+def _readable(row: tuple[Any, ...]) -> ScanRecord:
+    """The record of ``row``; a row that cannot be decoded (damaged JSON, a value from a newer
+    schema) comes back with its id, state and times only, logged, never breaking a listing."""
+    try:
+        return _record(row)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        log.error("scan %s: stored record cannot be decoded (%s); shown without target and verdict", row[1], e)
+        seq, scan_id, request_id, _, _, _, requested_by, state, created, started, finished, attempts, digest, _ = row
+        return ScanRecord(
+            scan_id,
+            request_id or "",
+            TargetSpec("unreadable", {}),
+            {},
+            requested_by,
+            state,
+            created,
+            started,
+            finished,
+            attempts,
+            digest or "",
+            None,
+            seq,
+        )
 
 
 def _record(row: tuple[Any, ...]) -> ScanRecord:

@@ -141,3 +141,19 @@ def test_buf_curl_lists_and_calls_through_reflection(server, buf, protocol):
     answer = json.loads(refused.stdout or refused.stderr)
     assert answer["code"] == "invalid_argument"
     assert {d["type"] for d in answer["details"]} == {"google.rpc.ErrorInfo", "google.rpc.BadRequest"}
+
+
+def test_one_damaged_record_never_breaks_a_listing(server, client, tmp_path):
+    import sqlite3
+
+    target = sample_dir(tmp_path / "samples", infected=0, clean=1)
+    ids = [client.wait(client.start_scan(files_target(str(target))).scan_id, timeout=60).scan_id for _ in range(3)]
+    with sqlite3.connect(server.config.state_dir / "state.sqlite3") as db:  # damage, as a bad disk or bug would
+        db.execute("UPDATE scans SET verdict = '{not json', target_params = 'x' WHERE id = ?", (ids[1],))
+        db.execute("UPDATE scans SET state = 'FROM_THE_FUTURE' WHERE id = ?", (ids[2],))
+    listed = client.list_scans().scans
+    assert sorted(s.scan_id for s in listed) == sorted(ids)
+    damaged = client.get_scan(ids[1])
+    assert damaged.scan_id == ids[1] and not damaged.HasField("verdict")
+    assert client.get_scan(ids[2]).state == scans_pb2.SCAN_STATE_UNSPECIFIED
+    assert client.get_scan(ids[0]).verdict.kind == verdict_pb2.VERDICT_KIND_CLEAN
