@@ -13,6 +13,10 @@ from scanner.engine import Engine, Ruleset
 from scanner.engine.cache import ResultCache
 from scanner.errors import FailedPrecondition
 from scanner.jobs.manager import ScanManager
+from scanner.outputs.metrics import Metrics, Readers
+from scanner.outputs.queue import EventQueue
+from scanner.outputs.relay import EventRelay
+from scanner.outputs.sinks import build_sink
 from scanner.rulesets.store import RulesetStore
 from scanner.state.db import Database
 
@@ -43,6 +47,54 @@ class App:
             from scanner.vcenter.service import VCenterService
 
             self.vcenter = VCenterService(config.vcenter, self.scans, self.db, config.state_dir)
+        self.events: EventQueue | None = None
+        self.relay: EventRelay | None = None
+        sinks = [build_sink(i, raw) for i, raw in enumerate(config.event_sinks)]
+        if sinks:
+            self.events = EventQueue(config.state_dir / "state.sqlite3", [s.name for s in sinks])
+            self.relay = EventRelay(self.events, sinks)
+            self.scans.emit_events = True
+            relay = self.relay
+            self.scans.on_finish.append(lambda *_: relay.wake())
+            if self.vcenter is not None:
+                self.vcenter.events, self.vcenter.on_event = self.events, relay.wake
+
+        self.metrics: Metrics | None = None
+        self.metrics_port = 0
+        if config.metrics_listen:
+            self.metrics = Metrics(self._readers())
+            self.scans.on_finish.append(self.metrics.observe)
+
+    def _readers(self) -> Readers:
+        def ruleset() -> tuple[int, float] | None:
+            active = [r for r in self.store.list() if r.active]
+            return (active[0].version, active[0].pushed_at) if active else None
+
+        events = self.events
+        vcenter = self.vcenter
+        return Readers(
+            scan_states=self.db.state_counts,
+            ruleset=ruleset,
+            outbox=vcenter.store.action_counts if vcenter is not None else None,
+            events=(lambda: [(s.sink, s.backlog, s.attempts) for s in events.states()]) if events else None,
+        )
+
+    async def start_outputs(self) -> None:
+        """Start draining the event queue into the sinks (what an earlier run left queued first),
+        and the metrics endpoint."""
+        if self.relay is not None:
+            self.relay.start()
+        if self.metrics is not None:
+            self.metrics_port = self.metrics.serve(self.config.metrics_listen)
+            host = self.config.metrics_listen.rsplit(":", 1)[0]
+            log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+
+    async def stop_outputs(self) -> None:
+        """Stop the relay; whatever is still queued is delivered at the next start."""
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.metrics is not None:
+            self.metrics.close()
 
     async def start_vcenter(self) -> None:
         """Start the vCenter trigger loop and outbox relay (after the scan workers run)."""
@@ -79,6 +131,8 @@ class App:
 
     def close(self) -> None:
         self.engine.close()
+        if self.events is not None:
+            self.events.close()
         if self.cache is not None:
             self.cache.close()
         self.db.close()

@@ -53,6 +53,10 @@ class Unavailable(ScannerError):
     code = "UNAVAILABLE"
 
 
+class DeliveryError(Unavailable):
+    """An event sink (SIEM, syslog, webhook) did not take a batch; it stays queued and is retried."""
+
+
 class Unauthenticated(ScannerError):
     code = "UNAUTHENTICATED"
 

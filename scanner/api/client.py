@@ -75,19 +75,32 @@ class Client:
         return self.signatures.RollbackRuleset(request, metadata=self.metadata, timeout=self.timeout).ruleset
 
     def list_rulesets(self) -> list[signatures_pb2.Ruleset]:
-        request = signatures_pb2.ListRulesetsRequest()
-        return list(self.signatures.ListRulesets(request, metadata=self.metadata, timeout=self.timeout).rulesets)
+        out, token = [], ""
+        while True:
+            request = signatures_pb2.ListRulesetsRequest(page_token=token)
+            page = self.signatures.ListRulesets(request, metadata=self.metadata, timeout=self.timeout)
+            out += list(page.rulesets)
+            token = page.next_page_token
+            if not token:
+                return out
 
     # scans
 
     def start_scan(
-        self, target: scans_pb2.Target, request_id: str = "", unit_timeout: int = 0, ruleset_digest: str = ""
+        self,
+        target: scans_pb2.Target,
+        request_id: str = "",
+        unit_timeout: int = 0,
+        ruleset_digest: str = "",
+        subject: tuple[str, str] = ("", ""),
     ) -> scans_pb2.Scan:
-        request = scans_pb2.StartScanRequest(
-            target=target,
-            request_id=request_id,
-            options=scans_pb2.ScanOptions(unit_timeout_seconds=unit_timeout, ruleset_digest=ruleset_digest),
+        """``subject``: (name, id) of the machine the target belongs to, for the scan's events."""
+        options = scans_pb2.ScanOptions(
+            unit_timeout_seconds=unit_timeout,
+            ruleset_digest=ruleset_digest,
+            subject=scans_pb2.ScanSubject(name=subject[0], id=subject[1]),
         )
+        request = scans_pb2.StartScanRequest(target=target, request_id=request_id, options=options)
         return self.scans.StartScan(request, metadata=self.metadata, timeout=self.timeout).scan
 
     def watch(self, scan_id: str, timeout: float | None = None) -> Iterator[scans_pb2.WatchScanResponse]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,14 +27,25 @@ _OS_ENUMS = {
     "processes": scans_pb2.OS_AWARENESS_PROCESSES,
     "physical": scans_pb2.OS_AWARENESS_PHYSICAL,
 }
-_SCAN_STATES = {
+SCAN_STATES = {
     "QUEUED": scans_pb2.SCAN_STATE_QUEUED,
     "RUNNING": scans_pb2.SCAN_STATE_RUNNING,
     "DONE": scans_pb2.SCAN_STATE_DONE,
     "CANCELLED": scans_pb2.SCAN_STATE_CANCELLED,
     "INTERRUPTED": scans_pb2.SCAN_STATE_INTERRUPTED,
 }
-SCAN_STATE_NAMES = {v: k for k, v in _SCAN_STATES.items()}
+SCAN_STATE_NAMES = {v: k for k, v in SCAN_STATES.items()}
+
+
+def text(value: str) -> str:
+    """A name for a proto string field. Names are bytes: those that are not valid UTF-8 (held as
+    surrogate escapes inside) are sent with each such byte written ``\\xNN``, the documented escape
+    of every string field that carries a path, unit or detail."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _texts(values: Mapping[str, Any]) -> dict[str, str]:
+    return {text(str(k)): text(str(v)) for k, v in values.items()}
 
 
 def timestamp(seconds: float | None) -> Timestamp | None:
@@ -51,15 +63,21 @@ def target_spec(target: scans_pb2.Target) -> TargetSpec:
         paths = list(target.files.paths)
         if not paths or not all(paths):
             raise InvalidArgument("target.files.paths", "give at least one non-empty path")
+        for i, p in enumerate(paths):
+            _path(p, f"target.files.paths[{i}]", exists=True)
         return TargetSpec("files", {"paths": paths})
     if which == "memory":
         if not target.memory.path:
             raise InvalidArgument("target.memory.path", "a path is required")
+        _path(target.memory.path, "target.memory.path", exists=True)
+        _path(target.memory.kernel_path, "target.memory.kernel_path", exists=True)
         m = target.memory
         params = {"path": m.path, "format": m.format or "auto", "os": _os_mode(m.os, "target.memory.os")}
         return TargetSpec("memory", {**params, "kernel": m.kernel_path} if m.kernel_path else params)
     if which == "guest":
         g = target.guest
+        for name in ("ram_path", "qmp_socket", "kvmi_socket", "kernel_path"):
+            _path(getattr(g, name), f"target.guest.{name}", exists=name != "kvmi_socket")
         consistency = "paused" if g.consistency == scans_pb2.CONSISTENCY_PAUSED else "running"
         guest_params: dict[str, Any] = {
             "ram": g.ram_path,
@@ -77,10 +95,26 @@ def target_spec(target: scans_pb2.Target) -> TargetSpec:
         d = target.disk
         if not d.path and not (d.qmp_socket and d.device):
             raise InvalidArgument("target.disk.path", "give an image path, or qmp_socket and device")
+        _path(d.path, "target.disk.path", exists=True)
+        _path(d.qmp_socket, "target.disk.qmp_socket", exists=True)
         return TargetSpec(
             "disk", {"path": d.path, "format": d.format or "auto", "qmp": d.qmp_socket, "device": d.device}
         )
     raise InvalidArgument("target", "set one target kind (files, memory, guest, disk)")
+
+
+def _path(value: str, field: str, exists: bool) -> None:
+    """An appliance path from a request: no NUL byte, absolute (never resolved against the
+    service's working directory) and, with ``exists``, present now (not an INCOMPLETE later).
+    An empty value is left to the caller's own "required" rule."""
+    if not value:
+        return
+    if "\0" in value:
+        raise InvalidArgument(field, "contains a NUL byte")
+    if not os.path.isabs(value):
+        raise InvalidArgument(field, f"must be an absolute path, got {text(value)!r}")
+    if exists and not os.path.lexists(value):
+        raise InvalidArgument(field, f"{text(value)}: no such file or directory")
 
 
 def _os_mode(value: int, field: str) -> str:
@@ -93,34 +127,34 @@ def _os_mode(value: int, field: str) -> str:
 def target_message(spec: TargetSpec) -> scans_pb2.Target:
     params: Mapping[str, Any] = spec.params
     if spec.kind == "files":
-        return scans_pb2.Target(files=scans_pb2.FilesTarget(paths=params.get("paths", [])))
+        return scans_pb2.Target(files=scans_pb2.FilesTarget(paths=[text(p) for p in params.get("paths", [])]))
     if spec.kind == "memory":
         memory = scans_pb2.MemoryTarget(
-            path=params["path"],
+            path=text(params["path"]),
             format=params.get("format", ""),
             os=_OS_ENUMS.get(str(params.get("os", "auto")), scans_pb2.OS_AWARENESS_AUTO),
-            kernel_path=params.get("kernel", ""),
+            kernel_path=text(params.get("kernel", "")),
         )
         return scans_pb2.Target(memory=memory)
     if spec.kind == "guest":
         paused = params.get("consistency") == "paused"
         guest = scans_pb2.GuestTarget(
-            ram_path=params.get("ram", ""),
-            qmp_socket=params.get("qmp", ""),
+            ram_path=text(params.get("ram", "")),
+            qmp_socket=text(params.get("qmp", "")),
             driver=params.get("driver", ""),
             max_pause_seconds=float(params.get("max_pause_seconds", 0)),
             consistency=scans_pb2.CONSISTENCY_PAUSED if paused else scans_pb2.CONSISTENCY_RUNNING,
             domain=params.get("domain", ""),
             kvmi_socket=params.get("kvmi_socket", ""),
             os=_OS_ENUMS.get(str(params.get("os", "auto")), scans_pb2.OS_AWARENESS_AUTO),
-            kernel_path=params.get("kernel", ""),
+            kernel_path=text(params.get("kernel", "")),
         )
         return scans_pb2.Target(guest=guest)
     if spec.kind == "disk":
         disk = scans_pb2.DiskTarget(
-            path=params.get("path", ""),
+            path=text(params.get("path", "")),
             format=params.get("format", ""),
-            qmp_socket=params.get("qmp", ""),
+            qmp_socket=text(params.get("qmp", "")),
             device=params.get("device", ""),
         )
         return scans_pb2.Target(disk=disk)
@@ -135,13 +169,13 @@ def finding_message(f: Finding) -> verdict_pb2.Finding:
         elif isinstance(value, int):
             meta[key] = verdict_pb2.MetaValue(int_value=value)
         else:
-            meta[key] = verdict_pb2.MetaValue(string_value=str(value))
+            meta[key] = verdict_pb2.MetaValue(string_value=text(str(value)))
     return verdict_pb2.Finding(
         rule=f.rule,
         namespace=f.namespace,
         tags=list(f.tags),
         meta=meta,
-        unit=f.unit,
+        unit=text(f.unit),
         unit_kind=f.unit_kind,
         offset=f.offset,
         address=f.address,
@@ -157,7 +191,7 @@ def finding_message(f: Finding) -> verdict_pb2.Finding:
             for s in f.strings
         ],
         strings_truncated=f.strings_truncated,
-        context=dict(f.context),
+        context=_texts(f.context),
         severity=f.severity,
     )
 
@@ -177,8 +211,8 @@ def verdict_message(v: Verdict, with_findings: bool) -> verdict_pb2.Verdict:
         gaps=[
             verdict_pb2.Gap(
                 kind=getattr(verdict_pb2, f"GAP_KIND_{g.kind.value}"),
-                unit=g.unit,
-                detail=g.detail,
+                unit=text(g.unit),
+                detail=text(g.detail),
                 offset=g.offset,
                 length=g.length,
             )
@@ -195,11 +229,11 @@ def verdict_message(v: Verdict, with_findings: bool) -> verdict_pb2.Verdict:
         ruleset_digest=v.ruleset_digest,
         coverage=coverage,
         findings=[finding_message(f) for f in v.findings] if with_findings else [],
-        error=v.error,
-        reason=v.reason,
+        error=text(v.error),
+        reason=text(v.reason),
         started_at=timestamp(v.started_at),
         finished_at=timestamp(v.finished_at),
-        details=dict(v.details),
+        details=_texts(v.details),
         findings_count=len(v.findings),
     )
 
@@ -223,13 +257,17 @@ def scan_message(r: ScanRecord, progress: Progress | None = None) -> scans_pb2.S
         verdict.findings_count = r.findings_count
     return scans_pb2.Scan(
         scan_id=r.id,
-        state=_SCAN_STATES[r.state],
+        state=SCAN_STATES.get(r.state, scans_pb2.SCAN_STATE_UNSPECIFIED),
         target=target_message(r.target),
         options=scans_pb2.ScanOptions(
             unit_timeout_seconds=int(r.options.get("unit_timeout_seconds", 0)),
             ruleset_digest=str(r.options.get("ruleset_digest", "")),
+            subject=scans_pb2.ScanSubject(
+                name=str((r.options.get("subject") or {}).get("name", "")),
+                id=str((r.options.get("subject") or {}).get("id", "")),
+            ),
         ),
-        requested_by=r.requested_by,
+        requested_by=text(r.requested_by),
         request_id=r.request_id,
         created_at=timestamp(r.created_at),
         progress=progress_message(progress),

@@ -51,6 +51,7 @@ class Running:
         await self.health.enter_graceful_shutdown()
         await self.app.stop_vcenter()
         await self.app.scans.shutdown(grace)
+        await self.app.stop_outputs()
         await self.server.stop(1.0)
         await asyncio.to_thread(self.app.close)
 
@@ -78,14 +79,38 @@ async def start_server(config: Config) -> Running:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)
+        _serve_reflection_v1(names, server)
     port = _bind(server, config)
     await server.start()
+    await app.start_outputs()
     await app.scans.start()
     await app.start_vcenter()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("listening on %s (port %d)", config.listen, port)
     return Running(app, server, health_servicer, port)
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _serve_reflection_v1(names: tuple[str, ...], server: aio.Server) -> None:
+    """Reflection v1 (``buf curl --reflect-protocol grpc-v1``, newer grpcurl) next to v1alpha.
+
+    grpcio-reflection only ships v1alpha; v1 has the same messages under a new package, so the
+    v1alpha servicer answers it byte for byte."""
+    from grpc_reflection.v1alpha import reflection_pb2
+    from grpc_reflection.v1alpha._async import ReflectionServicer
+
+    servicer = ReflectionServicer(names)  # v1 itself is not listed: its descriptor is not in the pool
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )
 
 
 def _bind(server: aio.Server, config: Config) -> int:

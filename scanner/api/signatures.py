@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from grpc import aio
 
+from scanner.api import pages
 from scanner.api.auth import current_identity
 from scanner.api.convert import diagnostic_message, ruleset_message
 from scanner.app import App
@@ -73,8 +74,13 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
     async def ListRulesets(
         self, request: pb.ListRulesetsRequest, context: aio.ServicerContext
     ) -> pb.ListRulesetsResponse:
+        size = pages.page_size(request.page_size, 100, 1000)
+        below = pages.decode(request.page_token, "rulesets")
         infos = await asyncio.to_thread(self.app.store.list)  # oldest first; the API lists newest first
-        return pb.ListRulesetsResponse(rulesets=[ruleset_message(i) for i in reversed(infos)])
+        newest = [i for i in reversed(infos) if below is None or i.version < below]
+        page = newest[:size]
+        token = pages.encode("rulesets", page[-1].version) if len(newest) > size else ""
+        return pb.ListRulesetsResponse(rulesets=[ruleset_message(i) for i in page], next_page_token=token)
 
 
 def _assemble(chunks: list[pb.RuleFileChunk], limit: int) -> list[RulesetFile]:

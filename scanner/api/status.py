@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from scanner.errors import InvalidArgument, RulesetError, ScannerError
+
+DOMAIN = "avscan.scanner"
 
 
 def to_status(error: ScannerError) -> grpc.Status:
@@ -17,7 +22,7 @@ def to_status(error: ScannerError) -> grpc.Status:
     carries one violation per diagnostic (``file:line``).
     """
     code = getattr(code_pb2, error.code, code_pb2.INTERNAL)
-    details = []
+    details = [_packed(error_info(error))]
     if isinstance(error, RulesetError) and error.diagnostics:
         violations = [
             error_details_pb2.BadRequest.FieldViolation(
@@ -32,13 +37,41 @@ def to_status(error: ScannerError) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code, message=error.message, details=details))
 
 
+def error_info(error: ScannerError) -> error_details_pb2.ErrorInfo:
+    """``google.rpc.ErrorInfo``: a stable, machine-readable reason (UPPER_SNAKE, never reworded)
+    in the ``avscan.scanner`` domain, and the field or class that caused it as metadata."""
+    metadata = {"class": type(error).__name__}
+    if isinstance(error, InvalidArgument):
+        metadata["field"] = error.field
+    return error_details_pb2.ErrorInfo(reason=reason(error), domain=DOMAIN, metadata=metadata)
+
+
+def reason(error: ScannerError) -> str:
+    """The stable reason of an error: its class name in UPPER_SNAKE (``RulesetError`` -> ``RULESET_ERROR``)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).upper()
+
+
 def internal_status() -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason="INTERNAL_ERROR", domain=DOMAIN)
     return rpc_status.to_status(
-        status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the service log")
+        status_pb2.Status(
+            code=code_pb2.INTERNAL, message="internal error; see the service log", details=[_packed(info)]
+        )
     )
 
 
-def _packed(message: error_details_pb2.BadRequest) -> any_pb2.Any:
+def error_reason(error: grpc.RpcError) -> str:
+    """The ErrorInfo reason of a received error ("" if none; client side)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""
+
+
+def _packed(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

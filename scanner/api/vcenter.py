@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
+from scanner.api import pages
 from scanner.api.auth import current_identity
 from scanner.app import App
 from scanner.errors import FailedPrecondition, InvalidArgument
 from scanner.v1 import vcenter_pb2 as pb
-from scanner.v1 import vcenter_pb2_grpc
+from scanner.v1 import vcenter_pb2_grpc, verdict_pb2
 from scanner.vcenter.inventory import VmInfo
 from scanner.vcenter.service import VCenterService as Core
 from scanner.vcenter.store import Action, Job
@@ -35,7 +38,11 @@ class VCenterService(vcenter_pb2_grpc.VCenterServiceServicer):
         return self.app.vcenter
 
     async def ListVMs(self, request: pb.ListVMsRequest, context: aio.ServicerContext) -> pb.ListVMsResponse:
-        return pb.ListVMsResponse(vms=[vm_message(v) for v in await self._core().list_vms()])
+        size = pages.page_size(request.page_size, 100, 1000)
+        start = pages.decode(request.page_token, "vms") or 0
+        vms = sorted(await self._core().list_vms(), key=lambda v: (v.name, v.instance_uuid))
+        token = pages.encode("vms", start + size) if len(vms) > start + size else ""
+        return pb.ListVMsResponse(vms=[vm_message(v) for v in vms[start : start + size]], next_page_token=token)
 
     async def ScanVM(self, request: pb.ScanVMRequest, context: aio.ServicerContext) -> pb.ScanVMResponse:
         _require_uuid(request.vm_uuid)
@@ -43,13 +50,18 @@ class VCenterService(vcenter_pb2_grpc.VCenterServiceServicer):
         return pb.ScanVMResponse(job=job_message(job), coalesced=coalesced)
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: aio.ServicerContext) -> pb.ListJobsResponse:
-        size = min(request.page_size or 50, 500)
-        return pb.ListJobsResponse(jobs=[job_message(j) for j in await self._core().list_jobs(size)])
+        size = pages.page_size(request.page_size, 50, 500)
+        before = pages.decode(request.page_token, "jobs")
+        rows = await asyncio.to_thread(self._core().store.job_page, size + 1, before)
+        token = pages.encode("jobs", rows[size - 1][0]) if len(rows) > size else ""
+        return pb.ListJobsResponse(jobs=[job_message(j) for _, j in rows[:size]], next_page_token=token)
 
     async def ListActions(self, request: pb.ListActionsRequest, context: aio.ServicerContext) -> pb.ListActionsResponse:
-        size = min(request.page_size or 100, 1000)
-        actions = await self._core().list_actions(request.vm_uuid, size)
-        return pb.ListActionsResponse(actions=[action_message(a) for a in actions])
+        size = pages.page_size(request.page_size, 100, 1000)
+        before = pages.decode(request.page_token, "actions", request.vm_uuid)
+        actions = await asyncio.to_thread(self._core().store.actions, request.vm_uuid, size + 1, before)
+        token = pages.encode("actions", actions[size - 1].seq, request.vm_uuid) if len(actions) > size else ""
+        return pb.ListActionsResponse(actions=[action_message(a) for a in actions[:size]], next_page_token=token)
 
     async def Release(self, request: pb.ReleaseRequest, context: aio.ServicerContext) -> pb.ReleaseResponse:
         _require_uuid(request.vm_uuid)
@@ -94,6 +106,9 @@ def job_message(j: Job) -> pb.Job:
         vm_name=j.vm_name,
         state=j.state,
         verdict=j.verdict,
+        job_state=getattr(pb, f"JOB_STATE_{j.state}", pb.JOB_STATE_UNSPECIFIED),
+        verdict_kind=getattr(verdict_pb2, f"VERDICT_KIND_{j.verdict}", verdict_pb2.VERDICT_KIND_UNSPECIFIED),
+        trigger=getattr(pb, f"TRIGGER_REASON_{j.reason.upper()}", pb.TRIGGER_REASON_UNSPECIFIED),
         severity=j.severity,
         scan_ids=list(j.scan_ids),
         notes=list(j.notes),
@@ -108,6 +123,7 @@ def action_message(a: Action) -> pb.Action:
         vm_uuid=a.vm_uuid,
         vm_name=a.vm_name,
         kind=a.kind,
+        action_kind=getattr(pb, f"ACTION_KIND_{a.kind.split(':', 1)[0].upper()}", pb.ACTION_KIND_UNSPECIFIED),
         state=ACTION_STATES.get(a.state, pb.ACTION_STATE_UNSPECIFIED),
         attempts=a.attempts,
         last_error=a.last_error,

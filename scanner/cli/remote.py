@@ -89,6 +89,17 @@ def _mib(n: int) -> str:
     return f"{n} bytes" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
 
 
+def scan_exit(s: scans_pb2.Scan) -> int:
+    """Like ``avscan scan``: 0 clean, 1 found (malicious or suspicious), 2 anything else (error,
+    incomplete, cancelled, or not finished yet)."""
+    kind = verdict_pb2.VerdictKind.Name(s.verdict.kind) if s.HasField("verdict") else ""
+    if s.state != scans_pb2.SCAN_STATE_DONE:
+        return 2
+    if kind in ("VERDICT_KIND_MALICIOUS", "VERDICT_KIND_SUSPICIOUS"):
+        return 1
+    return 0 if kind == "VERDICT_KIND_CLEAN" else 2
+
+
 def scan_line(s: scans_pb2.Scan) -> str:
     state = scans_pb2.ScanState.Name(s.state).removeprefix("SCAN_STATE_")
     verdict = verdict_text(s.verdict) if s.HasField("verdict") else ""
@@ -176,6 +187,7 @@ def scans() -> None:
 @click.option("--pause", is_flag=True, help="Pause the live guest while scanning.")
 @click.option("--watch/--no-watch", default=True, show_default=True)
 @click.option("--request-id", default="")
+@click.option("--host-name", default="", help="The VM the target belongs to (host.name in the scan's events).")
 @client_options
 @rpc_errors
 def scans_start(
@@ -188,6 +200,7 @@ def scans_start(
     pause: bool,
     watch: bool,
     request_id: str,
+    host_name: str,
     **conn: Any,
 ) -> None:
     """Start a scan of PATHS (files, directories), a memory image or a live guest on the appliance."""
@@ -200,13 +213,14 @@ def scans_start(
     else:
         target = files_target(*[os.path.abspath(p) for p in paths])
     with connect(**conn) as client:
-        scan = client.start_scan(target, request_id=request_id)
+        scan = client.start_scan(target, request_id=request_id, subject=(host_name, ""))
         click.echo(f"scan {scan.scan_id} queued")
         if watch:
-            _watch(client, scan.scan_id)
+            raise SystemExit(_watch(client, scan.scan_id))
 
 
-def _watch(client: Client, scan_id: str) -> None:
+def _watch(client: Client, scan_id: str) -> int:
+    """Print progress and findings until the scan ends; returns its exit code (see ``scan_exit``)."""
     for event in client.watch(scan_id):
         if event.HasField("finding"):
             f = event.finding
@@ -216,6 +230,10 @@ def _watch(client: Client, scan_id: str) -> None:
             click.echo(f"  progress {p.bytes_done}/{p.bytes_total} bytes, {p.units_done}/{p.units_total} units")
         elif event.HasField("done"):
             click.echo(scan_line(event.done))
+            return scan_exit(event.done)
+    final = client.get_scan(scan_id)
+    click.echo(scan_line(final))
+    return scan_exit(final)
 
 
 @scans.command("watch")
@@ -223,9 +241,9 @@ def _watch(client: Client, scan_id: str) -> None:
 @client_options
 @rpc_errors
 def scans_watch(scan_id: str, **conn: Any) -> None:
-    """Stream a scan's progress and findings until it ends."""
+    """Stream a scan's progress and findings until it ends; exits like ``avscan scan``."""
     with connect(**conn) as client:
-        _watch(client, scan_id)
+        raise SystemExit(_watch(client, scan_id))
 
 
 @scans.command("get")
@@ -234,13 +252,16 @@ def scans_watch(scan_id: str, **conn: Any) -> None:
 @client_options
 @rpc_errors
 def scans_get(scan_id: str, findings: bool, **conn: Any) -> None:
-    """Show a scan's state and verdict."""
+    """Show a scan's state and verdict. Exit code: 0 clean, 1 found, 2 error, incomplete,
+    cancelled or not finished yet."""
     with connect(**conn) as client:
-        click.echo(scan_line(client.get_scan(scan_id)))
+        scan = client.get_scan(scan_id)
+        click.echo(scan_line(scan))
         if findings:
             for page in client.findings(scan_id):
                 for f in page.findings:
                     click.echo(f"  {f.unit}: {f.rule} FOUND at {f.address:#x}")
+    raise SystemExit(scan_exit(scan))
 
 
 @scans.command("list")

@@ -73,8 +73,15 @@ def scan_window(
 
 
 def used_externals(ruleset: Ruleset, unit: Unit) -> dict[str, str]:
-    """The unit's external variables that the ruleset declares (they can change its results)."""
-    return {k: v for k, v in unit.externals.items() if k in ruleset.externals}
+    """The unit's external variables that the ruleset declares (they can change its results).
+
+    Names are bytes: a value that is not valid UTF-8 (surrogate escapes inside, which libyara
+    cannot take) is given with each such byte written ``\\xNN``; the unit is still scanned."""
+    return {
+        k: v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        for k, v in unit.externals.items()
+        if k in ruleset.externals
+    }
 
 
 def match_view(

@@ -15,24 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from scanner.engine import Engine, Progress, Ruleset, error_verdict
-from scanner.errors import FailedPrecondition, InvalidArgument, ScannerError
+from scanner.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ScannerError
 from scanner.jobs.live import DONE, Event, LiveScan, LoopListener
+from scanner.outputs import ecs
 from scanner.state.db import Database, ScanRecord
 from scanner.targets import FilePolicy, TargetSpec, build_target
-from scanner.verdicts import Finding, Verdict
+from scanner.verdicts import Coverage, Finding, Gap, GapKind, Verdict, VerdictKind
 
 log = logging.getLogger(__name__)
 
 FINAL_STATES = ("DONE", "CANCELLED")
 RulesetResolver = Callable[[str], Ruleset]
 """Returns the ruleset for a pinned digest, or the active one for ""; raises if there is none."""
+FinishHook = Callable[[ScanRecord, str, Verdict | None], None]
+"""Told (on the event loop, after the commit) that a scan ended: record, final state, verdict."""
 
 
 class ScanManager:
@@ -56,6 +60,8 @@ class ScanManager:
         self._workers: list[asyncio.Task[None]] = []
         self._accepting = False
         self._running: set[str] = set()
+        self.emit_events = False  # queue ECS documents for the event sinks with each final state
+        self.on_finish: list[FinishHook] = []
 
     async def start(self) -> int:
         """Re-queue unfinished jobs, start the workers; returns how many were resumed."""
@@ -72,9 +78,17 @@ class ScanManager:
     async def submit(self, spec: TargetSpec, options: dict[str, Any], actor: str, request_id: str = "") -> ScanRecord:
         if not self._accepting:
             raise FailedPrecondition("the service is shutting down; not accepting scans")
-        if request_id:  # a retry gets the scan already started, even if its target changed since
+        if request_id:  # a retry gets the scan already started; another request under its id is refused
             existing = await asyncio.to_thread(self.db.find_request, request_id)
             if existing is not None:
+                same_target = existing.target.kind == spec.kind and _comparable(existing.target.params) == _comparable(
+                    spec.params
+                )
+                if not same_target or _comparable(existing.options) != _comparable(options):
+                    raise AlreadyExists(
+                        f"request_id {request_id!r} was used for a different request (scan {existing.id}); "
+                        "use a new request_id"
+                    )
                 return existing
         await asyncio.to_thread(self._check_target, spec)
         pinned = str(options.get("ruleset_digest", ""))
@@ -107,7 +121,7 @@ class ScanManager:
         if live:
             live.cancel.set()
         if record.state == "QUEUED":
-            await asyncio.to_thread(self.db.finish_scan, scan_id, "CANCELLED", None)
+            await self._finish(record, "CANCELLED", None)
             self._finish_live(scan_id)
         await asyncio.to_thread(self.db.audit, actor, "scan.cancel", scan_id, "")
         return await asyncio.to_thread(self.db.get_scan, scan_id)
@@ -137,7 +151,7 @@ class ScanManager:
             except Exception:  # never lose the worker; the job is recorded as an error
                 log.exception("scan %s failed", scan_id)
                 verdict = error_verdict("", "internal error; see the service log", time.time())
-                await asyncio.to_thread(self.db.finish_scan, scan_id, "DONE", verdict)
+                await self._finish(await asyncio.to_thread(self.db.get_scan, scan_id), "DONE", verdict)
             finally:
                 self._running.discard(scan_id)
                 self._finish_live(scan_id)
@@ -148,15 +162,65 @@ class ScanManager:
         try:
             ruleset = self.resolve_ruleset(str(record.options.get("ruleset_digest", "")))
         except ScannerError as e:
-            await asyncio.to_thread(self.db.finish_scan, live.scan_id, "DONE", error_verdict("", e.message, started))
+            await self._finish(record, "DONE", error_verdict("", e.message, started))
             return
         if not await asyncio.to_thread(self.db.mark_running, live.scan_id, ruleset.digest):
             return  # cancelled between the queue and the worker
+        log.info(
+            "scan %s started: %s (ruleset %s)",
+            record.id,
+            _printable(record.target.describe()),
+            ruleset.digest,
+            extra={
+                "event.action": "scan-started",
+                "avscan.scan.id": record.id,
+                "avscan.scan.target_kind": record.target.kind,
+            },
+        )
         listener = LoopListener(asyncio.get_running_loop(), live)
         verdict = await asyncio.to_thread(self._scan, record, ruleset, listener, live)
         await asyncio.sleep(0)  # let queued events reach watchers before the final state
         state = "INTERRUPTED" if live.interrupted else "CANCELLED" if live.cancel.is_set() else "DONE"
-        await asyncio.to_thread(self.db.finish_scan, live.scan_id, state, None if live.interrupted else verdict)
+        if live.interrupted:
+            await asyncio.to_thread(self.db.finish_scan, live.scan_id, state, None)
+            return
+        await self._finish(record, state, verdict, getattr(ruleset, "version", 0))
+
+    async def _finish(self, record: ScanRecord, state: str, verdict: Verdict | None, version: int = 0) -> None:
+        """Commit the final state with its event documents, then tell the hooks (log, metrics, relay)."""
+        docs: list[dict[str, Any]] = []
+        if self.emit_events:
+            facts = ecs.ScanFacts(
+                record.id,
+                record.target.kind,
+                _printable(record.target.describe()),
+                version,
+                ecs.Subject.of_scan(record.options, record.target.params),
+                state,
+                record.requested_by,
+            )
+            docs = await asyncio.to_thread(ecs.scan_documents, verdict or _cancelled_before_start(record), facts)
+        await asyncio.to_thread(self.db.finish_scan, record.id, state, verdict, docs)
+        kind = verdict.kind.value if verdict else state
+        log.info(
+            "scan %s %s: %s%s (%d findings)",
+            record.id,
+            state.lower(),
+            kind,
+            f" ({_printable(verdict.reason)})" if verdict and verdict.reason else "",
+            len(verdict.findings) if verdict else 0,
+            extra={
+                "event.action": "scan-finished",
+                "avscan.scan.id": record.id,
+                "avscan.scan.verdict": kind,
+                "avscan.scan.state": state,
+            },
+        )
+        for hook in self.on_finish:
+            try:
+                hook(record, state, verdict)
+            except Exception:  # a broken observer never loses a verdict
+                log.exception("scan %s: finish hook failed", record.id)
 
     def _scan(self, record: ScanRecord, ruleset: Ruleset, listener: LoopListener, live: LiveScan) -> Verdict:
         started = time.time()
@@ -194,13 +258,38 @@ class ScanManager:
                 await task
 
 
-def options_from(unit_timeout_seconds: int, ruleset_digest: str) -> dict[str, Any]:
+def _cancelled_before_start(record: ScanRecord) -> Verdict:
+    """What a scan cancelled while QUEUED reports in its end event: nothing scanned, INCOMPLETE."""
+    now = time.time()
+    gap = Gap(GapKind.CANCELLED, _printable(record.target.describe()), "cancelled before it started")
+    return Verdict(VerdictKind.INCOMPLETE, "", Coverage(gaps=(gap,)), started_at=record.created_at, finished_at=now)
+
+
+def _comparable(values: Mapping[str, Any]) -> str:
+    """Values as stored (JSON), so a retry compares equal to what was recorded."""
+    return json.dumps(dict(values), sort_keys=True, default=str)
+
+
+def _printable(text: str) -> str:
+    """Text safe for a log line: bytes that were not UTF-8 become ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def options_from(
+    unit_timeout_seconds: int, ruleset_digest: str, subject_name: str = "", subject_id: str = ""
+) -> dict[str, Any]:
     """Validated per-scan options as stored with the job."""
     if unit_timeout_seconds < 0 or unit_timeout_seconds > 86_400:
         raise InvalidArgument("options.unit_timeout_seconds", "must be between 0 and 86400")
     if ruleset_digest and not ruleset_digest.startswith("sha256:"):
         raise InvalidArgument("options.ruleset_digest", "must look like sha256:<hex>")
-    return {"unit_timeout_seconds": unit_timeout_seconds, "ruleset_digest": ruleset_digest}
+    for field_name, value, limit in (("name", subject_name, 255), ("id", subject_id, 128)):
+        if len(value) > limit or any(ord(c) < 32 for c in value):
+            raise InvalidArgument(f"options.subject.{field_name}", f"at most {limit} printable characters")
+    options: dict[str, Any] = {"unit_timeout_seconds": unit_timeout_seconds, "ruleset_digest": ruleset_digest}
+    if subject_name or subject_id:
+        options["subject"] = {"name": subject_name, "id": subject_id}
+    return options
 
 
 __all__ = ["FINAL_STATES", "Finding", "ScanManager", "options_from"]

@@ -8,15 +8,31 @@ from scanner.verdicts import Finding, Gap, Verdict
 
 
 def finding_line(f: Finding) -> str:
-    where = f.unit if f.unit_kind == "file" else f"{f.unit} @ {f.address:#x}"
+    where = f.unit if f.unit_kind in ("file", "buffer") else f"{f.unit} @ {f.address:#x}"
     owner = f.context.get("pid")
     if owner and f.unit_kind == "memory":  # a physical hit attributed to its process(es)
         where += f" (pid {owner} {f.context.get('process', '')})"
-    return f"{where}: {f.rule} FOUND"
+    return escaped(f"{where}: {f.rule} FOUND")
+
+
+def string_lines(f: Finding) -> Iterable[str]:
+    """``yara -s`` style: each matched string, its address and its bytes (printable or hex)."""
+    for s in f.strings:
+        data = s.data.decode("latin-1")
+        shown = data if data.isprintable() else s.data.hex(" ")
+        more = "..." if s.length > len(s.data) else ""
+        yield f"  {s.address:#x}:{s.identifier}: {shown}{more}"
+    if f.strings_truncated:
+        yield "  (more matches not kept)"
 
 
 def gap_line(g: Gap) -> str:
-    return f"{g.unit}: {g.detail} {g.kind.value}"
+    return escaped(f"{g.unit}: {g.detail} {g.kind.value}")
+
+
+def escaped(line: str) -> str:
+    """A line any terminal or log takes: bytes of a name that are not UTF-8 become ``\\xNN``."""
+    return line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def summary(verdict: Verdict, rule_count: int, elapsed: float) -> Iterable[str]:
@@ -34,5 +50,5 @@ def summary(verdict: Verdict, rule_count: int, elapsed: float) -> Iterable[str]:
         yield f"Zero memory skipped: {c.bytes_zero / 1048576:.2f} MB"
     if c.bytes_unreadable:
         yield f"Data unreadable: {c.bytes_unreadable / 1048576:.2f} MB"
-    yield f"Verdict: {verdict.kind.value}" + (f" ({verdict.reason})" if verdict.reason else "")
+    yield escaped(f"Verdict: {verdict.kind.value}" + (f" ({verdict.reason})" if verdict.reason else ""))
     yield f"Time: {elapsed:.3f} sec"

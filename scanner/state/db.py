@@ -9,17 +9,22 @@ off the event loop.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scanner.errors import NotFound
+from scanner.outputs.queue import EVENTS_SCHEMA, append_in
 from scanner.state.codec import finding_from_dict, finding_to_dict, verdict_from_dict, verdict_to_dict
 from scanner.state.sqlite import SqliteStore
 from scanner.targets.base import TargetSpec
 from scanner.verdicts import Finding, Verdict
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
@@ -87,7 +92,7 @@ class AuditRecord:
 
 class Database(SqliteStore):
     def __init__(self, path: Path) -> None:
-        super().__init__(path, SCHEMA)
+        super().__init__(path, SCHEMA + EVENTS_SCHEMA)
 
     # scans
 
@@ -99,7 +104,7 @@ class Database(SqliteStore):
             if request_id:
                 row = c.execute("SELECT * FROM scans WHERE request_id = ?", (request_id,)).fetchone()
                 if row:
-                    return _record(row), False
+                    return _readable(row), False
             scan_id = uuid.uuid4().hex
             c.execute(
                 "INSERT INTO scans (id, request_id, target_kind, target_params, options, requested_by,"
@@ -115,14 +120,14 @@ class Database(SqliteStore):
                 ),
             )
             row = c.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
-        return _record(row), True
+        return _readable(row), True
 
     def get_scan(self, scan_id: str) -> ScanRecord:
         with self._lock:
             row = self._conn.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
         if row is None:
             raise NotFound(f"scan {scan_id} not found")
-        return _record(row)
+        return _readable(row)
 
     def list_scans(self, limit: int, before_seq: int | None, state: str | None) -> list[ScanRecord]:
         sql = "SELECT * FROM scans WHERE 1=1"
@@ -137,7 +142,13 @@ class Database(SqliteStore):
         args.append(limit)
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-        return [_record(r) for r in rows]
+        return [_readable(r) for r in rows]
+
+    def state_counts(self) -> dict[str, int]:
+        """How many scans are in each state (metrics)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT state, COUNT(*) FROM scans GROUP BY state").fetchall()
+        return {state: int(n) for state, n in rows}
 
     def resumable(self) -> list[ScanRecord]:
         marks = ",".join("?" * len(RESUMABLE))
@@ -146,7 +157,7 @@ class Database(SqliteStore):
                 f"SELECT * FROM scans WHERE state IN ({marks}) ORDER BY seq",  # noqa: S608 - placeholders only
                 RESUMABLE,
             ).fetchall()
-        return [_record(r) for r in rows]
+        return [_readable(r) for r in rows]
 
     def mark_running(self, scan_id: str, ruleset_digest: str) -> bool:
         """QUEUED -> RUNNING; False if the scan left QUEUED meanwhile (e.g. it was cancelled)."""
@@ -164,14 +175,17 @@ class Database(SqliteStore):
         """The scan started for an idempotency key, if any."""
         with self._lock:
             row = self._conn.execute("SELECT * FROM scans WHERE request_id = ?", (request_id,)).fetchone()
-        return _record(row) if row else None
+        return _readable(row) if row else None
 
     def set_state(self, scan_id: str, state: str) -> None:
         with self._tx() as c:
             c.execute("UPDATE scans SET state=? WHERE id=?", (state, scan_id))
 
-    def finish_scan(self, scan_id: str, state: str, verdict: Verdict | None) -> None:
-        """Record the final state, the verdict and all findings in one transaction."""
+    def finish_scan(
+        self, scan_id: str, state: str, verdict: Verdict | None, events: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
+        """Record the final state, the verdict, all findings and the scan's outgoing ``events``
+        (ECS documents for the event queue) in one transaction."""
         body = json.dumps(verdict_to_dict(verdict)) if verdict else None
         with self._tx() as c:
             c.execute("DELETE FROM findings WHERE scan_id = ?", (scan_id,))
@@ -184,6 +198,7 @@ class Database(SqliteStore):
                 "UPDATE scans SET state=?, finished_at=?, verdict=? WHERE id=?",
                 (state, time.time(), body, scan_id),
             )
+            append_in(c, events)
 
     def findings(self, scan_id: str, offset: int = 0, limit: int = 1_000_000) -> list[Finding]:
         with self._lock:
@@ -196,6 +211,15 @@ class Database(SqliteStore):
     # audit
 
     def audit(self, actor: str, action: str, subject: str, detail: str = "") -> None:
+        """Record who did what; also logged at INFO (the audit trail in the service log)."""
+        log.info(
+            "audit: %s %s %s%s",
+            actor,
+            action,
+            subject,
+            f" ({detail})" if detail else "",
+            extra={"event.action": action, "event.kind": "event", "user.name": actor, "avscan.audit.subject": subject},
+        )
         with self._tx() as c:
             c.execute(
                 "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
@@ -208,6 +232,31 @@ class Database(SqliteStore):
                 "SELECT at, actor, action, subject, detail FROM audit ORDER BY seq DESC LIMIT ?", (limit,)
             ).fetchall()
         return [AuditRecord(*r) for r in rows]
+
+
+def _readable(row: tuple[Any, ...]) -> ScanRecord:
+    """The record of ``row``; a row that cannot be decoded (damaged JSON, a value from a newer
+    schema) comes back with its id, state and times only, logged, never breaking a listing."""
+    try:
+        return _record(row)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        log.error("scan %s: stored record cannot be decoded (%s); shown without target and verdict", row[1], e)
+        seq, scan_id, request_id, _, _, _, requested_by, state, created, started, finished, attempts, digest, _ = row
+        return ScanRecord(
+            scan_id,
+            request_id or "",
+            TargetSpec("unreadable", {}),
+            {},
+            requested_by,
+            state,
+            created,
+            started,
+            finished,
+            attempts,
+            digest or "",
+            None,
+            seq,
+        )
 
 
 def _record(row: tuple[Any, ...]) -> ScanRecord:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -35,6 +36,15 @@ class FilePolicy:
     exclusions_are_gaps: bool = False  # policy: does an excluded file make the scan INCOMPLETE?
     disk_backing_dirs: tuple[str, ...] = ()  # disk images may refer to files here, besides their own directory
     disk_max_table_bytes: int = 64 * 1024 * 1024  # ceiling for one container's tables in memory
+    exclude_regex: tuple[str, ...] = ()  # clamscan --exclude: a file whose path matches is not scanned
+    exclude_dir_regex: tuple[str, ...] = ()  # clamscan --exclude-dir: a directory whose path matches
+
+    def excluded_dir(self, path: str) -> Skipped | None:
+        """The skip record of a directory an ``exclude_dir_regex`` matches, or None."""
+        for pattern in self.exclude_dir_regex:
+            if re.search(pattern, path):
+                return Skipped(path, 0, GapKind.SKIPPED_POLICY, f"excluded by {pattern}", self.exclusions_are_gaps)
+        return None
 
     def skip(self, name: str, path: str, size: int) -> Skipped | None:
         """Why policy skips the file at ``path`` (a host or guest path), or None to scan it."""
@@ -52,6 +62,9 @@ class FilePolicy:
             return f"excluded extension .{ext}"
         for pattern in self.exclude_globs:
             if fnmatch.fnmatch(path, pattern):
+                return f"excluded by {pattern}"
+        for pattern in self.exclude_regex:
+            if re.search(pattern, path):
                 return f"excluded by {pattern}"
         return ""
 
@@ -159,6 +172,10 @@ class FileTarget(Target):
             yield Skipped(path, 0, GapKind.SKIPPED_POLICY, "not a regular file or directory")
 
     def _walk_dir(self, path: str, depth: int) -> Iterator[Unit | Skipped]:
+        excluded = self.policy.excluded_dir(path)
+        if excluded is not None:
+            yield excluded
+            return
         if depth >= self.policy.max_depth:
             yield Skipped(path, 0, GapKind.SKIPPED_LIMIT, f"deeper than {self.policy.max_depth}")
             return

@@ -26,19 +26,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from scanner.v1 import verdict_pb2 as scanner_dot_v1_dot_verdict__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16scanner/v1/scans.proto\x12\nscanner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18scanner/v1/verdict.proto\"\x1c\n\x0b\x46ilesTarget\x12\r\n\x05paths\x18\x01 \x03(\t\"f\n\x0cMemoryTarget\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12#\n\x02os\x18\x03 \x01(\x0e\x32\x17.scanner.v1.OsAwareness\x12\x13\n\x0bkernel_path\x18\x04 \x01(\t\"\xeb\x01\n\x0bGuestTarget\x12\x10\n\x08ram_path\x18\x01 \x01(\t\x12\x12\n\nqmp_socket\x18\x02 \x01(\t\x12\x0e\n\x06\x64river\x18\x03 \x01(\t\x12,\n\x0b\x63onsistency\x18\x04 \x01(\x0e\x32\x17.scanner.v1.Consistency\x12\x19\n\x11max_pause_seconds\x18\x05 \x01(\x01\x12\x0e\n\x06\x64omain\x18\x06 \x01(\t\x12\x13\n\x0bkvmi_socket\x18\x07 \x01(\t\x12#\n\x02os\x18\x08 \x01(\x0e\x32\x17.scanner.v1.OsAwareness\x12\x13\n\x0bkernel_path\x18\t \x01(\t\"N\n\nDiskTarget\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x12\n\nqmp_socket\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\"\xb8\x01\n\x06Target\x12(\n\x05\x66iles\x18\x01 \x01(\x0b\x32\x17.scanner.v1.FilesTargetH\x00\x12*\n\x06memory\x18\x02 \x01(\x0b\x32\x18.scanner.v1.MemoryTargetH\x00\x12(\n\x05guest\x18\x03 \x01(\x0b\x32\x17.scanner.v1.GuestTargetH\x00\x12&\n\x04\x64isk\x18\x04 \x01(\x0b\x32\x16.scanner.v1.DiskTargetH\x00\x42\x06\n\x04kind\"C\n\x0bScanOptions\x12\x1c\n\x14unit_timeout_seconds\x18\x01 \x01(\r\x12\x16\n\x0eruleset_digest\x18\x02 \x01(\t\"n\n\x08Progress\x12\x12\n\nbytes_done\x18\x01 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x02 \x01(\x04\x12\x12\n\nunits_done\x18\x03 \x01(\x04\x12\x13\n\x0bunits_total\x18\x04 \x01(\x04\x12\x10\n\x08\x66indings\x18\x05 \x01(\x04\"\xc5\x02\n\x04Scan\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.scanner.v1.ScanState\x12\"\n\x06target\x18\x03 \x01(\x0b\x32\x12.scanner.v1.Target\x12(\n\x07options\x18\x04 \x01(\x0b\x32\x17.scanner.v1.ScanOptions\x12\x14\n\x0crequested_by\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x08progress\x18\x08 \x01(\x0b\x32\x14.scanner.v1.Progress\x12$\n\x07verdict\x18\t \x01(\x0b\x32\x13.scanner.v1.Verdict\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\"t\n\x10StartScanRequest\x12\"\n\x06target\x18\x01 \x01(\x0b\x32\x12.scanner.v1.Target\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.scanner.v1.ScanOptions\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"3\n\x11StartScanResponse\x12\x1e\n\x04scan\x18\x01 \x01(\x0b\x32\x10.scanner.v1.Scan\"#\n\x10WatchScanRequest\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\"\x90\x01\n\x11WatchScanResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.scanner.v1.ProgressH\x00\x12&\n\x07\x66inding\x18\x02 \x01(\x0b\x32\x13.scanner.v1.FindingH\x00\x12 \n\x04\x64one\x18\x03 \x01(\x0b\x32\x10.scanner.v1.ScanH\x00\x42\x07\n\x05\x65vent\"!\n\x0eGetScanRequest\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\"1\n\x0fGetScanResponse\x12\x1e\n\x04scan\x18\x01 \x01(\x0b\x32\x10.scanner.v1.Scan\"_\n\x10ListScansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.scanner.v1.ScanState\"M\n\x11ListScansResponse\x12\x1f\n\x05scans\x18\x01 \x03(\x0b\x32\x10.scanner.v1.Scan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x13ListFindingsRequest\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x14ListFindingsResponse\x12%\n\x08\x66indings\x18\x01 \x03(\x0b\x32\x13.scanner.v1.Finding\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x11\x43\x61ncelScanRequest\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\"4\n\x12\x43\x61ncelScanResponse\x12\x1e\n\x04scan\x18\x01 \x01(\x0b\x32\x10.scanner.v1.Scan\"7\n\x0fScanBytesHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0eruleset_digest\x18\x02 \x01(\t\"Z\n\x10ScanBytesRequest\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.scanner.v1.ScanBytesHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"9\n\x11ScanBytesResponse\x12$\n\x07verdict\x18\x01 \x01(\x0b\x32\x13.scanner.v1.Verdict*\xa1\x01\n\tScanState\x12\x1a\n\x16SCAN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11SCAN_STATE_QUEUED\x10\x01\x12\x16\n\x12SCAN_STATE_RUNNING\x10\x02\x12\x13\n\x0fSCAN_STATE_DONE\x10\x03\x12\x18\n\x14SCAN_STATE_CANCELLED\x10\x04\x12\x1a\n\x16SCAN_STATE_INTERRUPTED\x10\x05*y\n\x0bOsAwareness\x12\x1c\n\x18OS_AWARENESS_UNSPECIFIED\x10\x00\x12\x15\n\x11OS_AWARENESS_AUTO\x10\x01\x12\x1a\n\x16OS_AWARENESS_PROCESSES\x10\x02\x12\x19\n\x15OS_AWARENESS_PHYSICAL\x10\x03*[\n\x0b\x43onsistency\x12\x1b\n\x17\x43ONSISTENCY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONSISTENCY_RUNNING\x10\x01\x12\x16\n\x12\x43ONSISTENCY_PAUSED\x10\x02\x32\x9d\x04\n\x0bScanService\x12H\n\tStartScan\x12\x1c.scanner.v1.StartScanRequest\x1a\x1d.scanner.v1.StartScanResponse\x12J\n\tWatchScan\x12\x1c.scanner.v1.WatchScanRequest\x1a\x1d.scanner.v1.WatchScanResponse0\x01\x12\x42\n\x07GetScan\x12\x1a.scanner.v1.GetScanRequest\x1a\x1b.scanner.v1.GetScanResponse\x12H\n\tListScans\x12\x1c.scanner.v1.ListScansRequest\x1a\x1d.scanner.v1.ListScansResponse\x12Q\n\x0cListFindings\x12\x1f.scanner.v1.ListFindingsRequest\x1a .scanner.v1.ListFindingsResponse\x12K\n\nCancelScan\x12\x1d.scanner.v1.CancelScanRequest\x1a\x1e.scanner.v1.CancelScanResponse\x12J\n\tScanBytes\x12\x1c.scanner.v1.ScanBytesRequest\x1a\x1d.scanner.v1.ScanBytesResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16scanner/v1/scans.proto\x12\nscanner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18scanner/v1/verdict.proto\"\x1c\n\x0b\x46ilesTarget\x12\r\n\x05paths\x18\x01 \x03(\t\"f\n\x0cMemoryTarget\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12#\n\x02os\x18\x03 \x01(\x0e\x32\x17.scanner.v1.OsAwareness\x12\x13\n\x0bkernel_path\x18\x04 \x01(\t\"\xeb\x01\n\x0bGuestTarget\x12\x10\n\x08ram_path\x18\x01 \x01(\t\x12\x12\n\nqmp_socket\x18\x02 \x01(\t\x12\x0e\n\x06\x64river\x18\x03 \x01(\t\x12,\n\x0b\x63onsistency\x18\x04 \x01(\x0e\x32\x17.scanner.v1.Consistency\x12\x19\n\x11max_pause_seconds\x18\x05 \x01(\x01\x12\x0e\n\x06\x64omain\x18\x06 \x01(\t\x12\x13\n\x0bkvmi_socket\x18\x07 \x01(\t\x12#\n\x02os\x18\x08 \x01(\x0e\x32\x17.scanner.v1.OsAwareness\x12\x13\n\x0bkernel_path\x18\t \x01(\t\"N\n\nDiskTarget\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x12\n\nqmp_socket\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\"\xb8\x01\n\x06Target\x12(\n\x05\x66iles\x18\x01 \x01(\x0b\x32\x17.scanner.v1.FilesTargetH\x00\x12*\n\x06memory\x18\x02 \x01(\x0b\x32\x18.scanner.v1.MemoryTargetH\x00\x12(\n\x05guest\x18\x03 \x01(\x0b\x32\x17.scanner.v1.GuestTargetH\x00\x12&\n\x04\x64isk\x18\x04 \x01(\x0b\x32\x16.scanner.v1.DiskTargetH\x00\x42\x06\n\x04kind\"m\n\x0bScanOptions\x12\x1c\n\x14unit_timeout_seconds\x18\x01 \x01(\r\x12\x16\n\x0eruleset_digest\x18\x02 \x01(\t\x12(\n\x07subject\x18\x03 \x01(\x0b\x32\x17.scanner.v1.ScanSubject\"\'\n\x0bScanSubject\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"n\n\x08Progress\x12\x12\n\nbytes_done\x18\x01 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x02 \x01(\x04\x12\x12\n\nunits_done\x18\x03 \x01(\x04\x12\x13\n\x0bunits_total\x18\x04 \x01(\x04\x12\x10\n\x08\x66indings\x18\x05 \x01(\x04\"\xc5\x02\n\x04Scan\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.scanner.v1.ScanState\x12\"\n\x06target\x18\x03 \x01(\x0b\x32\x12.scanner.v1.Target\x12(\n\x07options\x18\x04 \x01(\x0b\x32\x17.scanner.v1.ScanOptions\x12\x14\n\x0crequested_by\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x08progress\x18\x08 \x01(\x0b\x32\x14.scanner.v1.Progress\x12$\n\x07verdict\x18\t \x01(\x0b\x32\x13.scanner.v1.Verdict\x12\x10\n\x08\x61ttempts\x18\n \x01(\r\"t\n\x10StartScanRequest\x12\"\n\x06target\x18\x01 \x01(\x0b\x32\x12.scanner.v1.Target\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.scanner.v1.ScanOptions\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"3\n\x11StartScanResponse\x12\x1e\n\x04scan\x18\x01 \x01(\x0b\x32\x10.scanner.v1.Scan\"#\n\x10WatchScanRequest\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\"\x90\x01\n\x11WatchScanResponse\x12(\n\x08progress\x18\x01 \x01(\x0b\x32\x14.scanner.v1.ProgressH\x00\x12&\n\x07\x66inding\x18\x02 \x01(\x0b\x32\x13.scanner.v1.FindingH\x00\x12 \n\x04\x64one\x18\x03 \x01(\x0b\x32\x10.scanner.v1.ScanH\x00\x42\x07\n\x05\x65vent\"!\n\x0eGetScanRequest\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\"1\n\x0fGetScanResponse\x12\x1e\n\x04scan\x18\x01 \x01(\x0b\x32\x10.scanner.v1.Scan\"_\n\x10ListScansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.scanner.v1.ScanState\"M\n\x11ListScansResponse\x12\x1f\n\x05scans\x18\x01 \x03(\x0b\x32\x10.scanner.v1.Scan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x13ListFindingsRequest\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x14ListFindingsResponse\x12%\n\x08\x66indings\x18\x01 \x03(\x0b\x32\x13.scanner.v1.Finding\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x11\x43\x61ncelScanRequest\x12\x0f\n\x07scan_id\x18\x01 \x01(\t\"4\n\x12\x43\x61ncelScanResponse\x12\x1e\n\x04scan\x18\x01 \x01(\x0b\x32\x10.scanner.v1.Scan\"7\n\x0fScanBytesHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0eruleset_digest\x18\x02 \x01(\t\"Z\n\x10ScanBytesRequest\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.scanner.v1.ScanBytesHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"9\n\x11ScanBytesResponse\x12$\n\x07verdict\x18\x01 \x01(\x0b\x32\x13.scanner.v1.Verdict*\xa1\x01\n\tScanState\x12\x1a\n\x16SCAN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11SCAN_STATE_QUEUED\x10\x01\x12\x16\n\x12SCAN_STATE_RUNNING\x10\x02\x12\x13\n\x0fSCAN_STATE_DONE\x10\x03\x12\x18\n\x14SCAN_STATE_CANCELLED\x10\x04\x12\x1a\n\x16SCAN_STATE_INTERRUPTED\x10\x05*y\n\x0bOsAwareness\x12\x1c\n\x18OS_AWARENESS_UNSPECIFIED\x10\x00\x12\x15\n\x11OS_AWARENESS_AUTO\x10\x01\x12\x1a\n\x16OS_AWARENESS_PROCESSES\x10\x02\x12\x19\n\x15OS_AWARENESS_PHYSICAL\x10\x03*[\n\x0b\x43onsistency\x12\x1b\n\x17\x43ONSISTENCY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONSISTENCY_RUNNING\x10\x01\x12\x16\n\x12\x43ONSISTENCY_PAUSED\x10\x02\x32\x9d\x04\n\x0bScanService\x12H\n\tStartScan\x12\x1c.scanner.v1.StartScanRequest\x1a\x1d.scanner.v1.StartScanResponse\x12J\n\tWatchScan\x12\x1c.scanner.v1.WatchScanRequest\x1a\x1d.scanner.v1.WatchScanResponse0\x01\x12\x42\n\x07GetScan\x12\x1a.scanner.v1.GetScanRequest\x1a\x1b.scanner.v1.GetScanResponse\x12H\n\tListScans\x12\x1c.scanner.v1.ListScansRequest\x1a\x1d.scanner.v1.ListScansResponse\x12Q\n\x0cListFindings\x12\x1f.scanner.v1.ListFindingsRequest\x1a .scanner.v1.ListFindingsResponse\x12K\n\nCancelScan\x12\x1d.scanner.v1.CancelScanRequest\x1a\x1e.scanner.v1.CancelScanResponse\x12J\n\tScanBytes\x12\x1c.scanner.v1.ScanBytesRequest\x1a\x1d.scanner.v1.ScanBytesResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scanner.v1.scans_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCANSTATE']._serialized_start=2330
-  _globals['_SCANSTATE']._serialized_end=2491
-  _globals['_OSAWARENESS']._serialized_start=2493
-  _globals['_OSAWARENESS']._serialized_end=2614
-  _globals['_CONSISTENCY']._serialized_start=2616
-  _globals['_CONSISTENCY']._serialized_end=2707
+  _globals['_SCANSTATE']._serialized_start=2413
+  _globals['_SCANSTATE']._serialized_end=2574
+  _globals['_OSAWARENESS']._serialized_start=2576
+  _globals['_OSAWARENESS']._serialized_end=2697
+  _globals['_CONSISTENCY']._serialized_start=2699
+  _globals['_CONSISTENCY']._serialized_end=2790
   _globals['_FILESTARGET']._serialized_start=97
   _globals['_FILESTARGET']._serialized_end=125
   _globals['_MEMORYTARGET']._serialized_start=127
@@ -50,41 +50,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TARGET']._serialized_start=550
   _globals['_TARGET']._serialized_end=734
   _globals['_SCANOPTIONS']._serialized_start=736
-  _globals['_SCANOPTIONS']._serialized_end=803
-  _globals['_PROGRESS']._serialized_start=805
-  _globals['_PROGRESS']._serialized_end=915
-  _globals['_SCAN']._serialized_start=918
-  _globals['_SCAN']._serialized_end=1243
-  _globals['_STARTSCANREQUEST']._serialized_start=1245
-  _globals['_STARTSCANREQUEST']._serialized_end=1361
-  _globals['_STARTSCANRESPONSE']._serialized_start=1363
-  _globals['_STARTSCANRESPONSE']._serialized_end=1414
-  _globals['_WATCHSCANREQUEST']._serialized_start=1416
-  _globals['_WATCHSCANREQUEST']._serialized_end=1451
-  _globals['_WATCHSCANRESPONSE']._serialized_start=1454
-  _globals['_WATCHSCANRESPONSE']._serialized_end=1598
-  _globals['_GETSCANREQUEST']._serialized_start=1600
-  _globals['_GETSCANREQUEST']._serialized_end=1633
-  _globals['_GETSCANRESPONSE']._serialized_start=1635
-  _globals['_GETSCANRESPONSE']._serialized_end=1684
-  _globals['_LISTSCANSREQUEST']._serialized_start=1686
-  _globals['_LISTSCANSREQUEST']._serialized_end=1781
-  _globals['_LISTSCANSRESPONSE']._serialized_start=1783
-  _globals['_LISTSCANSRESPONSE']._serialized_end=1860
-  _globals['_LISTFINDINGSREQUEST']._serialized_start=1862
-  _globals['_LISTFINDINGSREQUEST']._serialized_end=1939
-  _globals['_LISTFINDINGSRESPONSE']._serialized_start=1941
-  _globals['_LISTFINDINGSRESPONSE']._serialized_end=2027
-  _globals['_CANCELSCANREQUEST']._serialized_start=2029
-  _globals['_CANCELSCANREQUEST']._serialized_end=2065
-  _globals['_CANCELSCANRESPONSE']._serialized_start=2067
-  _globals['_CANCELSCANRESPONSE']._serialized_end=2119
-  _globals['_SCANBYTESHEADER']._serialized_start=2121
-  _globals['_SCANBYTESHEADER']._serialized_end=2176
-  _globals['_SCANBYTESREQUEST']._serialized_start=2178
-  _globals['_SCANBYTESREQUEST']._serialized_end=2268
-  _globals['_SCANBYTESRESPONSE']._serialized_start=2270
-  _globals['_SCANBYTESRESPONSE']._serialized_end=2327
-  _globals['_SCANSERVICE']._serialized_start=2710
-  _globals['_SCANSERVICE']._serialized_end=3251
+  _globals['_SCANOPTIONS']._serialized_end=845
+  _globals['_SCANSUBJECT']._serialized_start=847
+  _globals['_SCANSUBJECT']._serialized_end=886
+  _globals['_PROGRESS']._serialized_start=888
+  _globals['_PROGRESS']._serialized_end=998
+  _globals['_SCAN']._serialized_start=1001
+  _globals['_SCAN']._serialized_end=1326
+  _globals['_STARTSCANREQUEST']._serialized_start=1328
+  _globals['_STARTSCANREQUEST']._serialized_end=1444
+  _globals['_STARTSCANRESPONSE']._serialized_start=1446
+  _globals['_STARTSCANRESPONSE']._serialized_end=1497
+  _globals['_WATCHSCANREQUEST']._serialized_start=1499
+  _globals['_WATCHSCANREQUEST']._serialized_end=1534
+  _globals['_WATCHSCANRESPONSE']._serialized_start=1537
+  _globals['_WATCHSCANRESPONSE']._serialized_end=1681
+  _globals['_GETSCANREQUEST']._serialized_start=1683
+  _globals['_GETSCANREQUEST']._serialized_end=1716
+  _globals['_GETSCANRESPONSE']._serialized_start=1718
+  _globals['_GETSCANRESPONSE']._serialized_end=1767
+  _globals['_LISTSCANSREQUEST']._serialized_start=1769
+  _globals['_LISTSCANSREQUEST']._serialized_end=1864
+  _globals['_LISTSCANSRESPONSE']._serialized_start=1866
+  _globals['_LISTSCANSRESPONSE']._serialized_end=1943
+  _globals['_LISTFINDINGSREQUEST']._serialized_start=1945
+  _globals['_LISTFINDINGSREQUEST']._serialized_end=2022
+  _globals['_LISTFINDINGSRESPONSE']._serialized_start=2024
+  _globals['_LISTFINDINGSRESPONSE']._serialized_end=2110
+  _globals['_CANCELSCANREQUEST']._serialized_start=2112
+  _globals['_CANCELSCANREQUEST']._serialized_end=2148
+  _globals['_CANCELSCANRESPONSE']._serialized_start=2150
+  _globals['_CANCELSCANRESPONSE']._serialized_end=2202
+  _globals['_SCANBYTESHEADER']._serialized_start=2204
+  _globals['_SCANBYTESHEADER']._serialized_end=2259
+  _globals['_SCANBYTESREQUEST']._serialized_start=2261
+  _globals['_SCANBYTESREQUEST']._serialized_end=2351
+  _globals['_SCANBYTESRESPONSE']._serialized_start=2353
+  _globals['_SCANBYTESRESPONSE']._serialized_end=2410
+  _globals['_SCANSERVICE']._serialized_start=2793
+  _globals['_SCANSERVICE']._serialized_end=3334
 # @@protoc_insertion_point(module_scope)

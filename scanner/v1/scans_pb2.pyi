@@ -111,12 +111,22 @@ class Target(_message.Message):
     def __init__(self, files: _Optional[_Union[FilesTarget, _Mapping]] = ..., memory: _Optional[_Union[MemoryTarget, _Mapping]] = ..., guest: _Optional[_Union[GuestTarget, _Mapping]] = ..., disk: _Optional[_Union[DiskTarget, _Mapping]] = ...) -> None: ...
 
 class ScanOptions(_message.Message):
-    __slots__ = ("unit_timeout_seconds", "ruleset_digest")
+    __slots__ = ("unit_timeout_seconds", "ruleset_digest", "subject")
     UNIT_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RULESET_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
     unit_timeout_seconds: int
     ruleset_digest: str
-    def __init__(self, unit_timeout_seconds: _Optional[int] = ..., ruleset_digest: _Optional[str] = ...) -> None: ...
+    subject: ScanSubject
+    def __init__(self, unit_timeout_seconds: _Optional[int] = ..., ruleset_digest: _Optional[str] = ..., subject: _Optional[_Union[ScanSubject, _Mapping]] = ...) -> None: ...
+
+class ScanSubject(_message.Message):
+    __slots__ = ("name", "id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    id: str
+    def __init__(self, name: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("bytes_done", "bytes_total", "units_done", "units_total", "findings")

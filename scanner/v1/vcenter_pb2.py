@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from scanner.v1 import verdict_pb2 as scanner_dot_v1_dot_verdict__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18scanner/v1/vcenter.proto\x12\nscanner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n\rDatastoreFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\"\xa3\x02\n\x02VM\x12\r\n\x05moref\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rinstance_uuid\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12+\n\x0bpower_state\x18\x05 \x01(\x0e\x32\x16.scanner.v1.PowerState\x12\x10\n\x08guest_os\x18\x06 \x01(\t\x12\x0b\n\x03vmx\x18\x07 \x01(\t\x12(\n\x05\x66iles\x18\x08 \x03(\x0b\x32\x19.scanner.v1.DatastoreFile\x12\x32\n\nattributes\x18\t \x03(\x0b\x32\x1e.scanner.v1.VM.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x10\n\x0eListVMsRequest\".\n\x0fListVMsResponse\x12\x1b\n\x03vms\x18\x01 \x03(\x0b\x32\x0e.scanner.v1.VM\"\xca\x01\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07vm_uuid\x18\x03 \x01(\t\x12\x0f\n\x07vm_name\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0f\n\x07verdict\x18\x06 \x01(\t\x12\x10\n\x08severity\x18\x07 \x01(\x05\x12\x10\n\x08scan_ids\x18\x08 \x03(\t\x12\r\n\x05notes\x18\t \x03(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\" \n\rScanVMRequest\x12\x0f\n\x07vm_uuid\x18\x01 \x01(\t\"A\n\x0eScanVMResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.scanner.v1.Job\x12\x11\n\tcoalesced\x18\x02 \x01(\x08\"$\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\"1\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.scanner.v1.Job\"\xe3\x01\n\x06\x41\x63tion\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_uuid\x18\x03 \x01(\t\x12\x0f\n\x07vm_name\x18\x04 \x01(\t\x12\x0c\n\x04kind\x18\x05 \x01(\t\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.scanner.v1.ActionState\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x0e\n\x06result\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x12ListActionsRequest\x12\x0f\n\x07vm_uuid\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\":\n\x13ListActionsResponse\x12#\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x12.scanner.v1.Action\"A\n\x0eReleaseRequest\x12\x0f\n\x07vm_uuid\x18\x01 \x01(\t\x12\x0e\n\x06resume\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"6\n\x0fReleaseResponse\x12#\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x12.scanner.v1.Action*m\n\nPowerState\x12\x1b\n\x17POWER_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0ePOWER_STATE_ON\x10\x01\x12\x13\n\x0fPOWER_STATE_OFF\x10\x02\x12\x19\n\x15POWER_STATE_SUSPENDED\x10\x03*\xc6\x01\n\x0b\x41\x63tionState\x12\x1c\n\x18\x41\x43TION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43TION_STATE_PENDING\x10\x01\x12\x15\n\x11\x41\x43TION_STATE_DONE\x10\x02\x12\x18\n\x14\x41\x43TION_STATE_DRY_RUN\x10\x03\x12\x1a\n\x16\x41\x43TION_STATE_ABANDONED\x10\x04\x12\x19\n\x15\x41\x43TION_STATE_REVERTED\x10\x05\x12\x17\n\x13\x41\x43TION_STATE_FAILED\x10\x06\x32\xf0\x02\n\x0eVCenterService\x12\x42\n\x07ListVMs\x12\x1a.scanner.v1.ListVMsRequest\x1a\x1b.scanner.v1.ListVMsResponse\x12?\n\x06ScanVM\x12\x19.scanner.v1.ScanVMRequest\x1a\x1a.scanner.v1.ScanVMResponse\x12\x45\n\x08ListJobs\x12\x1b.scanner.v1.ListJobsRequest\x1a\x1c.scanner.v1.ListJobsResponse\x12N\n\x0bListActions\x12\x1e.scanner.v1.ListActionsRequest\x1a\x1f.scanner.v1.ListActionsResponse\x12\x42\n\x07Release\x12\x1a.scanner.v1.ReleaseRequest\x1a\x1b.scanner.v1.ReleaseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18scanner/v1/vcenter.proto\x12\nscanner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18scanner/v1/verdict.proto\"9\n\rDatastoreFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\"\xa3\x02\n\x02VM\x12\r\n\x05moref\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rinstance_uuid\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12+\n\x0bpower_state\x18\x05 \x01(\x0e\x32\x16.scanner.v1.PowerState\x12\x10\n\x08guest_os\x18\x06 \x01(\t\x12\x0b\n\x03vmx\x18\x07 \x01(\t\x12(\n\x05\x66iles\x18\x08 \x03(\x0b\x32\x19.scanner.v1.DatastoreFile\x12\x32\n\nattributes\x18\t \x03(\x0b\x32\x1e.scanner.v1.VM.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x0eListVMsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"G\n\x0fListVMsResponse\x12\x1b\n\x03vms\x18\x01 \x03(\x0b\x32\x0e.scanner.v1.VM\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd6\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07vm_uuid\x18\x03 \x01(\t\x12\x0f\n\x07vm_name\x18\x04 \x01(\t\x12\x11\n\x05state\x18\x05 \x01(\tB\x02\x18\x01\x12\x13\n\x07verdict\x18\x06 \x01(\tB\x02\x18\x01\x12\x10\n\x08severity\x18\x07 \x01(\x05\x12\x10\n\x08scan_ids\x18\x08 \x03(\t\x12\r\n\x05notes\x18\t \x03(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\tjob_state\x18\x0b \x01(\x0e\x32\x14.scanner.v1.JobState\x12-\n\x0cverdict_kind\x18\x0c \x01(\x0e\x32\x17.scanner.v1.VerdictKind\x12*\n\x07trigger\x18\r \x01(\x0e\x32\x19.scanner.v1.TriggerReason\" \n\rScanVMRequest\x12\x0f\n\x07vm_uuid\x18\x01 \x01(\t\"A\n\x0eScanVMResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.scanner.v1.Job\x12\x11\n\tcoalesced\x18\x02 \x01(\x08\"8\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.scanner.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x94\x02\n\x06\x41\x63tion\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0f\n\x07vm_uuid\x18\x03 \x01(\t\x12\x0f\n\x07vm_name\x18\x04 \x01(\t\x12\x10\n\x04kind\x18\x05 \x01(\tB\x02\x18\x01\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.scanner.v1.ActionState\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x0e\n\x06result\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x0b\x61\x63tion_kind\x18\x0b \x01(\x0e\x32\x16.scanner.v1.ActionKind\"L\n\x12ListActionsRequest\x12\x0f\n\x07vm_uuid\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x13ListActionsResponse\x12#\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x12.scanner.v1.Action\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x0eReleaseRequest\x12\x0f\n\x07vm_uuid\x18\x01 \x01(\t\x12\x0e\n\x06resume\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"6\n\x0fReleaseResponse\x12#\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x12.scanner.v1.Action*m\n\nPowerState\x12\x1b\n\x17POWER_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0ePOWER_STATE_ON\x10\x01\x12\x13\n\x0fPOWER_STATE_OFF\x10\x02\x12\x19\n\x15POWER_STATE_SUSPENDED\x10\x03*\xc6\x01\n\x0b\x41\x63tionState\x12\x1c\n\x18\x41\x43TION_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43TION_STATE_PENDING\x10\x01\x12\x15\n\x11\x41\x43TION_STATE_DONE\x10\x02\x12\x18\n\x14\x41\x43TION_STATE_DRY_RUN\x10\x03\x12\x1a\n\x16\x41\x43TION_STATE_ABANDONED\x10\x04\x12\x19\n\x15\x41\x43TION_STATE_REVERTED\x10\x05\x12\x17\n\x13\x41\x43TION_STATE_FAILED\x10\x06*\xb0\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x17\n\x13JOB_STATE_ACQUIRING\x10\x02\x12\x16\n\x12JOB_STATE_SCANNING\x10\x03\x12\x18\n\x14JOB_STATE_PUBLISHING\x10\x04\x12\x12\n\x0eJOB_STATE_DONE\x10\x05\x12\x14\n\x10JOB_STATE_FAILED\x10\x06*\x9e\x01\n\rTriggerReason\x12\x1e\n\x1aTRIGGER_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRIGGER_REASON_POWER_ON\x10\x01\x12\x1a\n\x16TRIGGER_REASON_MIGRATE\x10\x02\x12\x1c\n\x18TRIGGER_REASON_ATTRIBUTE\x10\x03\x12\x16\n\x12TRIGGER_REASON_API\x10\x04*\xf0\x02\n\nActionKind\x12\x1b\n\x17\x41\x43TION_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41\x43TION_KIND_REQUEST_ACK\x10\x01\x12\x1a\n\x16\x41\x43TION_KIND_ATTRIBUTES\x10\x02\x12\x15\n\x11\x41\x43TION_KIND_EVENT\x10\x03\x12\x13\n\x0f\x41\x43TION_KIND_TAG\x10\x04\x12\x1a\n\x16\x41\x43TION_KIND_DISCONNECT\x10\x05\x12\x18\n\x14\x41\x43TION_KIND_SNAPSHOT\x10\x06\x12\x17\n\x13\x41\x43TION_KIND_SUSPEND\x10\x07\x12\"\n\x1e\x41\x43TION_KIND_RELEASE_ATTRIBUTES\x10\x08\x12\x15\n\x11\x41\x43TION_KIND_UNTAG\x10\t\x12\x1f\n\x1b\x41\x43TION_KIND_RESTORE_NETWORK\x10\n\x12\x16\n\x12\x41\x43TION_KIND_RESUME\x10\x0b\x12\x1d\n\x19\x41\x43TION_KIND_RELEASE_EVENT\x10\x0c\x32\xf0\x02\n\x0eVCenterService\x12\x42\n\x07ListVMs\x12\x1a.scanner.v1.ListVMsRequest\x1a\x1b.scanner.v1.ListVMsResponse\x12?\n\x06ScanVM\x12\x19.scanner.v1.ScanVMRequest\x1a\x1a.scanner.v1.ScanVMResponse\x12\x45\n\x08ListJobs\x12\x1b.scanner.v1.ListJobsRequest\x1a\x1c.scanner.v1.ListJobsResponse\x12N\n\x0bListActions\x12\x1e.scanner.v1.ListActionsRequest\x1a\x1f.scanner.v1.ListActionsResponse\x12\x42\n\x07Release\x12\x1a.scanner.v1.ReleaseRequest\x1a\x1b.scanner.v1.ReleaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,40 +35,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VM_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_VM_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_POWERSTATE']._serialized_start=1358
-  _globals['_POWERSTATE']._serialized_end=1467
-  _globals['_ACTIONSTATE']._serialized_start=1470
-  _globals['_ACTIONSTATE']._serialized_end=1668
-  _globals['_DATASTOREFILE']._serialized_start=73
-  _globals['_DATASTOREFILE']._serialized_end=130
-  _globals['_VM']._serialized_start=133
-  _globals['_VM']._serialized_end=424
-  _globals['_VM_ATTRIBUTESENTRY']._serialized_start=375
-  _globals['_VM_ATTRIBUTESENTRY']._serialized_end=424
-  _globals['_LISTVMSREQUEST']._serialized_start=426
-  _globals['_LISTVMSREQUEST']._serialized_end=442
-  _globals['_LISTVMSRESPONSE']._serialized_start=444
-  _globals['_LISTVMSRESPONSE']._serialized_end=490
-  _globals['_JOB']._serialized_start=493
-  _globals['_JOB']._serialized_end=695
-  _globals['_SCANVMREQUEST']._serialized_start=697
-  _globals['_SCANVMREQUEST']._serialized_end=729
-  _globals['_SCANVMRESPONSE']._serialized_start=731
-  _globals['_SCANVMRESPONSE']._serialized_end=796
-  _globals['_LISTJOBSREQUEST']._serialized_start=798
-  _globals['_LISTJOBSREQUEST']._serialized_end=834
-  _globals['_LISTJOBSRESPONSE']._serialized_start=836
-  _globals['_LISTJOBSRESPONSE']._serialized_end=885
-  _globals['_ACTION']._serialized_start=888
-  _globals['_ACTION']._serialized_end=1115
-  _globals['_LISTACTIONSREQUEST']._serialized_start=1117
-  _globals['_LISTACTIONSREQUEST']._serialized_end=1173
-  _globals['_LISTACTIONSRESPONSE']._serialized_start=1175
-  _globals['_LISTACTIONSRESPONSE']._serialized_end=1233
-  _globals['_RELEASEREQUEST']._serialized_start=1235
-  _globals['_RELEASEREQUEST']._serialized_end=1300
-  _globals['_RELEASERESPONSE']._serialized_start=1302
-  _globals['_RELEASERESPONSE']._serialized_end=1356
-  _globals['_VCENTERSERVICE']._serialized_start=1671
-  _globals['_VCENTERSERVICE']._serialized_end=2039
+  _globals['_JOB'].fields_by_name['state']._loaded_options = None
+  _globals['_JOB'].fields_by_name['state']._serialized_options = b'\030\001'
+  _globals['_JOB'].fields_by_name['verdict']._loaded_options = None
+  _globals['_JOB'].fields_by_name['verdict']._serialized_options = b'\030\001'
+  _globals['_ACTION'].fields_by_name['kind']._loaded_options = None
+  _globals['_ACTION'].fields_by_name['kind']._serialized_options = b'\030\001'
+  _globals['_POWERSTATE']._serialized_start=1727
+  _globals['_POWERSTATE']._serialized_end=1836
+  _globals['_ACTIONSTATE']._serialized_start=1839
+  _globals['_ACTIONSTATE']._serialized_end=2037
+  _globals['_JOBSTATE']._serialized_start=2040
+  _globals['_JOBSTATE']._serialized_end=2216
+  _globals['_TRIGGERREASON']._serialized_start=2219
+  _globals['_TRIGGERREASON']._serialized_end=2377
+  _globals['_ACTIONKIND']._serialized_start=2380
+  _globals['_ACTIONKIND']._serialized_end=2748
+  _globals['_DATASTOREFILE']._serialized_start=99
+  _globals['_DATASTOREFILE']._serialized_end=156
+  _globals['_VM']._serialized_start=159
+  _globals['_VM']._serialized_end=450
+  _globals['_VM_ATTRIBUTESENTRY']._serialized_start=401
+  _globals['_VM_ATTRIBUTESENTRY']._serialized_end=450
+  _globals['_LISTVMSREQUEST']._serialized_start=452
+  _globals['_LISTVMSREQUEST']._serialized_end=507
+  _globals['_LISTVMSRESPONSE']._serialized_start=509
+  _globals['_LISTVMSRESPONSE']._serialized_end=580
+  _globals['_JOB']._serialized_start=583
+  _globals['_JOB']._serialized_end=925
+  _globals['_SCANVMREQUEST']._serialized_start=927
+  _globals['_SCANVMREQUEST']._serialized_end=959
+  _globals['_SCANVMRESPONSE']._serialized_start=961
+  _globals['_SCANVMRESPONSE']._serialized_end=1026
+  _globals['_LISTJOBSREQUEST']._serialized_start=1028
+  _globals['_LISTJOBSREQUEST']._serialized_end=1084
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1086
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1160
+  _globals['_ACTION']._serialized_start=1163
+  _globals['_ACTION']._serialized_end=1439
+  _globals['_LISTACTIONSREQUEST']._serialized_start=1441
+  _globals['_LISTACTIONSREQUEST']._serialized_end=1517
+  _globals['_LISTACTIONSRESPONSE']._serialized_start=1519
+  _globals['_LISTACTIONSRESPONSE']._serialized_end=1602
+  _globals['_RELEASEREQUEST']._serialized_start=1604
+  _globals['_RELEASEREQUEST']._serialized_end=1669
+  _globals['_RELEASERESPONSE']._serialized_start=1671
+  _globals['_RELEASERESPONSE']._serialized_end=1725
+  _globals['_VCENTERSERVICE']._serialized_start=2751
+  _globals['_VCENTERSERVICE']._serialized_end=3119
 # @@protoc_insertion_point(module_scope)

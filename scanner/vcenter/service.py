@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from scanner.jobs.manager import FINAL_STATES, ScanManager
+from scanner.outputs import ecs
+from scanner.outputs.queue import EventQueue
 from scanner.state.db import Database
 from scanner.targets import REGISTRY, TargetSpec
 from scanner.vcenter import acquisition
@@ -77,6 +79,8 @@ class VCenterService:
         self._active = 0
         self._active_by_host: dict[str, int] = defaultdict(int)
         self.on_action: Callable[[Action], Awaitable[None]] | None = None  # tests and benchmarks
+        self.events: EventQueue | None = None  # set: every quarantine action is queued as an ECS event
+        self.on_event: Callable[[], None] | None = None
 
     # lifecycle
 
@@ -316,15 +320,20 @@ class VCenterService:
         ids = []
         if acquired.memory is not None:
             spec = TargetSpec("memory", {"path": str(acquired.memory), "format": "vmware"})
-            record = await self.scans.submit(spec, {}, ACTOR, f"vcenter:{job.id}:memory")
+            record = await self.scans.submit(spec, self._subject(job), ACTOR, f"vcenter:{job.id}:memory")
             ids.append(record.id)
         for i, disk in enumerate(acquired.disks):
             # hook: the "disk" target (VMDK) is registered by the disk-scanning work
             record = await self.scans.submit(
-                TargetSpec("disk", {"path": str(disk)}), {}, ACTOR, f"vcenter:{job.id}:disk{i}"
+                TargetSpec("disk", {"path": str(disk)}), self._subject(job), ACTOR, f"vcenter:{job.id}:disk{i}"
             )
             ids.append(record.id)
         return ids
+
+    @staticmethod
+    def _subject(job: Job) -> dict[str, Any]:
+        """Scan options naming the VM, so the scan's events carry it as ``host.*``/``cloud.*``."""
+        return {"subject": {"name": job.vm_name, "id": job.vm_uuid, "host": job.host, "provider": "vsphere"}}
 
     async def _verdict(self, scan_ids: list[str]) -> tuple[str, int, str, str, set[str]]:
         """Worst verdict, highest severity, ruleset digest, a summary, and the target kinds scanned."""
@@ -432,6 +441,7 @@ class VCenterService:
             tries = action.attempts + 1
             if not e.transient and tries >= self.policy.max_attempts:
                 give_up = f"gave up after {tries} attempts: vCenter keeps refusing it (see last_error)"
+                await self._emit(action, "failure", e.message)
                 await asyncio.to_thread(self.store.action_failed, action.seq, e.message, time.time(), give_up)
                 log.error("action %s on %s FAILED after %d attempts: %s", action.kind, action.vm_name, tries, e.message)
                 await asyncio.to_thread(
@@ -442,10 +452,29 @@ class VCenterService:
             await asyncio.to_thread(self.store.action_failed, action.seq, e.message, time.time() + backoff)
             log.warning("action %s on %s: %s (retry in %.1f s)", action.kind, action.vm_name, e.message, backoff)
             return False
+        await self._emit(action, "success", result)  # before DONE: a crash between redelivers, never loses
         await asyncio.to_thread(self.store.action_done, action.seq, "DONE", result)
+        log.info(
+            "vCenter action %s on %s: done",
+            action.kind,
+            action.vm_name,
+            extra={"event.action": f"vcenter-{action.kind.split(':', 1)[0]}", "event.outcome": "success"},
+        )
         if self.on_action is not None:
             await self.on_action(action)
         return True
+
+    async def _emit(self, action: Action, outcome: str, detail: str) -> None:
+        """Queue the ECS event of a quarantine action (not of verdict attributes or vCenter events)."""
+        step = action.kind.split(":", 1)[0]
+        if self.events is None or step not in ecs.QUARANTINE_STEPS | ecs.RELEASE_STEPS:
+            return  # verdict attributes, vCenter events and request acks are not quarantine actions
+        doc = ecs.action_document(
+            f"{action.job_id}/{action.kind}", action.kind, outcome, action.vm_name, action.vm_uuid, time.time(), detail
+        )
+        await asyncio.to_thread(self.events.append, [doc])
+        if self.on_event is not None:
+            self.on_event()
 
     # release
 

@@ -195,6 +195,16 @@ class VCenterStore(SqliteStore):
             ).fetchall()
         return [_job(r) for r in rows]
 
+    def job_page(self, limit: int, before_seq: int | None = None) -> list[tuple[int, Job]]:
+        """(seq, job) newest first, older than ``before_seq`` (a page cursor) when given."""
+        sql, args = "SELECT * FROM vc_jobs", list[object]()
+        if before_seq is not None:
+            sql += " WHERE seq < ?"
+            args.append(before_seq)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+        return [(int(r[0]), _job(r)) for r in rows]
+
     def list_jobs(self, limit: int = 100) -> list[Job]:
         with self._lock:
             rows = self._conn.execute("SELECT * FROM vc_jobs ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
@@ -258,14 +268,24 @@ class VCenterStore(SqliteStore):
             row = self._conn.execute("SELECT MIN(next_at) FROM vc_actions WHERE state = 'PENDING'").fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
-    def actions(self, vm_uuid: str = "", limit: int = 200) -> list[Action]:
-        sql, args = "SELECT * FROM vc_actions", []
+    def actions(self, vm_uuid: str = "", limit: int = 200, before_seq: int | None = None) -> list[Action]:
+        """Newest first; only ``vm_uuid``'s when given; older than ``before_seq`` (a page cursor) when given."""
+        sql, args = "SELECT * FROM vc_actions WHERE 1=1", list[object]()
         if vm_uuid:
-            sql += " WHERE vm_uuid = ?"
+            sql += " AND vm_uuid = ?"
             args.append(vm_uuid)
+        if before_seq is not None:
+            sql += " AND seq < ?"
+            args.append(before_seq)
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
         return [_action(r) for r in rows]
+
+    def action_counts(self) -> dict[str, int]:
+        """How many actions are in each state (metrics: outbox depth, failures)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT state, COUNT(*) FROM vc_actions GROUP BY state").fetchall()
+        return {state: int(n) for state, n in rows}
 
     def set_prior(self, seq: int, prior: Any) -> Any:
         """Record the state before the first attempt; never overwritten. Returns the stored value."""

@@ -63,13 +63,14 @@ def test_json_gives_one_ecs_object_per_finding(samples, tmp_path):
     result = avscan("scan", "--json", str(samples), cwd=tmp_path)
     assert result.returncode == 1
     docs = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(docs) == 2
-    for doc in docs:
+    assert len(docs) == 3  # two findings, then the scan's end
+    assert docs[-1]["event"]["action"] == "scan-finished"
+    for doc in docs[:-1]:
         assert doc["event"]["kind"] == "alert"
         assert doc["rule"]["name"] == "EICAR_Test_File"
         assert doc["file"]["path"].endswith(".com")
         assert len(doc["file"]["hash"]["sha256"]) == 64
-        assert doc["avscan"]["ruleset_digest"].startswith("sha256:")
+        assert doc["avscan"]["scan"]["ruleset"]["digest"].startswith("sha256:")
 
 
 def test_rules_option_scans_with_the_given_sources(samples, tmp_path):

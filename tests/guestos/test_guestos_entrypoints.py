@@ -11,6 +11,7 @@ import pytest
 
 from scanner.api.client import Client
 from scanner.v1 import scans_pb2
+from tests.outputs.ecs_reference import problems
 from tests.support.service import Service
 
 pytestmark = pytest.mark.lab
@@ -39,12 +40,18 @@ def test_cli_default_scan_of_a_linux_dump_names_the_marker_processes(dumped, tmp
         check=False,
     )
     assert result.returncode == 1, result.stderr
-    [doc] = [json.loads(line) for line in result.stdout.splitlines()]
-    owners = doc["avscan"]["owners"]
+    docs = [json.loads(line) for line in result.stdout.splitlines()]
+    for each in docs:
+        assert problems(each) == [], each  # valid ECS 8.11, the scan's end document too
+    [doc] = [d for d in docs if d["event"]["kind"] == "alert"]
+    assert docs[-1]["event"]["action"] == "scan-finished"
+    owners = doc["avscan"]["finding"]["owners"]
     assert sorted(int(p) for p in owners["pid"].split(",")) == sorted(guest.marker_pids)
     assert str(guest.clean_pid) not in owners["pid"].split(",")
     assert doc["process"]["pid"] in guest.marker_pids
     assert "avscan-marker" in owners["process"]
+    assert doc["process"]["name"].startswith("avscan-marker")
+    assert doc["threat"]["indicator"]["type"] == "process"
 
 
 def test_grpc_process_mode_gives_one_finding_per_marker_process_region(dumped, tmp_path):
