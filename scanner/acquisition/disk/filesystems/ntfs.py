@@ -1,81 +1,272 @@
-"""NTFS through ``dissect.ntfs``: the default data stream of each file record.
+"""NTFS through libfsntfs (``pyfsntfs``, C): every data stream of every file record.
 
-The reserved metadata records (MFT segments 0-15: ``$MFT``, ``$LogFile``, ``$Extend``...) are
-filesystem structures, not guest files, and are not listed. Reparse points (symlinks, junctions,
-mount points) are reported as ``symlink`` and never followed. Only the unnamed ``$DATA`` stream
-is scanned (alternate data streams are a known limit).
+Contract of the nodes this module makes (see :class:`~scanner.acquisition.disk.filesystems.Node`):
+
+- **Streams.** A file (or directory) record with named ``$DATA`` attributes (alternate data
+  streams) is listed once per stream: the default stream under the file's name, each named
+  stream as a ``file`` child ``<file name>:<stream name>`` next to it. ``key`` is the MFT segment
+  number for the default stream and for directories, ``(segment, stream name)`` for a named
+  stream; :meth:`NtfsRoot.allocated` uses the same keys.
+- **Reparse points by tag.** Symbolic links and junctions/mount points
+  (``IO_REPARSE_TAG_SYMLINK``, ``IO_REPARSE_TAG_MOUNT_POINT``) are ``symlink``: listed, never
+  followed. WOF-compressed files (``IO_REPARSE_TAG_WOF``, Windows' "CompactOS" compression) are
+  read decompressed from their ``WofCompressedData`` stream by libfsntfs (that stream itself is
+  not listed again); a chunk libfsntfs cannot decompress is a read error, so a gap naming the
+  file. Cloud placeholders (``IO_REPARSE_TAG_CLOUD_*``) and every other tag are ordinary files:
+  the data present on this disk is scanned (a dehydrated placeholder holds none). Data
+  Deduplication files (``IO_REPARSE_TAG_DEDUP``) keep their data in the volume's chunk store,
+  which is not read: ``damaged`` (a gap naming why). EFS-encrypted files hold only ciphertext:
+  ``damaged`` too.
+- **Initialized size.** Bytes past a stream's valid data size read as zeros, not as the stale
+  clusters behind them (libfsntfs does this; tests check it against ntfs-3g).
+- **Not listed.** The reserved metadata records (MFT segments 0-15: ``$MFT``, ``$LogFile``,
+  ``$Extend``...) and everything under ``$Extend`` (``$UsnJrnl``, ``$ObjId``, ``$Quota``,
+  ``$Reparse``: records flagged as system/view-index files) are filesystem structures, not guest
+  files. A directory entry whose record is unusable or not in use is ``damaged``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import io
+import struct
+from collections.abc import Hashable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from scanner.acquisition.disk.errors import unavailable
 from scanner.acquisition.disk.filesystems import Node
 
 FIRST_USER_RECORD = 16
-KNOWN_RECORD_FLAGS = 0x0F  # in use, directory, in $Extend, view index
-IN_USE = 0x01
+ROOT_RECORD = 5
+SEGMENT_MASK = (1 << 48) - 1
+
+# MFT record header flags (FILE_RECORD_SEGMENT_HEADER.Flags)
+IN_USE, DIRECTORY, IN_EXTEND, VIEW_INDEX = 0x01, 0x02, 0x04, 0x08
+# $STANDARD_INFORMATION / $FILE_NAME file attribute flags
+ENCRYPTED = 0x4000
+# reparse tags (winnt.h)
+TAG_MOUNT_POINT = 0xA0000003
+TAG_SYMLINK = 0xA000000C
+TAG_DEDUP = 0x80000013
+TAG_WOF = 0x80000017
+REPARSE_POINT_ATTRIBUTE = 0xC0
+WOF_STREAM = "WofCompressedData"
+MFT_CHUNK_RECORDS = 1024  # records read per step when sweeping the MFT
 
 
 def detect(head: bytes) -> bool:
     return head[3:11] == b"NTFS    "
 
 
-def open_fs(stream: BinaryIO) -> Node:
+def open_fs(stream: BinaryIO) -> NtfsRoot:
     try:
-        from dissect.ntfs import NTFS  # type: ignore[import-untyped,unused-ignore]
+        import pyfsntfs  # type: ignore[import-not-found,unused-ignore]
     except ImportError as e:
-        raise unavailable("dissect.ntfs", e) from e
-    fs = NTFS(stream)
-    return NtfsNode(fs.mft.root, "")
+        raise unavailable("libfsntfs-python", e) from e
+    volume = pyfsntfs.volume()
+    volume.open_file_object(stream)
+    return NtfsRoot(volume)
 
 
 class NtfsNode(Node):
-    def __init__(self, record: Any, name: str) -> None:
-        self.record = record
+    """One stream of one MFT record (or a directory). Holds only the numbers needed to find the
+    record again, so a walk of a million files keeps no parsed records alive."""
+
+    def __init__(
+        self, volume: Any, segment: int, name: str, kind: str, size: int, stream: str = "", problem: str = ""
+    ) -> None:
+        self.volume = volume
+        self.segment = segment
+        self.stream = stream
         self.name = name
-        self.key = record.segment
-        self.size = 0
-        flags = int(record.header.Flags) if record.header is not None else 0
-        if flags & ~KNOWN_RECORD_FLAGS or not flags & IN_USE:
-            self.kind = "damaged"
-            self.problem = f"MFT record {record.segment} is damaged or not in use (flags {flags:#x})"
-            return
-        if record.is_reparse_point():
-            self.kind = "symlink"
-        elif record.is_dir():
-            self.kind = "dir"
-        else:
-            self.kind = "file"
-        self.size = int(record.size()) if self.kind == "file" and record.has_stream("") else 0
+        self.key: Hashable = (segment, stream) if stream else segment
+        self.kind = kind
+        self.size = size
+        self.problem = problem
 
     def children(self) -> Iterator[Node]:
+        entry = self.volume.get_file_entry(self.segment)
         seen: set[int] = set()
-        for entry in self.record.iterdir(ignore_dos=True):
-            record = entry.dereference()
-            if record.segment < FIRST_USER_RECORD or record.segment in seen:
+        for index in range(entry.number_of_sub_file_entries):
+            try:
+                child = entry.get_sub_file_entry(index)
+                segment = child.file_reference & SEGMENT_MASK
+            except Exception as e:  # libfsntfs on a hostile record: this entry is a gap, the rest goes on
+                yield self._damaged(f"<entry {index}>", f"directory entry not readable: {_reason(e)}")
+                continue
+            if segment < FIRST_USER_RECORD or segment in seen:
                 continue  # metadata files; a name listed twice (hard links in one dir) once
-            seen.add(record.segment)
-            yield NtfsNode(record, entry.attribute.file_name)
+            seen.add(segment)
+            yield from nodes_of(self.volume, child, segment, child.name or f"<mft {segment}>")
 
     def open(self) -> BinaryIO:
-        if not self.record.has_stream(""):
-            from io import BytesIO
-
-            return BytesIO(b"")
-        return self.record.open()  # type: ignore[no-any-return]
+        entry = self.volume.get_file_entry(self.segment)
+        if self.stream:
+            source = entry.get_alternate_data_stream_by_name(self.stream)
+            if source is None:
+                raise OSError(f"MFT record {self.segment} has no stream {self.stream!r} any more")
+        else:
+            source = entry
+        what = f"MFT record {self.segment}" + (f" stream {self.stream!r}" if self.stream else "")
+        if not self.stream and _reparse_tag(entry) == TAG_WOF:
+            what = f"WOF-compressed data of {what}"
+        return cast(BinaryIO, StreamReader(source, self.size, what))
 
     def times(self) -> Mapping[str, datetime | None]:
-        info = self.record.attributes.STANDARD_INFORMATION
-        if not info:
-            return {}
-        si = info[0]
+        entry = self.volume.get_file_entry(self.segment)
         return {
-            "mtime": si.last_modification_time,
-            "ctime": si.last_change_time,
-            "atime": si.last_access_time,
-            "crtime": si.creation_time,
+            "mtime": entry.modification_time,
+            "ctime": entry.entry_modification_time,
+            "atime": entry.access_time,
+            "crtime": entry.creation_time,
         }
+
+    def _damaged(self, name: str, problem: str) -> NtfsNode:
+        return NtfsNode(self.volume, -1, name, "damaged", 0, problem=problem)
+
+
+class NtfsRoot(NtfsNode):
+    """The root directory, which also answers what the MFT itself says is allocated."""
+
+    def __init__(self, volume: Any) -> None:
+        super().__init__(volume, ROOT_RECORD, "", "dir", 0)
+
+    def allocated(self) -> Iterator[Node] | None:
+        """Every in-use base record of a user file (segment >= 16, not a directory, not under
+        ``$Extend``), as file nodes named ``<mft N>`` / ``<mft N:stream>``, one per data stream,
+        with the keys a directory walk reaching them gives. Read from the ``$MFT`` records' own
+        headers, once, in order; a record in use that libfsntfs cannot parse is ``damaged``."""
+        return self._allocated()
+
+    def _allocated(self) -> Iterator[Node]:
+        mft = self.volume.get_file_entry(0)
+        record_size = int(self.volume.mft_entry_size)
+        total = min(int(self.volume.number_of_file_entries), int(mft.size) // record_size)
+        for first in range(FIRST_USER_RECORD, total, MFT_CHUNK_RECORDS):
+            count = min(MFT_CHUNK_RECORDS, total - first)
+            try:
+                raw = mft.read_buffer_at_offset(count * record_size, first * record_size)
+            except OSError as e:
+                for segment in range(first, first + count):
+                    yield self._damaged(f"<mft {segment}>", f"$MFT not readable here: {_reason(e)}")
+                continue
+            for i in range(len(raw) // record_size):
+                yield from self._record(first + i, raw[i * record_size : (i + 1) * record_size])
+
+    def _record(self, segment: int, header: bytes) -> Iterator[Node]:
+        name = f"<mft {segment}>"
+        if header[:4] not in (b"FILE", b"BAAD"):
+            return  # never used (zeros) or not a record at all: nothing allocated here
+        flags, base = struct.unpack_from("<H", header, 0x16)[0], struct.unpack_from("<Q", header, 0x20)[0]
+        if not flags & IN_USE or flags & (DIRECTORY | IN_EXTEND | VIEW_INDEX) or base & SEGMENT_MASK:
+            return  # free, a directory, a $Extend metadata file, or an extension of another record
+        if header[:4] == b"BAAD":
+            yield self._damaged(name, f"MFT record {segment} failed its multi-sector check (BAAD)")
+            return
+        try:
+            entry = self.volume.get_file_entry(segment)
+        except Exception as e:  # libfsntfs on a hostile record
+            yield self._damaged(name, f"MFT record {segment} not readable: {_reason(e)}")
+            return
+        for node in nodes_of(self.volume, entry, segment, name, named=lambda stream: f"<mft {segment}:{stream}>"):
+            if node.kind != "symlink":  # a link holds no data of its own
+                yield node
+
+
+def nodes_of(volume: Any, entry: Any, segment: int, name: str, named: Any = None) -> Iterator[NtfsNode]:
+    """The nodes of one record: its default stream (or the directory), then each named stream.
+
+    ``named(stream)`` names a named stream's node (default ``<name>:<stream>``)."""
+    try:
+        kind, problem = _kind(entry, segment)
+        size = int(entry.size) if kind == "file" else 0
+        streams = [] if kind == "damaged" else _named_streams(entry)
+    except Exception as e:  # libfsntfs on a hostile record
+        yield NtfsNode(volume, segment, name, "damaged", 0, problem=f"MFT record {segment}: {_reason(e)}")
+        return
+    yield NtfsNode(volume, segment, name, kind, size, problem=problem)
+    for stream, stream_size in streams:
+        label = named(stream) if named else f"{name}:{stream}"
+        yield NtfsNode(volume, segment, label, "file", stream_size, stream=stream)
+
+
+def _kind(entry: Any, segment: int) -> tuple[str, str]:
+    if not entry.is_allocated():
+        return "damaged", f"MFT record {segment} is listed in a directory but not in use"
+    tag = _reparse_tag(entry)
+    if tag in (TAG_SYMLINK, TAG_MOUNT_POINT):
+        return "symlink", ""
+    if entry.has_directory_entries_index():
+        return "dir", ""
+    if tag == TAG_DEDUP:
+        return "damaged", f"MFT record {segment}: Data Deduplication file, its data is in the chunk store (not read)"
+    if (entry.file_attribute_flags or 0) & ENCRYPTED:
+        return "damaged", f"MFT record {segment}: EFS-encrypted, contents are ciphertext (not scanned)"
+    return "file", ""
+
+
+def _named_streams(entry: Any) -> list[tuple[str, int]]:
+    streams = []
+    wof = _reparse_tag(entry) == TAG_WOF
+    for i in range(entry.number_of_alternate_data_streams):
+        stream = entry.get_alternate_data_stream(i)
+        if stream.name and not (wof and stream.name == WOF_STREAM):
+            streams.append((str(stream.name), int(stream.size)))
+    return streams
+
+
+def _reparse_tag(entry: Any) -> int | None:
+    for i in range(entry.number_of_attributes):
+        attribute = entry.get_attribute(i)
+        if attribute.attribute_type == REPARSE_POINT_ATTRIBUTE:
+            return int(attribute.tag)
+    return None
+
+
+def _reason(e: BaseException) -> str:
+    """libyal errors are a backtrace, outermost first: the last line names the cause."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+class StreamReader(io.RawIOBase):
+    """A read-only, seekable view of a pyfsntfs file entry or data stream of ``size`` bytes."""
+
+    def __init__(self, source: Any, size: int, what: str) -> None:
+        super().__init__()
+        self._source = source
+        self._size = size
+        self._what = what
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (all that is left if negative), in one call into libfsntfs."""
+        left = max(0, self._size - self._pos)
+        length = left if size is None or size < 0 else min(size, left)
+        if length == 0:
+            return b""
+        try:
+            data = bytes(self._source.read_buffer_at_offset(length, self._pos))
+        except Exception as e:  # libfsntfs: IOError with a backtrace, or worse on hostile data
+            raise OSError(f"{self._what} not readable at offset {self._pos}: {_reason(e)}") from e
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
