@@ -28,6 +28,7 @@ Contract of the nodes this module makes (see :class:`~scanner.acquisition.disk.f
 from __future__ import annotations
 
 import io
+import re
 import struct
 from collections.abc import Hashable, Iterator, Mapping
 from datetime import datetime
@@ -132,8 +133,9 @@ class NtfsRoot(NtfsNode):
         super().__init__(volume, ROOT_RECORD, "", "dir", 0)
 
     def allocated(self) -> Iterator[Node] | None:
-        """Every in-use base record of a user file (segment >= 16, not a directory, not under
-        ``$Extend``), as file nodes named ``<mft N>`` / ``<mft N:stream>``, one per data stream,
+        """Every data stream of every in-use base record (segment >= 16, not under ``$Extend``):
+        a file's default and named streams, a directory's or a link's named streams only, as
+        file nodes named ``<mft N>`` / ``<mft N:stream>``,
         with the keys a directory walk reaching them gives. Read from the ``$MFT`` records' own
         headers, once, in order; a record in use that libfsntfs cannot parse is ``damaged``."""
         return self._allocated()
@@ -158,8 +160,8 @@ class NtfsRoot(NtfsNode):
         if header[:4] not in (b"FILE", b"BAAD"):
             return  # never used (zeros) or not a record at all: nothing allocated here
         flags, base = struct.unpack_from("<H", header, 0x16)[0], struct.unpack_from("<Q", header, 0x20)[0]
-        if not flags & IN_USE or flags & (DIRECTORY | IN_EXTEND | VIEW_INDEX) or base & SEGMENT_MASK:
-            return  # free, a directory, a $Extend metadata file, or an extension of another record
+        if not flags & IN_USE or flags & (IN_EXTEND | VIEW_INDEX) or base & SEGMENT_MASK:
+            return  # free, a $Extend metadata file, or an extension of another record
         if header[:4] == b"BAAD":
             yield self._damaged(name, f"MFT record {segment} failed its multi-sector check (BAAD)")
             return
@@ -169,7 +171,7 @@ class NtfsRoot(NtfsNode):
             yield self._damaged(name, f"MFT record {segment} not readable: {_reason(e)}")
             return
         for node in nodes_of(self.volume, entry, segment, name, named=lambda stream: f"<mft {segment}:{stream}>"):
-            if node.kind != "symlink":  # a link holds no data of its own
+            if node.kind not in ("dir", "symlink"):  # a directory's or a link's named streams only
                 yield node
 
 
@@ -224,9 +226,15 @@ def _reparse_tag(entry: Any) -> int | None:
 
 
 def _reason(e: BaseException) -> str:
-    """libyal errors are a backtrace, outermost first: the last line names the cause."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return lines[-1] if lines else type(e).__name__
+    """A libyal error in a few words: its backtrace is one line of ``function: message.`` parts,
+    the binding's own first, then the innermost cause; the cause (and the part naming a
+    decompression, if any) is what a reader needs."""
+    parts = [p.split(": ", 1)[-1].strip().rstrip(".") for p in re.split(r"\.\s+(?=\w+: )", str(e)) if p.strip()]
+    if not parts:
+        return type(e).__name__
+    cause = parts[1] if len(parts) > 1 else parts[0]
+    method = next((p for p in parts if "unable to decompress" in p and "compressed data" in p), "")
+    return f"{method}: {cause}" if method and method != cause else cause
 
 
 class StreamReader(io.RawIOBase):

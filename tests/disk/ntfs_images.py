@@ -1,0 +1,146 @@
+"""NTFS images with what Windows puts on real volumes, made by ``mkntfs`` + ``ntfs-3g`` (FUSE).
+
+Alternate data streams are written through ntfs-3g's ``streams_interface=windows`` (``file:stream``
+names), reparse points through its ``system.ntfs_reparse_data`` extended attribute (the raw
+``REPARSE_DATA_BUFFER``), WOF files as Windows lays them out (a sparse default stream of the
+uncompressed size, the chunks in a ``WofCompressedData`` stream, a WOF reparse point), and a
+stale tail past the initialized size by patching that one field of the finished image's MFT
+record (located with The Sleuth Kit's ``ifind``). Nothing here uses the scanner's own parsers.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.disk.images import run
+from tests.support.samples import eicar, marker
+
+MARK = marker("DISK")
+TAG_MOUNT_POINT, TAG_SYMLINK, TAG_DEDUP, TAG_WOF = 0xA0000003, 0xA000000C, 0x80000013, 0x80000017
+TAG_CLOUD, TAG_VENDOR = 0x9000001A, 0x80000099
+WOF_XPRESS4K, WOF_LZX = 0, 1
+STALE_FILE, STALE_SIZE, STALE_VALID, STALE_MARK_AT = "stale.bin", 12000, 4096, 6000
+
+
+@contextmanager
+def mounted(image: Path, *options: str) -> Iterator[Path]:
+    """``image`` mounted by ntfs-3g with ``options`` (``ro``, ``streams_interface=windows``...)."""
+    mnt = image.with_name(image.name + ".mnt")
+    mnt.mkdir(exist_ok=True)
+    run("ntfs-3g", "-o", ",".join(("streams_interface=windows", *options)), image, mnt)
+    try:
+        yield mnt
+    finally:
+        run("umount", mnt)
+        mnt.rmdir()
+
+
+def blank(image: Path, size_mib: int = 24) -> Path:
+    with image.open("wb") as f:
+        f.truncate(size_mib << 20)
+    run("mkntfs", "-q", "-F", "-f", image)
+    return image
+
+
+def reparse(path: Path, tag: int, data: bytes) -> None:
+    """Give ``path`` a reparse point (ntfs-3g takes the raw REPARSE_DATA_BUFFER)."""
+    os.setxattr(path, "system.ntfs_reparse_data", struct.pack("<IHH", tag, len(data), 0) + data)
+
+
+def link_data(target: str, junction: bool = False) -> bytes:
+    """A relative symbolic link's reparse data, or a junction's (no flags field) to ``target``."""
+    name = target.encode("utf-16-le")
+    head = struct.pack("<HHHH", 0, len(name), len(name) + 2, len(name))
+    flags = b"" if junction else struct.pack("<I", 1)
+    return head + flags + name + b"\0\0" + name + b"\0\0"
+
+
+def wof(path: Path, payload: bytes, algorithm: int = WOF_XPRESS4K, garbage: bool = False) -> None:
+    """``path`` as a WOF-compressed file of ``payload``: 4 KiB chunks (XPRESS4K's size) stored raw,
+    which the format allows when compression does not pay; ``garbage`` stores the first chunk as
+    a short (so compressed) chunk of bytes no decompressor accepts."""
+    size = 4096 if algorithm == WOF_XPRESS4K else 32768
+    chunks = [payload[i : i + size] for i in range(0, len(payload), size)]
+    if garbage:
+        chunks[0] = b"\xff" * 100
+    ends, end = [], 0
+    for chunk in chunks[:-1]:
+        end += len(chunk)
+        ends.append(end)
+    path.write_bytes(b"")
+    Path(f"{path}:WofCompressedData").write_bytes(b"".join(struct.pack("<I", e) for e in ends) + b"".join(chunks))
+    os.truncate(path, len(payload))  # the default stream: sparse, of the uncompressed size
+    reparse(path, TAG_WOF, struct.pack("<IIII", 1, 2, 1, algorithm))
+
+
+def build_features(image: Path) -> dict[str, bytes]:
+    """The feature image: streams, reparse points of every kind, WOF, a stale tail. Returns the
+    contents the WOF files must decompress to (no other reader here can)."""
+    blank(image)
+    with mounted(image) as root:
+        (root / "plain.txt").write_bytes(b"nothing to see\n" * 50)
+        (root / "docs").mkdir()
+        (root / "docs" / "eicar.com").write_bytes(eicar())
+        ads = root / "ads"
+        ads.mkdir()
+        (ads / "host.txt").write_bytes(b"a harmless default stream\n")
+        Path(f"{ads}/host.txt:hidden").write_bytes(b"x" * 5000 + MARK)
+        (ads / "only-ads.txt").write_bytes(b"")
+        Path(f"{ads}/only-ads.txt:payload").write_bytes(eicar())
+        (ads / "folder").mkdir()
+        Path(f"{ads}/folder:dirstream").write_bytes(MARK)
+        rp = root / "reparse"
+        rp.mkdir()
+        wofs = {
+            "/reparse/wof.bin": os.urandom(5000) + MARK + os.urandom(9000),  # across chunks 1 and 2
+            "/reparse/wof-lzx.bin": os.urandom(40000) + MARK,
+        }
+        wof(rp / "wof.bin", wofs["/reparse/wof.bin"])
+        wof(rp / "wof-lzx.bin", wofs["/reparse/wof-lzx.bin"], algorithm=WOF_LZX)
+        wof(rp / "wof-bad.bin", MARK + os.urandom(9000), garbage=True)
+        (rp / "cloud.bin").write_bytes(b"y" * 100 + MARK)
+        reparse(rp / "cloud.bin", TAG_CLOUD, b"\x01\x00\x00\x00" + b"\x00" * 12)
+        (rp / "dehydrated.bin").write_bytes(b"")
+        os.truncate(rp / "dehydrated.bin", 50000)
+        reparse(rp / "dehydrated.bin", TAG_CLOUD, b"\x01\x00\x00\x00" + b"\x00" * 12)
+        (rp / "vendor.bin").write_bytes(MARK)
+        reparse(rp / "vendor.bin", TAG_VENDOR, b"\x00" * 8)
+        (rp / "dedup.bin").write_bytes(b"")
+        reparse(rp / "dedup.bin", TAG_DEDUP, b"\x00" * 16)
+        (rp / "link").write_bytes(b"")
+        reparse(rp / "link", TAG_SYMLINK, link_data("../docs/eicar.com"))
+        (rp / "junction").mkdir()
+        (rp / "junction" / "behind.com").write_bytes(eicar())  # reached only through the MFT
+        reparse(rp / "junction", TAG_MOUNT_POINT, link_data("\\??\\C:\\docs", junction=True))
+        stale = bytearray(b"v" * STALE_SIZE)
+        stale[STALE_MARK_AT : STALE_MARK_AT + len(MARK)] = MARK
+        (root / STALE_FILE).write_bytes(bytes(stale))
+    set_initialized_size(image, STALE_FILE, STALE_VALID)
+    return wofs
+
+
+def set_initialized_size(image: Path, name: str, valid: int) -> None:
+    """Lower the initialized (valid data) size of ``/name``'s default stream to ``valid`` in place;
+    the clusters past it keep their bytes, as after a crash or a preallocating writer."""
+    segment = int(run("ifind", "-n", f"/{name}", image).split()[0])
+    data = bytearray(image.read_bytes())
+    boot = bytes(data[:512])
+    cluster = struct.unpack_from("<H", boot, 11)[0] * boot[13]
+    record = struct.unpack_from("<Q", boot, 48)[0] * cluster + segment * 1024
+    assert data[record : record + 4] == b"FILE" and name.encode("utf-16-le") in data[record : record + 1024]
+    offset = record + struct.unpack_from("<H", data, record + 0x14)[0]
+    while struct.unpack_from("<I", data, offset)[0] != 0xFFFFFFFF:
+        kind, length = struct.unpack_from("<II", data, offset)
+        nonresident, name_length = data[offset + 8], data[offset + 9]
+        if kind == 0x80 and nonresident and name_length == 0:
+            field = offset + 0x38
+            assert field % 512 < 510 and struct.unpack_from("<Q", data, field)[0] == STALE_SIZE
+            struct.pack_into("<Q", data, field, valid)
+            image.write_bytes(bytes(data))
+            return
+        offset += length
+    raise AssertionError(f"no non-resident default $DATA in MFT record {segment}")

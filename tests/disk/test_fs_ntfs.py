@@ -1,0 +1,146 @@
+"""The NTFS reader on what Windows volumes hold: every stream, reparse points by tag, initialized
+size, allocation from the MFT. Images from ``mkntfs`` + ``ntfs-3g`` (see ``ntfs_images.py``);
+expected bytes read back through ntfs-3g wherever it can read them."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from scanner.acquisition.disk.filesystems import Node
+from scanner.acquisition.disk.filesystems.ntfs import FIRST_USER_RECORD, NtfsRoot, open_fs
+from scanner.acquisition.disk.walk import GuestFile, Walker, WalkLimits, WalkProblem
+from scanner.verdicts import VerdictKind
+from tests.disk import images, ntfs_images
+from tests.disk.conftest import need, skip_or_fail
+from tests.disk.ntfs_images import MARK, STALE_FILE, STALE_SIZE, STALE_VALID
+from tests.disk.scanning import found, scan
+
+
+@pytest.fixture(scope="module")
+def features(disk_dir: Path) -> tuple[Path, dict[str, bytes]]:
+    need("mkntfs", "ntfs-3g", "ifind", "yara")
+    if not images.ntfs_fuse_works():
+        skip_or_fail("ntfs-3g needs /dev/fuse and root to write streams and reparse points")
+    image = disk_dir / "ntfs-features.img"
+    return image, ntfs_images.build_features(image)
+
+
+def walk(image: Path) -> tuple[NtfsRoot, dict[str, Node], dict[str, WalkProblem]]:
+    root = open_fs(image.open("rb"))
+    files: dict[str, Node] = {}
+    problems: dict[str, WalkProblem] = {}
+    for item in Walker(WalkLimits()).walk(root):
+        if isinstance(item, GuestFile):
+            files[item.path] = item.node
+        else:
+            problems[item.path] = item
+    return root, files, problems
+
+
+def listing(root: NtfsRoot, path: str) -> dict[str, Node]:
+    node: Node = root
+    for part in filter(None, path.split("/")):
+        node = {c.name: c for c in node.children()}[part]
+    return {c.name: c for c in node.children()}
+
+
+def test_named_streams_are_files_of_their_own_with_the_bytes_ntfs3g_reads(features):
+    image, _ = features
+    _, files, _ = walk(image)
+    host, hidden = files["/ads/host.txt"], files["/ads/host.txt:hidden"]
+    assert hidden.kind == "file" and hidden.key == (host.key, "hidden") and isinstance(host.key, int)
+    assert files["/ads/folder:dirstream"].key[1] == "dirstream"  # a directory's stream too
+    with ntfs_images.mounted(image, "ro") as mnt:
+        for path in ("/ads/host.txt", "/ads/host.txt:hidden", "/ads/only-ads.txt:payload", "/ads/folder:dirstream"):
+            assert files[path].open().read() == Path(f"{mnt}{path}").read_bytes(), path
+            assert files[path].size == len(Path(f"{mnt}{path}").read_bytes())
+    assert not [p for p in files if "WofCompressedData" in p]  # a WOF file's chunks are its data, listed once
+
+
+def test_reparse_points_by_tag(features):
+    image, wofs = features
+    root, files, problems = walk(image)
+    kinds = {name: node.kind for name, node in listing(root, "/reparse").items()}
+    assert kinds["link"] == "symlink" and kinds["junction"] == "symlink"  # not followed
+    for name in ("cloud.bin", "dehydrated.bin", "vendor.bin", "wof.bin", "wof-lzx.bin", "wof-bad.bin"):
+        assert kinds[name] == "file", name
+    for path, payload in wofs.items():  # WOF: read decompressed (raw chunks) at the logical size
+        assert files[path].size == len(payload) and files[path].open().read() == payload
+    assert files["/reparse/dehydrated.bin"].open().read() == bytes(50000)  # a placeholder: nothing here
+    assert MARK in files["/reparse/cloud.bin"].open().read() and MARK in files["/reparse/vendor.bin"].open().read()
+    assert "Data Deduplication" in problems["/reparse/dedup.bin"].reason
+    with pytest.raises(OSError, match=r"WOF-compressed data of MFT record .* LZXPRESS"):
+        files["/reparse/wof-bad.bin"].open().read()
+
+
+def test_bytes_past_the_initialized_size_read_as_zeros_like_ntfs3g(features):
+    image, _ = features
+    _, files, _ = walk(image)
+    data = files[f"/{STALE_FILE}"].open().read()
+    assert data == b"v" * STALE_VALID + bytes(STALE_SIZE - STALE_VALID)
+    with ntfs_images.mounted(image, "ro") as mnt:
+        assert (mnt / STALE_FILE).read_bytes() == data
+    raw = image.read_bytes()
+    assert MARK in raw  # the stale cluster still holds the marker on disk
+
+
+def test_allocated_gives_every_stream_of_every_user_record_with_walk_keys(features):
+    image, _ = features
+    root, files, _ = walk(image)
+    allocated = list(root.allocated() or [])
+    by_key = {n.key: n for n in allocated}
+    walked = {n.key: p for p, n in files.items()}
+    assert set(walked) <= set(by_key)
+    [behind] = [n for k, n in by_key.items() if k not in walked and n.kind == "file"]
+    assert behind.name.startswith("<mft ") and behind.open().read().startswith(b"X5O!P%@AP")  # behind the junction
+    hidden = by_key[files["/ads/host.txt:hidden"].key]
+    assert hidden.name == f"<mft {hidden.key[0]}:hidden>" and hidden.open().read().endswith(MARK)
+    assert "Data Deduplication" in next(n for n in allocated if n.kind == "damaged").problem
+    assert all((k[0] if isinstance(k, tuple) else k) >= FIRST_USER_RECORD for k in by_key)
+
+
+def test_reserved_and_extend_records_are_not_listed(features):
+    image, _ = features
+    root, files, _ = walk(image)
+    assert not [p for p in files if p.startswith("/$")]
+    segments = {n.key[0] if isinstance(n.key, tuple) else n.key for n in root.allocated() or []}
+    assert min(segments) >= FIRST_USER_RECORD
+    extend = _extend_records(image)
+    assert extend and not extend & segments  # $ObjId, $Quota, $Reparse (records >= 16 under $Extend)
+
+
+def _extend_records(image: Path) -> set[int]:
+    """Record numbers of the files in ``$Extend`` (record 11), as The Sleuth Kit lists them."""
+    out = images.run("fls", image, "11")  # lines like "r/r 25-144-2:<TAB>$ObjId:$O"
+    return {int(line.split()[1].split("-")[0]) for line in out.splitlines() if line.strip()}
+
+
+def test_disk_target_finds_streams_and_placeholders_and_reports_gaps(features, engine, ruleset):
+    image, _ = features
+    verdict = scan(engine, ruleset, path=str(image))
+    hits = found(verdict)
+    for hit in (
+        ("Marker_DISK", "/ads/host.txt:hidden"),
+        ("EICAR_Test_File", "/ads/only-ads.txt:payload"),
+        ("Marker_DISK", "/ads/folder:dirstream"),
+        ("Marker_DISK", "/reparse/wof.bin"),
+        ("Marker_DISK", "/reparse/wof-lzx.bin"),
+        ("Marker_DISK", "/reparse/cloud.bin"),
+        ("Marker_DISK", "/reparse/vendor.bin"),
+        ("EICAR_Test_File", "/docs/eicar.com"),
+    ):
+        assert hit in hits, hit
+    assert not [h for h in hits if h[1] in (f"/{STALE_FILE}", "/reparse/link")]
+    gaps = {g.unit: g.detail for g in verdict.coverage.gaps}
+    assert "WOF-compressed" in gaps["disk:/reparse/wof-bad.bin"] and "dedup" in gaps["disk:/reparse/dedup.bin"].lower()
+    assert verdict.kind is VerdictKind.MALICIOUS and not verdict.coverage.complete
+
+
+def test_sha256_of_a_stream_finding_is_of_the_stream(features, engine, ruleset):
+    image, _ = features
+    verdict = scan(engine, ruleset, path=str(image))
+    [finding] = [f for f in verdict.findings if f.context["path"] == "/ads/host.txt:hidden"]
+    assert finding.context["sha256"] == hashlib.sha256(b"x" * 5000 + MARK).hexdigest()
