@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+import threading
 from collections.abc import Hashable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, BinaryIO, cast
@@ -64,9 +65,25 @@ def open_fs(stream: BinaryIO) -> NtfsRoot:
         import pyfsntfs  # type: ignore[import-not-found,unused-ignore]
     except ImportError as e:
         raise unavailable("libfsntfs-python", e) from e
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(0)
     volume = pyfsntfs.volume()
     volume.open_file_object(stream)
-    return NtfsRoot(volume)
+    return NtfsRoot(Volume(volume, size))
+
+
+class Volume:
+    """An open libfsntfs volume, its size, and the lock every call into it takes: nodes are read
+    from the engine's worker threads, and libfsntfs reads through one shared Python stream."""
+
+    def __init__(self, fs: Any, size: int) -> None:
+        self.fs = fs
+        self.size = size
+        self.lock = threading.RLock()
+
+    def entry(self, segment: int) -> Any:
+        with self.lock:
+            return self.fs.get_file_entry(segment)
 
 
 class NtfsNode(Node):
@@ -74,7 +91,7 @@ class NtfsNode(Node):
     record again, so a walk of a million files keeps no parsed records alive."""
 
     def __init__(
-        self, volume: Any, segment: int, name: str, kind: str, size: int, stream: str = "", problem: str = ""
+        self, volume: Volume, segment: int, name: str, kind: str, size: int, stream: str = "", problem: str = ""
     ) -> None:
         self.volume = volume
         self.segment = segment
@@ -86,41 +103,45 @@ class NtfsNode(Node):
         self.problem = problem
 
     def children(self) -> Iterator[Node]:
-        entry = self.volume.get_file_entry(self.segment)
+        with self.volume.lock:
+            entry = self.volume.entry(self.segment)
+            count = entry.number_of_sub_file_entries
         seen: set[int] = set()
-        for index in range(entry.number_of_sub_file_entries):
-            try:
-                child = entry.get_sub_file_entry(index)
-                segment = child.file_reference & SEGMENT_MASK
-            except Exception as e:  # libfsntfs on a hostile record: this entry is a gap, the rest goes on
-                yield self._damaged(f"<entry {index}>", f"directory entry not readable: {_reason(e)}")
-                continue
-            if segment < FIRST_USER_RECORD or segment in seen:
-                continue  # metadata files; a name listed twice (hard links in one dir) once
-            seen.add(segment)
-            yield from nodes_of(self.volume, child, segment, child.name or f"<mft {segment}>")
+        for index in range(count):
+            with self.volume.lock:
+                try:
+                    child = entry.get_sub_file_entry(index)
+                    segment = child.file_reference & SEGMENT_MASK
+                except Exception as e:  # libfsntfs on a hostile record: this entry is a gap, the rest goes on
+                    nodes = [self._damaged(f"<entry {index}>", f"directory entry not readable: {_reason(e)}")]
+                else:
+                    if segment < FIRST_USER_RECORD or segment in seen:
+                        continue  # metadata files; a name listed twice (hard links in one dir) once
+                    seen.add(segment)
+                    nodes = list(nodes_of(self.volume, child, segment, child.name or f"<mft {segment}>"))
+            yield from nodes
 
     def open(self) -> BinaryIO:
-        entry = self.volume.get_file_entry(self.segment)
-        if self.stream:
-            source = entry.get_alternate_data_stream_by_name(self.stream)
-            if source is None:
-                raise OSError(f"MFT record {self.segment} has no stream {self.stream!r} any more")
-        else:
-            source = entry
+        with self.volume.lock:
+            entry = self.volume.entry(self.segment)
+            source = entry.get_alternate_data_stream_by_name(self.stream) if self.stream else entry
+            wof = not self.stream and _reparse_tag(entry) == TAG_WOF
+        if source is None:
+            raise OSError(f"MFT record {self.segment} has no stream {self.stream!r} any more")
         what = f"MFT record {self.segment}" + (f" stream {self.stream!r}" if self.stream else "")
-        if not self.stream and _reparse_tag(entry) == TAG_WOF:
+        if wof:
             what = f"WOF-compressed data of {what}"
-        return cast(BinaryIO, StreamReader(source, self.size, what))
+        return cast(BinaryIO, StreamReader(self.volume.lock, source, self.size, what))
 
     def times(self) -> Mapping[str, datetime | None]:
-        entry = self.volume.get_file_entry(self.segment)
-        return {
-            "mtime": entry.modification_time,
-            "ctime": entry.entry_modification_time,
-            "atime": entry.access_time,
-            "crtime": entry.creation_time,
-        }
+        with self.volume.lock:
+            entry = self.volume.entry(self.segment)
+            return {
+                "mtime": entry.modification_time,
+                "ctime": entry.entry_modification_time,
+                "atime": entry.access_time,
+                "crtime": entry.creation_time,
+            }
 
     def _damaged(self, name: str, problem: str) -> NtfsNode:
         return NtfsNode(self.volume, -1, name, "damaged", 0, problem=problem)
@@ -129,7 +150,7 @@ class NtfsNode(Node):
 class NtfsRoot(NtfsNode):
     """The root directory, which also answers what the MFT itself says is allocated."""
 
-    def __init__(self, volume: Any) -> None:
+    def __init__(self, volume: Volume) -> None:
         super().__init__(volume, ROOT_RECORD, "", "dir", 0)
 
     def allocated(self) -> Iterator[Node] | None:
@@ -141,14 +162,18 @@ class NtfsRoot(NtfsNode):
         return self._allocated()
 
     def _allocated(self) -> Iterator[Node]:
-        mft = self.volume.get_file_entry(0)
-        record_size = int(self.volume.mft_entry_size)
-        total = min(int(self.volume.number_of_file_entries), int(mft.size) // record_size)
+        fs = self.volume.fs
+        with self.volume.lock:
+            mft = fs.get_file_entry(0)
+            record_size = int(fs.mft_entry_size)
+            # a hostile (sparse) $MFT may claim more records than the volume can hold: bounded by both
+            total = min(int(fs.number_of_file_entries), min(int(mft.size), self.volume.size) // record_size)
         for first in range(FIRST_USER_RECORD, total, MFT_CHUNK_RECORDS):
             count = min(MFT_CHUNK_RECORDS, total - first)
             try:
-                raw = mft.read_buffer_at_offset(count * record_size, first * record_size)
-            except OSError as e:
+                with self.volume.lock:
+                    raw = mft.read_buffer_at_offset(count * record_size, first * record_size)
+            except Exception as e:  # an unreadable stretch of $MFT: every record in it is a gap
                 for segment in range(first, first + count):
                     yield self._damaged(f"<mft {segment}>", f"$MFT not readable here: {_reason(e)}")
                 continue
@@ -165,17 +190,19 @@ class NtfsRoot(NtfsNode):
         if header[:4] == b"BAAD":
             yield self._damaged(name, f"MFT record {segment} failed its multi-sector check (BAAD)")
             return
-        try:
-            entry = self.volume.get_file_entry(segment)
-        except Exception as e:  # libfsntfs on a hostile record
-            yield self._damaged(name, f"MFT record {segment} not readable: {_reason(e)}")
-            return
-        for node in nodes_of(self.volume, entry, segment, name, named=lambda stream: f"<mft {segment}:{stream}>"):
+        with self.volume.lock:
+            try:
+                entry = self.volume.entry(segment)
+            except Exception as e:  # libfsntfs on a hostile record
+                nodes = [self._damaged(name, f"MFT record {segment} not readable: {_reason(e)}")]
+            else:
+                nodes = list(nodes_of(self.volume, entry, segment, name, lambda stream: f"<mft {segment}:{stream}>"))
+        for node in nodes:
             if node.kind not in ("dir", "symlink"):  # a directory's or a link's named streams only
                 yield node
 
 
-def nodes_of(volume: Any, entry: Any, segment: int, name: str, named: Any = None) -> Iterator[NtfsNode]:
+def nodes_of(volume: Volume, entry: Any, segment: int, name: str, named: Any = None) -> Iterator[NtfsNode]:
     """The nodes of one record: its default stream (or the directory), then each named stream.
 
     ``named(stream)`` names a named stream's node (default ``<name>:<stream>``)."""
@@ -240,8 +267,9 @@ def _reason(e: BaseException) -> str:
 class StreamReader(io.RawIOBase):
     """A read-only, seekable view of a pyfsntfs file entry or data stream of ``size`` bytes."""
 
-    def __init__(self, source: Any, size: int, what: str) -> None:
+    def __init__(self, lock: threading.RLock, source: Any, size: int, what: str) -> None:
         super().__init__()
+        self._lock = lock
         self._source = source
         self._size = size
         self._what = what
@@ -268,7 +296,8 @@ class StreamReader(io.RawIOBase):
         if length == 0:
             return b""
         try:
-            data = bytes(self._source.read_buffer_at_offset(length, self._pos))
+            with self._lock:
+                data = bytes(self._source.read_buffer_at_offset(length, self._pos))
         except Exception as e:  # libfsntfs: IOError with a backtrace, or worse on hostile data
             raise OSError(f"{self._what} not readable at offset {self._pos}: {_reason(e)}") from e
         self._pos += len(data)
