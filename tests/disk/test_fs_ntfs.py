@@ -5,6 +5,7 @@ expected bytes read back through ntfs-3g wherever it can read them."""
 from __future__ import annotations
 
 import hashlib
+import struct
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,19 @@ def test_sha256_of_a_stream_finding_is_of_the_stream(features, engine, ruleset):
     verdict = scan(engine, ruleset, path=str(image))
     [finding] = [f for f in verdict.findings if f.context["path"] == "/ads/host.txt:hidden"]
     assert finding.context["sha256"] == hashlib.sha256(b"x" * 5000 + MARK).hexdigest()
+
+
+def test_allocated_reports_records_it_cannot_trust_as_damaged(features, disk_dir):
+    image, _ = features
+    copy = disk_dir / "ntfs-features-damaged.img"
+    data = bytearray(image.read_bytes())
+    mft = struct.unpack_from("<Q", data, 48)[0] * struct.unpack_from("<H", data, 11)[0] * data[13]
+    behind = int(images.run("ifind", "-n", "/reparse/junction/behind.com", image).split()[0])
+    plain = int(images.run("ifind", "-n", "/plain.txt", image).split()[0])
+    struct.pack_into("<H", data, mft + behind * 1024 + 0x16, 0x0101)  # in use, plus a flag NTFS never sets
+    data[mft + plain * 1024 : mft + plain * 1024 + 4] = b"BAAD"  # what chkdsk leaves after a torn write
+    copy.write_bytes(bytes(data))
+    root, _, problems = walk(copy)
+    damaged = {n.key: n.problem for n in root.allocated() or [] if n.kind == "damaged"}
+    assert "flags 0x101" in damaged[behind] and "BAAD" in damaged[plain]
+    assert "does not load" in problems["/plain.txt"].reason  # the walk cannot either: a gap, not a silent miss

@@ -44,6 +44,7 @@ SEGMENT_MASK = (1 << 48) - 1
 
 # MFT record header flags (FILE_RECORD_SEGMENT_HEADER.Flags)
 IN_USE, DIRECTORY, IN_EXTEND, VIEW_INDEX = 0x01, 0x02, 0x04, 0x08
+KNOWN_RECORD_FLAGS = 0x0F
 # $STANDARD_INFORMATION / $FILE_NAME file attribute flags
 ENCRYPTED = 0x4000
 # reparse tags (winnt.h)
@@ -111,9 +112,10 @@ class NtfsNode(Node):
             with self.volume.lock:
                 try:
                     child = entry.get_sub_file_entry(index)
-                    segment = child.file_reference & SEGMENT_MASK
+                    segment = _listed_segment(child)
                 except Exception as e:  # libfsntfs on a hostile record: this entry is a gap, the rest goes on
-                    nodes = [self._damaged(f"<entry {index}>", f"directory entry not readable: {_reason(e)}")]
+                    problem = f"directory entry not readable: {_reason(e)}"
+                    nodes = [self._damaged(f"<entry {index}>", ("entry", self.segment, index), problem)]
                 else:
                     if segment < FIRST_USER_RECORD or segment in seen:
                         continue  # metadata files; a name listed twice (hard links in one dir) once
@@ -143,8 +145,11 @@ class NtfsNode(Node):
                 "crtime": entry.creation_time,
             }
 
-    def _damaged(self, name: str, problem: str) -> NtfsNode:
-        return NtfsNode(self.volume, -1, name, "damaged", 0, problem=problem)
+    def _damaged(self, name: str, key: Hashable, problem: str) -> NtfsNode:
+        """A gap: ``key`` is the record's segment when known, else a tuple naming where it was."""
+        node = NtfsNode(self.volume, -1, name, "damaged", 0, problem=problem)
+        node.key = key
+        return node
 
 
 class NtfsRoot(NtfsNode):
@@ -174,8 +179,9 @@ class NtfsRoot(NtfsNode):
                 with self.volume.lock:
                     raw = mft.read_buffer_at_offset(count * record_size, first * record_size)
             except Exception as e:  # an unreadable stretch of $MFT: every record in it is a gap
-                for segment in range(first, first + count):
-                    yield self._damaged(f"<mft {segment}>", f"$MFT not readable here: {_reason(e)}")
+                last = first + count - 1
+                problem = f"$MFT records {first}-{last} not readable: {_reason(e)}"
+                yield self._damaged(f"<mft {first}-{last}>", ("mft", first, last), problem)
                 continue
             for i in range(len(raw) // record_size):
                 yield from self._record(first + i, raw[i * record_size : (i + 1) * record_size])
@@ -185,16 +191,17 @@ class NtfsRoot(NtfsNode):
         if header[:4] not in (b"FILE", b"BAAD"):
             return  # never used (zeros) or not a record at all: nothing allocated here
         flags, base = struct.unpack_from("<H", header, 0x16)[0], struct.unpack_from("<Q", header, 0x20)[0]
+        if header[:4] == b"BAAD" or flags & ~KNOWN_RECORD_FLAGS:
+            problem = "failed its multi-sector check (BAAD)" if header[:4] == b"BAAD" else f"has flags {flags:#x}"
+            yield self._damaged(name, segment, f"MFT record {segment} {problem}: damaged, contents unknown")
+            return
         if not flags & IN_USE or flags & (IN_EXTEND | VIEW_INDEX) or base & SEGMENT_MASK:
             return  # free, a $Extend metadata file, or an extension of another record
-        if header[:4] == b"BAAD":
-            yield self._damaged(name, f"MFT record {segment} failed its multi-sector check (BAAD)")
-            return
         with self.volume.lock:
             try:
                 entry = self.volume.entry(segment)
             except Exception as e:  # libfsntfs on a hostile record
-                nodes = [self._damaged(name, f"MFT record {segment} not readable: {_reason(e)}")]
+                nodes = [self._damaged(name, segment, f"MFT record {segment} not readable: {_reason(e)}")]
             else:
                 nodes = list(nodes_of(self.volume, entry, segment, name, lambda stream: f"<mft {segment}:{stream}>"))
         for node in nodes:
@@ -219,9 +226,18 @@ def nodes_of(volume: Volume, entry: Any, segment: int, name: str, named: Any = N
         yield NtfsNode(volume, segment, label, "file", stream_size, stream=stream)
 
 
+def _listed_segment(child: Any) -> int:
+    """The record a directory entry names: from the index entry itself, not from the record it
+    leads to (libfsntfs gives a record it cannot load, e.g. one marked BAAD, file reference 0)."""
+    reference = child.get_i30_file_reference() if child.has_i30_entry() else child.file_reference
+    return int(reference) & SEGMENT_MASK
+
+
 def _kind(entry: Any, segment: int) -> tuple[str, str]:
-    if not entry.is_allocated():
-        return "damaged", f"MFT record {segment} is listed in a directory but not in use"
+    """``(kind, problem)`` of a record: a reason to distrust it first, then what it is."""
+    problem = _unusable(entry, segment)
+    if problem:
+        return "damaged", f"MFT record {segment} {problem}"
     tag = _reparse_tag(entry)
     if tag in (TAG_SYMLINK, TAG_MOUNT_POINT):
         return "symlink", ""
@@ -232,6 +248,14 @@ def _kind(entry: Any, segment: int) -> tuple[str, str]:
     if (entry.file_attribute_flags or 0) & ENCRYPTED:
         return "damaged", f"MFT record {segment}: EFS-encrypted, contents are ciphertext (not scanned)"
     return "file", ""
+
+
+def _unusable(entry: Any, segment: int) -> str:
+    if int(entry.file_reference) & SEGMENT_MASK != segment:
+        return "does not load (damaged record: bad signature or fixups)"
+    if not entry.is_allocated():
+        return "is listed in a directory but not in use"
+    return ""
 
 
 def _named_streams(entry: Any) -> list[tuple[str, int]]:
