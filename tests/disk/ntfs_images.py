@@ -4,8 +4,8 @@ Alternate data streams are written through ntfs-3g's ``streams_interface=windows
 names), reparse points through its ``system.ntfs_reparse_data`` extended attribute (the raw
 ``REPARSE_DATA_BUFFER``), WOF files as Windows lays them out (a sparse default stream of the
 uncompressed size, the chunks in a ``WofCompressedData`` stream, a WOF reparse point), and a
-stale tail past the initialized size by patching that one field of the finished image's MFT
-record (located with The Sleuth Kit's ``ifind``). Nothing here uses the scanner's own parsers.
+stale tail past the initialized size and an EFS flag by patching that one field of the finished
+image's MFT record (located with The Sleuth Kit's ``ifind``). Nothing here uses the scanner's own parsers.
 """
 
 from __future__ import annotations
@@ -119,28 +119,44 @@ def build_features(image: Path) -> dict[str, bytes]:
         stale = bytearray(b"v" * STALE_SIZE)
         stale[STALE_MARK_AT : STALE_MARK_AT + len(MARK)] = MARK
         (root / STALE_FILE).write_bytes(bytes(stale))
+        (root / "efs.bin").write_bytes(b"ciphertext, as far as anyone without the key knows")
     set_initialized_size(image, STALE_FILE, STALE_VALID)
+    set_encrypted(image, "efs.bin")
     return wofs
 
 
 def set_initialized_size(image: Path, name: str, valid: int) -> None:
     """Lower the initialized (valid data) size of ``/name``'s default stream to ``valid`` in place;
     the clusters past it keep their bytes, as after a crash or a preallocating writer."""
-    segment = int(run("ifind", "-n", f"/{name}", image).split()[0])
     data = bytearray(image.read_bytes())
+    header = _attribute(data, image, name, 0x80, nonresident=True)
+    field = header + 0x38  # InitializedSize
+    assert field % 512 < 510 and struct.unpack_from("<Q", data, field)[0] == STALE_SIZE
+    struct.pack_into("<Q", data, field, valid)
+    image.write_bytes(bytes(data))
+
+
+def set_encrypted(image: Path, name: str) -> None:
+    """Mark ``/name`` EFS-encrypted in its $STANDARD_INFORMATION (ntfs-3g refuses to set the flag)."""
+    data = bytearray(image.read_bytes())
+    header = _attribute(data, image, name, 0x10, nonresident=False)
+    field = header + struct.unpack_from("<H", data, header + 0x14)[0] + 0x20  # value + FileAttributes
+    assert field % 512 < 510
+    struct.pack_into("<I", data, field, struct.unpack_from("<I", data, field)[0] | 0x4000)
+    image.write_bytes(bytes(data))
+
+
+def _attribute(data: bytearray, image: Path, name: str, kind: int, nonresident: bool) -> int:
+    """Offset in ``data`` of the first unnamed attribute ``kind`` of ``/name``'s MFT record."""
+    segment = int(run("ifind", "-n", f"/{name}", image).split()[0])
     boot = bytes(data[:512])
     cluster = struct.unpack_from("<H", boot, 11)[0] * boot[13]
     record = struct.unpack_from("<Q", boot, 48)[0] * cluster + segment * 1024
     assert data[record : record + 4] == b"FILE" and name.encode("utf-16-le") in data[record : record + 1024]
     offset = record + struct.unpack_from("<H", data, record + 0x14)[0]
     while struct.unpack_from("<I", data, offset)[0] != 0xFFFFFFFF:
-        kind, length = struct.unpack_from("<II", data, offset)
-        nonresident, name_length = data[offset + 8], data[offset + 9]
-        if kind == 0x80 and nonresident and name_length == 0:
-            field = offset + 0x38
-            assert field % 512 < 510 and struct.unpack_from("<Q", data, field)[0] == STALE_SIZE
-            struct.pack_into("<Q", data, field, valid)
-            image.write_bytes(bytes(data))
-            return
+        found, length = struct.unpack_from("<II", data, offset)
+        if found == kind and data[offset + 8] == int(nonresident) and data[offset + 9] == 0:
+            return offset
         offset += length
-    raise AssertionError(f"no non-resident default $DATA in MFT record {segment}")
+    raise AssertionError(f"no unnamed attribute {kind:#x} in MFT record {segment}")

@@ -73,6 +73,7 @@ def test_reparse_points_by_tag(features):
     assert files["/reparse/dehydrated.bin"].open().read() == bytes(50000)  # a placeholder: nothing here
     assert MARK in files["/reparse/cloud.bin"].open().read() and MARK in files["/reparse/vendor.bin"].open().read()
     assert "Data Deduplication" in problems["/reparse/dedup.bin"].reason
+    assert "EFS-encrypted" in problems["/efs.bin"].reason  # ciphertext scanned would be a false CLEAN
     with pytest.raises(OSError, match=r"WOF-compressed data of MFT record .* LZXPRESS"):
         files["/reparse/wof-bad.bin"].open().read()
 
@@ -99,7 +100,8 @@ def test_allocated_gives_every_stream_of_every_user_record_with_walk_keys(featur
     assert behind.name.startswith("<mft ") and behind.open().read().startswith(b"X5O!P%@AP")  # behind the junction
     hidden = by_key[files["/ads/host.txt:hidden"].key]
     assert hidden.name == f"<mft {hidden.key[0]}:hidden>" and hidden.open().read().endswith(MARK)
-    assert "Data Deduplication" in next(n for n in allocated if n.kind == "damaged").problem
+    gaps = " ".join(n.problem for n in allocated if n.kind == "damaged")
+    assert "Data Deduplication" in gaps and "EFS-encrypted" in gaps
     assert all((k[0] if isinstance(k, tuple) else k) >= FIRST_USER_RECORD for k in by_key)
 
 
@@ -137,6 +139,7 @@ def test_disk_target_finds_streams_and_placeholders_and_reports_gaps(features, e
     assert not [h for h in hits if h[1] in (f"/{STALE_FILE}", "/reparse/link")]
     gaps = {g.unit: g.detail for g in verdict.coverage.gaps}
     assert "WOF-compressed" in gaps["disk:/reparse/wof-bad.bin"] and "dedup" in gaps["disk:/reparse/dedup.bin"].lower()
+    assert "EFS-encrypted" in gaps["disk:/efs.bin"]
     assert verdict.kind is VerdictKind.MALICIOUS and not verdict.coverage.complete
 
 
