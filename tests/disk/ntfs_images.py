@@ -120,8 +120,14 @@ def build_features(image: Path) -> dict[str, bytes]:
         stale[STALE_MARK_AT : STALE_MARK_AT + len(MARK)] = MARK
         (root / STALE_FILE).write_bytes(bytes(stale))
         (root / "efs.bin").write_bytes(b"ciphertext, as far as anyone without the key knows")
+        (root / "odd").mkdir()  # alone in its directory: the patched name keeps the index sorted
+        (root / "odd" / "qname.txt").write_bytes(MARK)
+        (root / "odd-stream.txt").write_bytes(b"default stream\n")
+        Path(f"{root}/odd-stream.txt:qstream").write_bytes(eicar())
     set_initialized_size(image, STALE_FILE, STALE_VALID)
     set_encrypted(image, "efs.bin")
+    unpair(image, "qname")
+    unpair(image, "qstream")
     return wofs
 
 
@@ -144,6 +150,16 @@ def set_encrypted(image: Path, name: str) -> None:
     assert field % 512 < 510
     struct.pack_into("<I", data, field, struct.unpack_from("<I", data, field)[0] | 0x4000)
     image.write_bytes(bytes(data))
+
+
+def unpair(image: Path, text: str) -> None:
+    """Replace the first letter of ``text`` by an unpaired surrogate (U+D800) wherever it is
+    written as UTF-16 on the volume (MFT name attributes, directory indexes): a name Windows
+    accepts and no UTF-8 string can hold."""
+    data = image.read_bytes()
+    needle = text.encode("utf-16-le")
+    assert data.count(needle) >= 1
+    image.write_bytes(data.replace(needle, b"\x00\xd8" + needle[2:]))
 
 
 def _attribute(data: bytearray, image: Path, name: str, kind: int, nonresident: bool) -> int:

@@ -134,6 +134,7 @@ def test_disk_target_finds_streams_and_placeholders_and_reports_gaps(features, e
         ("Marker_DISK", "/reparse/cloud.bin"),
         ("Marker_DISK", "/reparse/vendor.bin"),
         ("EICAR_Test_File", "/docs/eicar.com"),
+        ("Marker_DISK", "/odd/\\uD800name.txt"),
     ):
         assert hit in hits, hit
     assert not [h for h in hits if h[1] in (f"/{STALE_FILE}", "/reparse/link")]
@@ -164,3 +165,16 @@ def test_allocated_reports_records_it_cannot_trust_as_damaged(features, disk_dir
     damaged = {n.key: n.problem for n in root.allocated() or [] if n.kind == "damaged"}
     assert "flags 0x101" in damaged[behind] and "BAAD" in damaged[plain]
     assert "does not load" in problems["/plain.txt"].reason  # the walk cannot either: a gap, not a silent miss
+
+
+def test_names_no_utf8_string_can_hold_are_escaped_and_still_read(features):
+    image, _ = features
+    root, files, problems = walk(image)
+    assert files["/odd/\\uD800name.txt"].open().read() == MARK
+    for path in files:
+        path.encode("utf-8")  # every name is a valid string for units, logs, SQLite and gRPC
+    # libfsntfs cannot load a record whose stream name holds one: that record is a gap, never silent
+    record = int(images.run("ifind", "-n", "/odd-stream.txt", image).split()[0])
+    assert not [p for p in files if p.startswith("/odd-stream.txt")]
+    assert [p for p in problems.values() if "surrogate" in p.reason]
+    assert "surrogate" in {n.key: n.problem for n in root.allocated() or []}[record]

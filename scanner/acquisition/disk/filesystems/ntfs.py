@@ -120,7 +120,7 @@ class NtfsNode(Node):
                     if segment < FIRST_USER_RECORD or segment in seen:
                         continue  # metadata files; a name listed twice (hard links in one dir) once
                     seen.add(segment)
-                    nodes = list(nodes_of(self.volume, child, segment, child.name or f"<mft {segment}>"))
+                    nodes = list(nodes_of(self.volume, child, segment, _listed_name(child, segment)))
             yield from nodes
 
     def open(self) -> BinaryIO:
@@ -222,7 +222,7 @@ def nodes_of(volume: Volume, entry: Any, segment: int, name: str, named: Any = N
         return
     yield NtfsNode(volume, segment, name, kind, size, problem=problem)
     for stream, stream_size in streams:
-        label = named(stream) if named else f"{name}:{stream}"
+        label = named(printable(stream)) if named else f"{name}:{printable(stream)}"
         yield NtfsNode(volume, segment, label, "file", stream_size, stream=stream)
 
 
@@ -231,6 +231,23 @@ def _listed_segment(child: Any) -> int:
     leads to (libfsntfs gives a record it cannot load, e.g. one marked BAAD, file reference 0)."""
     reference = child.get_i30_file_reference() if child.has_i30_entry() else child.file_reference
     return int(reference) & SEGMENT_MASK
+
+
+def _listed_name(child: Any, segment: int) -> str:
+    """The entry's name; ``<mft N>`` when it has none or libfsntfs cannot decode it."""
+    try:
+        return printable(str(child.name or f"<mft {segment}>"))
+    except Exception:  # a name libuna cannot convert: the file is still scanned, under its record
+        return f"<mft {segment}>"
+
+
+def printable(name: str) -> str:
+    """``name`` with each unpaired UTF-16 surrogate (legal in NTFS names, not encodable as UTF-8)
+    written as ``\\uD800``: unambiguous, as NTFS names cannot hold a backslash."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04X}", name)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _kind(entry: Any, segment: int) -> tuple[str, str]:
