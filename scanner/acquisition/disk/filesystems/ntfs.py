@@ -19,6 +19,12 @@ Contract of the nodes this module makes (see :class:`~scanner.acquisition.disk.f
   ``damaged`` too.
 - **Initialized size.** Bytes past a stream's valid data size read as zeros, not as the stale
   clusters behind them (libfsntfs does this; tests check it against ntfs-3g).
+- **Names.** As the directory index holds them; an unpaired UTF-16 surrogate (legal in NTFS, not
+  in UTF-8) is written ``\\uD800``. A record libfsntfs cannot load (a name it cannot convert in an
+  attribute, a BAAD record) is ``damaged``: a gap, never a silent omission.
+- **Allocation.** :meth:`NtfsRoot.allocated` sweeps the ``$MFT`` once and yields every data stream
+  of every in-use user record as ``<mft N>`` / ``<mft N:stream>``, so a file no directory leads to
+  (a damaged index, a junction over a directory that still has entries) is still scanned.
 - **Not listed.** The reserved metadata records (MFT segments 0-15: ``$MFT``, ``$LogFile``,
   ``$Extend``...) and everything under ``$Extend`` (``$UsnJrnl``, ``$ObjId``, ``$Quota``,
   ``$Reparse``: records flagged as system/view-index files) are filesystem structures, not guest
@@ -269,7 +275,7 @@ def _kind(entry: Any, segment: int) -> tuple[str, str]:
 
 def _unusable(entry: Any, segment: int) -> str:
     if int(entry.file_reference) & SEGMENT_MASK != segment:
-        return "does not load (damaged record: bad signature or fixups)"
+        return "does not load (damaged record: bad signature or attributes)"
     if not entry.is_allocated():
         return "is listed in a directory but not in use"
     return ""
