@@ -176,3 +176,25 @@ def _attribute(data: bytearray, image: Path, name: str, kind: int, nonresident: 
             return offset
         offset += length
     raise AssertionError(f"no unnamed attribute {kind:#x} in MFT record {segment}")
+
+
+def break_subnode_link(image: Path) -> int:
+    """Point the first index entry that has a sub-node (a B-tree child) in an INDX block at a
+    block that does not exist, as one flipped byte can; returns the image offset changed. Readers
+    that descend the tree lose the whole subtree; the records and the other blocks are intact."""
+    data = bytearray(image.read_bytes())
+    for block in range(0, len(data), 4096):
+        if data[block : block + 4] != b"INDX":
+            continue
+        offset = block + 24 + struct.unpack_from("<I", data, block + 24)[0]
+        while offset < block + 4096:
+            length, flags = struct.unpack_from("<H", data, offset + 8)[0], data[offset + 12]
+            vcn = offset + length - 8
+            if flags & 1 and vcn % 512 < 504:  # has a sub-node; its VCN clear of the fixup bytes
+                struct.pack_into("<Q", data, vcn, 0x7FFF)
+                image.write_bytes(bytes(data))
+                return vcn
+            if flags & 2 or length == 0:
+                break
+            offset += length
+    raise AssertionError("no index entry with a sub-node in any INDX block")
