@@ -46,6 +46,8 @@ from scanner.acquisition.disk.filesystems import Node
 
 FIRST_USER_RECORD = 16
 ROOT_RECORD = 5
+EXTEND_RECORD = 11
+MAX_EXTEND_RECORDS = 10_000
 SEGMENT_MASK = (1 << 48) - 1
 
 # MFT record header flags (FILE_RECORD_SEGMENT_HEADER.Flags)
@@ -163,6 +165,7 @@ class NtfsRoot(NtfsNode):
 
     def __init__(self, volume: Volume) -> None:
         super().__init__(volume, ROOT_RECORD, "", "dir", 0)
+        self._extend: set[int] = set()
 
     def allocated(self) -> Iterator[Node] | None:
         """Every data stream of every in-use base record (segment >= 16, not under ``$Extend``):
@@ -174,6 +177,7 @@ class NtfsRoot(NtfsNode):
 
     def _allocated(self) -> Iterator[Node]:
         fs = self.volume.fs
+        self._extend = self._extend_records()
         with self.volume.lock:
             mft = fs.get_file_entry(0)
             record_size = int(fs.mft_entry_size)
@@ -192,6 +196,27 @@ class NtfsRoot(NtfsNode):
             for i in range(len(raw) // record_size):
                 yield from self._record(first + i, raw[i * record_size : (i + 1) * record_size])
 
+    def _extend_records(self) -> set[int]:
+        """Records under ``$Extend`` (``$UsnJrnl``, ``$RmMetadata``...), found by listing it:
+        not every writer flags them as such in their record headers. Bounded; best effort (what
+        cannot be listed here is swept as an ordinary record, never dropped)."""
+        found: set[int] = set()
+        stack = [EXTEND_RECORD]
+        while stack and len(found) < MAX_EXTEND_RECORDS:
+            try:
+                with self.volume.lock:
+                    entry = self.volume.entry(stack.pop())
+                    children = [entry.get_sub_file_entry(i) for i in range(entry.number_of_sub_file_entries)]
+                    for child in children:
+                        segment = _listed_segment(child)
+                        if segment not in found and segment >= FIRST_USER_RECORD:
+                            found.add(segment)
+                            if child.has_directory_entries_index():
+                                stack.append(segment)
+            except Exception:  # noqa: S112 - a damaged $Extend: its files are swept like any other
+                continue
+        return found
+
     def _record(self, segment: int, header: bytes) -> Iterator[Node]:
         name = f"<mft {segment}>"
         if header[:4] not in (b"FILE", b"BAAD"):
@@ -201,7 +226,7 @@ class NtfsRoot(NtfsNode):
             problem = "failed its multi-sector check (BAAD)" if header[:4] == b"BAAD" else f"has flags {flags:#x}"
             yield self._damaged(name, segment, f"MFT record {segment} {problem}: damaged, contents unknown")
             return
-        if not flags & IN_USE or flags & (IN_EXTEND | VIEW_INDEX) or base & SEGMENT_MASK:
+        if not flags & IN_USE or flags & (IN_EXTEND | VIEW_INDEX) or base & SEGMENT_MASK or segment in self._extend:
             return  # free, a $Extend metadata file, or an extension of another record
         with self.volume.lock:
             try:
