@@ -187,3 +187,15 @@ def test_names_no_utf8_string_can_hold_are_escaped_and_still_read(features):
     assert not [p for p in files if p.startswith("/odd-stream.txt")]
     assert [p for p in problems.values() if "surrogate" in p.reason]
     assert "surrogate" in {n.key: n.problem for n in root.allocated() or []}[record]
+
+
+def test_a_volume_libfsntfs_cannot_open_is_a_gap_with_one_line_reason(features, disk_dir, engine, ruleset):
+    image, _ = features
+    copy = disk_dir / "ntfs-features-badboot.img"
+    data = bytearray(image.read_bytes())
+    data[11:13] = b"\0\0"  # bytes per sector
+    copy.write_bytes(bytes(data))
+    verdict = scan(engine, ruleset, path=str(copy))
+    [gap] = verdict.coverage.gaps
+    assert gap.detail.endswith("volume does not open: unsupported bytes per sector: 0"), gap.detail
+    assert verdict.kind is VerdictKind.INCOMPLETE

@@ -41,7 +41,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, BinaryIO, cast
 
-from scanner.acquisition.disk.errors import unavailable
+from scanner.acquisition.disk.errors import DiskFormatError, unavailable
 from scanner.acquisition.disk.filesystems import Node
 
 FIRST_USER_RECORD = 16
@@ -77,7 +77,10 @@ def open_fs(stream: BinaryIO) -> NtfsRoot:
     size = stream.seek(0, io.SEEK_END)
     stream.seek(0)
     volume = pyfsntfs.volume()
-    volume.open_file_object(stream)
+    try:
+        volume.open_file_object(stream)
+    except Exception as e:  # libfsntfs: a one-line backtrace; the cause is what the gap should say
+        raise DiskFormatError("ntfs", f"volume does not open: {_reason(e)}") from e
     return NtfsRoot(Volume(volume, size))
 
 
