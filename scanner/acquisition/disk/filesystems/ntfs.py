@@ -115,9 +115,12 @@ class NtfsNode(Node):
         self.problem = problem
 
     def children(self) -> Iterator[Node]:
-        with self.volume.lock:
-            entry = self.volume.entry(self.segment)
-            count = entry.number_of_sub_file_entries
+        try:
+            with self.volume.lock:
+                entry = self.volume.entry(self.segment)
+                count = entry.number_of_sub_file_entries
+        except Exception as e:  # libfsntfs: a one-line backtrace; say the cause
+            raise OSError(f"directory (MFT record {self.segment}) not listable: {_reason(e)}") from e
         seen: set[int] = set()
         for index in range(count):
             with self.volume.lock:
@@ -135,10 +138,13 @@ class NtfsNode(Node):
             yield from nodes
 
     def open(self) -> BinaryIO:
-        with self.volume.lock:
-            entry = self.volume.entry(self.segment)
-            source = entry.get_alternate_data_stream_by_name(self.stream) if self.stream else entry
-            wof = not self.stream and _reparse_tag(entry) == TAG_WOF
+        try:
+            with self.volume.lock:
+                entry = self.volume.entry(self.segment)
+                source = entry.get_alternate_data_stream_by_name(self.stream) if self.stream else entry
+                wof = not self.stream and _reparse_tag(entry) == TAG_WOF
+        except Exception as e:  # libfsntfs: a one-line backtrace; say the cause
+            raise OSError(f"MFT record {self.segment} not readable: {_reason(e)}") from e
         if source is None:
             raise OSError(f"MFT record {self.segment} has no stream {self.stream!r} any more")
         what = f"MFT record {self.segment}" + (f" stream {self.stream!r}" if self.stream else "")
