@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -199,3 +201,42 @@ def test_a_volume_libfsntfs_cannot_open_is_a_gap_with_one_line_reason(features, 
     [gap] = verdict.coverage.gaps
     assert gap.detail.endswith("volume does not open: unsupported bytes per sector: 0"), gap.detail
     assert verdict.kind is VerdictKind.INCOMPLETE
+
+
+MUTANTS = r"""
+import io, random, struct, sys
+from scanner.acquisition.disk.filesystems.ntfs import open_fs
+from scanner.acquisition.disk.walk import GuestFile, Walker, WalkLimits
+data = open(sys.argv[1], "rb").read()
+rng = random.Random(int(sys.argv[2]))
+mft = struct.unpack_from("<Q", data, 48)[0] * struct.unpack_from("<H", data, 11)[0] * data[13]
+indx = [i for i in range(0, len(data), 4096) if data[i : i + 4] == b"INDX"]
+for case in range(int(sys.argv[3])):
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 40)):
+        if indx and rng.random() < 0.4:
+            at = rng.choice(indx) + rng.randrange(4096)  # a directory index block
+        else:
+            at = mft + rng.randrange(128 * 1024)  # the first 128 MFT records
+        buf[at] = rng.randrange(256)
+    try:
+        root = open_fs(io.BytesIO(bytes(buf)))
+    except Exception:
+        continue
+    nodes = [i.node for i in Walker(WalkLimits()).walk(root) if isinstance(i, GuestFile)]
+    for node in nodes + [n for n in root.allocated() or [] if n.kind == "file"]:
+        try:
+            node.open().read()
+        except OSError:
+            pass
+print("survived", case + 1)
+"""
+
+
+def test_libfsntfs_survives_damaged_records_and_indexes_in_a_child_process(features):
+    """A C parser on hostile data: mutated MFT records and index blocks must give gaps and errors
+    (OSError from reads only), never a crash of the process or an exception of another kind."""
+    image, _ = features
+    command = [sys.executable, "-c", MUTANTS, str(image), "11", "60"]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "survived 60", done.stderr[-2000:]

@@ -187,11 +187,15 @@ class NtfsRoot(NtfsNode):
     def _allocated(self) -> Iterator[Node]:
         fs = self.volume.fs
         self._extend = self._extend_records()
-        with self.volume.lock:
-            mft = fs.get_file_entry(0)
-            record_size = int(fs.mft_entry_size)
-            # a hostile (sparse) $MFT may claim more records than the volume can hold: bounded by both
-            total = min(int(fs.number_of_file_entries), min(int(mft.size), self.volume.size) // record_size)
+        try:
+            with self.volume.lock:
+                mft = fs.get_file_entry(0)
+                record_size = int(fs.mft_entry_size)
+                # a hostile (sparse) $MFT may claim more records than the volume can hold: bounded by both
+                total = min(int(fs.number_of_file_entries), min(int(mft.size), self.volume.size) // record_size)
+        except Exception as e:  # no $MFT to sweep: the whole sweep is one gap
+            yield self._damaged("<mft>", ("mft",), f"$MFT not readable: {_reason(e)}")
+            return
         for first in range(FIRST_USER_RECORD, total, MFT_CHUNK_RECORDS):
             count = min(MFT_CHUNK_RECORDS, total - first)
             try:
