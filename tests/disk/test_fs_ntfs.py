@@ -160,6 +160,7 @@ def test_sha256_of_a_stream_finding_is_of_the_stream(features, engine, ruleset):
     verdict = scan(engine, ruleset, path=str(image))
     [finding] = [f for f in verdict.findings if f.context["path"] == "/ads/host.txt:hidden"]
     assert finding.context["sha256"] == hashlib.sha256(b"x" * 5000 + MARK).hexdigest()
+    assert finding.context["mtime"].endswith("+00:00")  # NTFS times are UTC, and say so
 
 
 def test_allocated_reports_records_it_cannot_trust_as_damaged(features, disk_dir):

@@ -38,7 +38,7 @@ import re
 import struct
 import threading
 from collections.abc import Hashable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, cast
 
 from scanner.acquisition.disk.errors import DiskFormatError, unavailable
@@ -156,10 +156,10 @@ class NtfsNode(Node):
         with self.volume.lock:
             entry = self.volume.entry(self.segment)
             return {
-                "mtime": entry.modification_time,
-                "ctime": entry.entry_modification_time,
-                "atime": entry.access_time,
-                "crtime": entry.creation_time,
+                "mtime": _utc(entry.modification_time),
+                "ctime": _utc(entry.entry_modification_time),
+                "atime": _utc(entry.access_time),
+                "crtime": _utc(entry.creation_time),
             }
 
     def _damaged(self, name: str, key: Hashable, problem: str) -> NtfsNode:
@@ -335,6 +335,14 @@ def _reparse_tag(entry: Any) -> int | None:
         if attribute.attribute_type == REPARSE_POINT_ATTRIBUTE:
             return int(attribute.tag)
     return None
+
+
+def _utc(value: object) -> datetime | None:
+    """libfsntfs gives naive datetimes in UTC (NTFS stores UTC): made explicit, as the other
+    filesystems' are."""
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _reason(e: BaseException) -> str:
