@@ -86,12 +86,15 @@ def open_fs(stream: BinaryIO) -> NtfsRoot:
 
 class Volume:
     """An open libfsntfs volume, its size, and the lock every call into it takes: nodes are read
-    from the engine's worker threads, and libfsntfs reads through one shared Python stream."""
+    from the engine's worker threads, and libfsntfs reads through one shared Python stream.
+    ``parsed`` keeps what the walk learnt of each record (kind, size, streams), so the MFT sweep
+    after it parses only the records no directory led to."""
 
     def __init__(self, fs: Any, size: int) -> None:
         self.fs = fs
         self.size = size
         self.lock = threading.RLock()
+        self.parsed: dict[int, list[tuple[str, int, str]]] = {}
 
     def entry(self, segment: int) -> Any:
         with self.lock:
@@ -135,6 +138,8 @@ class NtfsNode(Node):
                         continue  # metadata files; a name listed twice (hard links in one dir) once
                     seen.add(segment)
                     nodes = list(nodes_of(self.volume, child, segment, _listed_name(child, segment)))
+                    if all(node.kind != "damaged" for node in nodes):
+                        self.volume.parsed[segment] = [(node.kind, node.size, node.stream) for node in nodes]
             yield from nodes
 
     def open(self) -> BinaryIO:
@@ -230,6 +235,14 @@ class NtfsRoot(NtfsNode):
                 continue
         return found
 
+    def _parse(self, segment: int, name: str) -> list[NtfsNode]:
+        with self.volume.lock:
+            try:
+                entry = self.volume.entry(segment)
+            except Exception as e:  # libfsntfs on a hostile record
+                return [self._damaged(name, segment, f"MFT record {segment} not readable: {_reason(e)}")]
+            return list(nodes_of(self.volume, entry, segment, name, lambda stream: _mft_name(segment, stream)))
+
     def _record(self, segment: int, header: bytes) -> Iterator[Node]:
         name = f"<mft {segment}>"
         if header[:4] not in (b"FILE", b"BAAD"):
@@ -241,16 +254,18 @@ class NtfsRoot(NtfsNode):
             return
         if not flags & IN_USE or flags & (IN_EXTEND | VIEW_INDEX) or base & SEGMENT_MASK or segment in self._extend:
             return  # free, a $Extend metadata file, or an extension of another record
-        with self.volume.lock:
-            try:
-                entry = self.volume.entry(segment)
-            except Exception as e:  # libfsntfs on a hostile record
-                nodes = [self._damaged(name, segment, f"MFT record {segment} not readable: {_reason(e)}")]
-            else:
-                nodes = list(nodes_of(self.volume, entry, segment, name, lambda stream: f"<mft {segment}:{stream}>"))
+        known = self.volume.parsed.get(segment)
+        if known is not None:  # the walk parsed this record already
+            nodes = [NtfsNode(self.volume, segment, _mft_name(segment, s), k, n, stream=s) for k, n, s in known]
+        else:
+            nodes = self._parse(segment, name)
         for node in nodes:
             if node.kind not in ("dir", "symlink"):  # a directory's or a link's named streams only
                 yield node
+
+
+def _mft_name(segment: int, stream: str) -> str:
+    return f"<mft {segment}:{printable(stream)}>" if stream else f"<mft {segment}>"
 
 
 def nodes_of(volume: Volume, entry: Any, segment: int, name: str, named: Any = None) -> Iterator[NtfsNode]:
@@ -266,7 +281,7 @@ def nodes_of(volume: Volume, entry: Any, segment: int, name: str, named: Any = N
         return
     yield NtfsNode(volume, segment, name, kind, size, problem=problem)
     for stream, stream_size in streams:
-        label = named(printable(stream)) if named else f"{name}:{printable(stream)}"
+        label = named(stream) if named else f"{name}:{printable(stream)}"
         yield NtfsNode(volume, segment, label, "file", stream_size, stream=stream)
 
 
