@@ -83,6 +83,7 @@ def build_features(image: Path) -> dict[str, bytes]:
     blank(image)
     with mounted(image) as root:
         (root / "plain.txt").write_bytes(b"nothing to see\n" * 50)
+        Path(f"{root}/:rootstream").write_bytes(MARK)  # a stream of the root directory itself
         (root / "docs").mkdir()
         (root / "docs" / "eicar.com").write_bytes(eicar())
         ads = root / "ads"

@@ -56,8 +56,10 @@ def test_named_streams_are_files_of_their_own_with_the_bytes_ntfs3g_reads(featur
     host, hidden = files["/ads/host.txt"], files["/ads/host.txt:hidden"]
     assert hidden.kind == "file" and hidden.key == (host.key, "hidden") and isinstance(host.key, int)
     assert files["/ads/folder:dirstream"].key[1] == "dirstream"  # a directory's stream too
+    assert files["/:rootstream"].key == (5, "rootstream")  # the root directory's too
     with ntfs_images.mounted(image, "ro") as mnt:
-        for path in ("/ads/host.txt", "/ads/host.txt:hidden", "/ads/only-ads.txt:payload", "/ads/folder:dirstream"):
+        streams = ("/ads/host.txt:hidden", "/ads/only-ads.txt:payload", "/ads/folder:dirstream", "/:rootstream")
+        for path in ("/ads/host.txt", *streams):
             assert files[path].open().read() == Path(f"{mnt}{path}").read_bytes(), path
             assert files[path].size == len(Path(f"{mnt}{path}").read_bytes())
     assert not [p for p in files if "WofCompressedData" in p]  # a WOF file's chunks are its data, listed once
@@ -104,15 +106,16 @@ def test_allocated_gives_every_stream_of_every_user_record_with_walk_keys(featur
     assert hidden.name == f"<mft {hidden.key[0]}:hidden>" and hidden.open().read().endswith(MARK)
     gaps = " ".join(n.problem for n in allocated if n.kind == "damaged")
     assert "Data Deduplication" in gaps and "EFS-encrypted" in gaps
-    assert all((k[0] if isinstance(k, tuple) else k) >= FIRST_USER_RECORD for k in by_key)
+    assert {k for k in by_key if (k[0] if isinstance(k, tuple) else k) < FIRST_USER_RECORD} == {(5, "rootstream")}
 
 
 def test_reserved_and_extend_records_are_not_listed(features, disk_dir):
     image, _ = features
     root, files, _ = walk(image)
     assert not [p for p in files if p.startswith("/$")]
-    segments = {n.key[0] if isinstance(n.key, tuple) else n.key for n in root.allocated() or []}
-    assert min(segments) >= FIRST_USER_RECORD
+    keys = {n.key for n in root.allocated() or []}
+    segments = {k[0] if isinstance(k, tuple) else k for k in keys}
+    assert min(segments - {5}) >= FIRST_USER_RECORD and (5, "rootstream") in keys  # the root: its stream only
     extend = _extend_records(image)
     assert extend and not extend & segments  # $ObjId, $Quota, $Reparse (records >= 16 under $Extend)
     # a writer that does not flag them as system files in their record headers: still not listed
@@ -146,6 +149,7 @@ def test_disk_target_finds_streams_and_placeholders_and_reports_gaps(features, e
         ("Marker_DISK", "/reparse/vendor.bin"),
         ("EICAR_Test_File", "/docs/eicar.com"),
         ("Marker_DISK", "/odd/\\uD800name.txt"),
+        ("Marker_DISK", "/:rootstream"),
     ):
         assert hit in hits, hit
     assert not [h for h in hits if h[1] in (f"/{STALE_FILE}", "/reparse/link")]

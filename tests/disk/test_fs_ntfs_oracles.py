@@ -45,6 +45,7 @@ def tree_image(disk_dir: Path, samples: Path) -> Path:
         Path(f"{root}/readme.txt:notes").write_bytes(b"benign notes\n" * 400)
         Path(f"{root}/docs/marker.bin:second").write_bytes(b"z" * 70_000 + MARK)
         Path(f"{root}/docs:onthedir").write_bytes(eicar())
+        Path(f"{root}/:onthe root").write_bytes(eicar())
         packed = root / "packed"
         packed.mkdir()
         os.setxattr(packed, "system.ntfs_attrib_be", COMPRESSED.to_bytes(4, "big"))
@@ -78,7 +79,7 @@ def sleuthkit(image: Path) -> dict[str, str]:
         kind, address, path = match.groups()
         if kind[-1] != "r" or "/.:" in path or any(p.startswith("$") for p in path.split("/")):
             continue  # not file data; a directory's stream listed again under "."; metadata files
-        result["/" + path] = sha(_icat(image, address))
+        result["/" + path.removeprefix(".")] = sha(_icat(image, address))  # ".:s": the root's stream
     return result
 
 
@@ -88,24 +89,28 @@ def _icat(image: Path, address: str) -> bytes:
 
 def ntfs3g(mnt: Path) -> dict[str, str]:
     """The same map through an ntfs-3g mount (``streams_interface=windows``)."""
-    result = {}
-    for path in [mnt, *sorted(mnt.rglob("*"))]:
-        rel = "/" + str(path.relative_to(mnt)) if path != mnt else ""
-        if path.is_file():
-            result[rel] = sha(path.read_bytes())
-        for stream in filter(None, os.getxattr(path, "ntfs.streams.list").split(b"\0")):
-            result[f"{rel}:{stream.decode()}"] = sha(Path(f"{path}:{stream.decode()}").read_bytes())
+    result = {"/" + str(p.relative_to(mnt)): sha(p.read_bytes()) for p in mnt.rglob("*") if p.is_file()}
+    result.update({guest: sha(opened.read_bytes()) for guest, opened in streams(mnt)})
     return result
+
+
+def streams(mnt: Path) -> list[tuple[str, Path]]:
+    """(guest path ``/dir/file:stream``, or ``/:stream`` for the root's, the path ntfs-3g opens)."""
+    found = []
+    for path in [mnt, *sorted(mnt.rglob("*"))]:
+        for name in filter(None, os.getxattr(path, "ntfs.streams.list").decode().split("\0")):
+            if path == mnt:  # the root directory's own stream
+                found.append((f"/:{name}", Path(f"{mnt}/:{name}")))
+            else:
+                found.append((f"/{path.relative_to(mnt)}:{name}", Path(f"{path}:{name}")))
+    return found
 
 
 def yara_on_mount(rules: Path, mnt: Path) -> set[tuple[str, str]]:
     """``yara -r`` on the mounted tree, and ``yara`` on every stream opened by its Windows name."""
     truth = images.yara_truth(rules, mnt)
-    for path in [mnt, *mnt.rglob("*")]:
-        for stream in filter(None, os.getxattr(path, "ntfs.streams.list").split(b"\0")):
-            name = f"{path}:{stream.decode()}"
-            for line in images.run("yara", "-N", rules, name).splitlines():
-                truth.add((line.split()[0], "/" + str(Path(name).relative_to(mnt))))
+    for guest, opened in streams(mnt):
+        truth |= {(line.split()[0], guest) for line in images.run("yara", "-N", rules, opened).splitlines()}
     return truth
 
 
@@ -114,7 +119,7 @@ def test_same_files_streams_and_bytes_as_sleuthkit_and_ntfs3g(tree_image):
     with ntfs_images.mounted(tree_image, "ro") as mnt:
         fuse = ntfs3g(mnt)
     assert mine == sleuthkit(tree_image) == fuse
-    assert {"/readme.txt:notes", "/docs:onthedir", "/packed/text.log", "/sparse.bin"} <= set(mine)
+    assert {"/readme.txt:notes", "/docs:onthedir", "/:onthe root", "/packed/text.log", "/sparse.bin"} <= set(mine)
     assert len(mine) > 300
     assert "Compressed" in _data_attribute(tree_image, "/packed/text.log")  # LZNT1, as TSK sees it
     assert "Sparse" in _data_attribute(tree_image, "/sparse.bin")

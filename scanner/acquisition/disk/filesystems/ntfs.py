@@ -181,8 +181,24 @@ class NtfsRoot(NtfsNode):
         super().__init__(volume, ROOT_RECORD, "", "dir", 0)
         self._extend: set[int] = set()
 
+    def children(self) -> Iterator[Node]:
+        """The root's own named streams first (``:<stream>``, Windows' ``C:\\:stream``: a known
+        hiding place), then its entries."""
+        yield from self._own_streams(lambda stream: f":{printable(stream)}")
+        yield from super().children()
+
+    def _own_streams(self, name: Any) -> Iterator[NtfsNode]:
+        try:
+            with self.volume.lock:
+                streams = _named_streams(self.volume.entry(ROOT_RECORD))
+        except Exception as e:  # libfsntfs: a one-line backtrace; say the cause
+            raise OSError(f"root directory (MFT record {ROOT_RECORD}) not readable: {_reason(e)}") from e
+        for stream, size in streams:
+            yield NtfsNode(self.volume, ROOT_RECORD, name(stream), "file", size, stream=stream)
+
     def allocated(self) -> Iterator[Node] | None:
-        """Every data stream of every in-use base record (segment >= 16, not under ``$Extend``):
+        """Every data stream of every in-use base record (segment >= 16, not under ``$Extend``,
+        and the root directory's named streams):
         a file's default and named streams, a directory's or a link's named streams only, as
         file nodes named ``<mft N>`` / ``<mft N:stream>``,
         with the keys a directory walk reaching them gives. Read from the ``$MFT`` records' own
@@ -192,6 +208,10 @@ class NtfsRoot(NtfsNode):
     def _allocated(self) -> Iterator[Node]:
         fs = self.volume.fs
         self._extend = self._extend_records()
+        try:
+            yield from self._own_streams(lambda stream: _mft_name(ROOT_RECORD, stream))
+        except OSError as e:
+            yield self._damaged(_mft_name(ROOT_RECORD, ""), ROOT_RECORD, str(e))
         try:
             with self.volume.lock:
                 mft = fs.get_file_entry(0)
