@@ -4,7 +4,8 @@ Contract of the nodes this module makes (see :class:`~scanner.acquisition.disk.f
 
 - **Streams.** A file (or directory) record with named ``$DATA`` attributes (alternate data
   streams) is listed once per stream: the default stream under the file's name, each named
-  stream as a ``file`` child ``<file name>:<stream name>`` next to it. ``key`` is the MFT segment
+  stream as a ``file`` child ``<file name>:<stream name>`` next to it (the root directory's own
+  streams, Windows' ``C:\\:stream``, are its children ``:<stream>``). ``key`` is the MFT segment
   number for the default stream and for directories, ``(segment, stream name)`` for a named
   stream; :meth:`NtfsRoot.allocated` uses the same keys.
 - **Reparse points by tag.** Symbolic links and junctions/mount points
