@@ -16,12 +16,15 @@ Layers, one small module per job (dissect.target style):
 
 Why the ``dissect.*`` parsers (Fox-IT, AGPL-3.0): one family covers every layer we need (qcow2,
 VMDK, VHDX in ``dissect.hypervisor``; MBR/GPT/LVM2 in ``dissect.volume``; ``dissect.extfs``,
-``dissect.xfs``, ``dissect.ntfs``, ``dissect.fat``) with one file-like stream interface between
+``dissect.xfs``, ``dissect.fat``) with one file-like stream interface between
 layers, pure Python (no native build, manylinux-independent, installs from PyPI here), actively
 maintained (monthly releases) and used by dissect.target on real incident-response images, where
 corrupt input is the norm. The libyal bindings (libqcow/libvmdk/libfsntfs) are C extensions built
 from sdists with a separate package per format and no ext4/XFS/LVM; pytsk3 has no qcow2/VMDK and
-no XFS. Everything opens files read-only; nothing is mounted or written.
+no XFS. NTFS is the exception: ``dissect.ntfs`` walked a 32,000-file volume in 6.3 s and read its
+300 MB in 38 s where libfsntfs (manylinux wheel, C) took 0.16 s and 0.6 s, and libfsntfs also
+decompresses WOF files and honours initialized sizes (see ``filesystems/ntfs.py``).
+Everything opens files read-only; nothing is mounted or written.
 
 Parsers are imported lazily: a missing package surfaces as ``unavailable: install X``.
 """
