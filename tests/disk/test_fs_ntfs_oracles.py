@@ -161,3 +161,26 @@ def test_a_subtree_lost_from_the_index_is_still_reached_through_the_mft(disk_dir
     reached = {**walked, **swept}
     assert sorted(sha(n.open().read()) for n in reached.values()) == sorted(truth.values())
     assert all(n.name.startswith("<mft ") for n in swept.values())
+
+
+def test_a_lost_subtree_is_scanned_through_the_target_and_counted(disk_dir, engine, ruleset):
+    """The same lost subtree through DiskTarget, a marker in every file: every file is found,
+    those the directories lost by MFT record, and the accounting counts them."""
+    need("mkntfs", "ntfs-3g", "fls")
+    if not images.ntfs_fuse_works():
+        skip_or_fail("ntfs-3g needs /dev/fuse and root to write the tree")
+    image = ntfs_images.blank(disk_dir / "ntfs-subtree-target.img", 32)
+    with ntfs_images.mounted(image) as root:
+        (root / "many").mkdir()
+        for i in range(200):
+            (root / "many" / f"file-{i:03d}-long-name.txt").write_bytes(b"x" * i + MARK)
+    ntfs_images.break_subnode_link(image)
+    assert len(sleuthkit(image)) == 200
+    verdict = scan(engine, ruleset, path=str(image))
+    counts = verdict.coverage.accounting
+    assert counts["disk.sweep"] == 1
+    assert counts["disk.files_allocated"] == 200
+    assert counts["disk.files_orphaned"] == 200 - counts["disk.files_reached"] > 0
+    paths = [f.context["path"] for f in verdict.findings]
+    assert len(paths) == 200
+    assert sum(p.startswith("<mft ") for p in paths) == counts["disk.files_orphaned"]
