@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
 from scanner.api.client import disk_target
@@ -128,15 +129,23 @@ def test_cli_gives_one_line_and_exit_2_for_every_unreadable_image(source, tmp_pa
 
 
 def test_grpc_gives_a_named_verdict_for_every_unreadable_image(source, tmp_path):
+    """Over gRPC a path that does not exist is a wrong request (INVALID_ARGUMENT naming the field,
+    nothing started: the API contract of issue 14); every image that exists but cannot be read is
+    a scan whose verdict names why."""
     raw, _ = source
     cases = broken_images(tmp_path, raw)
+    missing, _, _ = cases.pop("nonexistent")
     service = Service(tmp_path / "state")
     try:
         with service.client() as client:
+            with pytest.raises(grpc.RpcError) as refused:
+                client.start_scan(disk_target(str(missing)))
             done = {n: client.wait(client.start_scan(disk_target(str(p))).scan_id, timeout=120) for n, (p, _, _) in
                     cases.items()}  # fmt: skip
     finally:
         service.close()
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "target.disk.path" in (refused.value.details() or "")
     for name, (_, kind, words) in cases.items():
         verdict = done[name].verdict
         assert verdict.kind == verdict_pb2.VerdictKind.Value(f"VERDICT_KIND_{kind}"), (name, verdict)
