@@ -131,6 +131,7 @@ class ProcessTarget(Target):
         self._kernel_image, self._profile_cache = kernel, profile_cache
         self._details: dict[str, str] = {}
         self._owned: set[int] = set()  # physical page numbers offered by process units
+        self._counts: dict[str, int] = {}  # processes.listed / walked / failed, once planned
 
     @functools.cached_property
     def detection(self) -> Detection:
@@ -160,23 +161,33 @@ class ProcessTarget(Target):
         listing = kernel.processes()
         for problem in listing.problems:
             yield Skipped(f"os:{problem.what}", 0, GapKind.FAILED, problem.reason)
-        users = [p for p in listing.processes if not p.kernel_thread]
         self._details["os.processes"] = str(len(listing.processes))
-        for proc in users:
-            yield from self._process_units(kernel, proc)
+        unreadable = sum(1 for p in listing.problems if p.what.startswith("task 0x"))  # on the list, unread
+        counts = {"processes.listed": len(listing.processes) + unreadable, "processes.walked": 0}
+        counts["processes.failed"] = unreadable
+        for proc in listing.processes:
+            failed: list[bool] = []
+            yield from self._process_units(kernel, proc, failed)
+            counts["processes.failed" if failed else "processes.walked"] += 1
+        self._counts = counts
         loaded, problems = modules(kernel)
         self._details["os.modules"] = ",".join(m.name for m in loaded) or "none"
         for problem in problems:
             yield Skipped(f"os:{problem.what}", 0, GapKind.FAILED, problem.reason)
         yield from self._kernel_units(kernel)
 
-    def _process_units(self, kernel: LinuxKernel, proc: Process) -> Iterator[Unit | Skipped]:
+    def _process_units(self, kernel: LinuxKernel, proc: Process, failed: list[bool]) -> Iterator[Unit | Skipped]:
+        """Units of ``proc``'s regions; appends to ``failed`` when part of it could not be walked."""
         vmas, problems = kernel.vmas(proc)
-        for problem in problems:
-            yield Skipped(f"os:pid {proc.pid}:{problem.what}", 0, GapKind.FAILED, problem.reason)
+        for problem in problems:  # named "pid <pid> (<name>) ..."
+            yield Skipped(f"os:{problem.what}", 0, GapKind.FAILED, problem.reason)
+        failed.extend(True for _ in problems[:1])
+        if proc.kernel_thread:
+            return
         try:
             tables = kernel.user_tables(proc)
         except WalkError as e:  # a bad pgd pointer is a gap for this process
+            failed.append(True)
             yield Skipped(
                 f"pid {proc.pid} {proc.name}",
                 sum(v.end - v.start for v in vmas),
@@ -203,6 +214,10 @@ class ProcessTarget(Target):
             yield from _region_units(
                 self.source, tables, start, end, "kernel-memory", f"kernel {label}", context, None, self._owned
             )
+
+    def accounting(self) -> Mapping[str, int]:
+        """``processes.listed`` (the task list), ``processes.walked`` and ``processes.failed``."""
+        return dict(self._counts)
 
     def details(self) -> Mapping[str, str]:
         d = self.detection
