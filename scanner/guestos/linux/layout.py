@@ -22,6 +22,7 @@ STRUCTS = {
     "mt": "maple_tree",
     "mr64": "maple_range_64",
     "ma64": "maple_arange_64",
+    "mount": "mount",
 }
 
 REQUIRED = (
@@ -58,6 +59,14 @@ REQUIRED = (
     "module.state",
 )
 OPTIONAL = (
+    "file.f_path.mnt",
+    "mount.mnt",
+    "mount.mnt.mnt_root",
+    "mount.mnt_parent",
+    "mount.mnt_mountpoint",
+    "mm.context.vdso",
+    "task.exit_state",
+    "task.nsproxy",
     "mm.mm_mt",
     "mm.mmap",
     "vma.vm_next",

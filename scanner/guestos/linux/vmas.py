@@ -55,6 +55,11 @@ class Vma:
             + ("s" if f & VM_SHARED else "p")
         )
 
+    @property
+    def offset(self) -> int:
+        """The file offset ``/proc/<pid>/maps`` shows: ``vm_pgoff`` in bytes for a file, else 0."""
+        return 0 if self.anonymous else self.pgoff * 4096
+
     def describe(self) -> str:
         return f"{self.start:#x}-{self.end:#x} {self.perms} {self.path}".rstrip()
 
@@ -159,11 +164,12 @@ def read_vmas(
     problems: list[Problem] = []
     brk = (kmem.u64(mm + layout["mm.start_brk"]), kmem.u64(mm + layout["mm.brk"]))
     stack = kmem.u64(mm + layout["mm.start_stack"])
+    vdso = kmem.u64(mm + layout["mm.context.vdso"]) if layout.has("mm.context.vdso") else 0
     user_end = USER_END_4 if levels == 4 else USER_END_5
     vmas: list[Vma] = []
     for ptr in vma_pointers(kmem, layout, mm, limits):
         try:
-            vmas.append(_vma(kmem, layout, ptr, mm, user_end, brk, stack, limits))
+            vmas.append(_vma(kmem, layout, ptr, mm, user_end, (brk, stack, vdso), limits))
         except WalkError as e:
             problems.append(Problem(f"vma {ptr:#x}", e.message))
     vmas.sort(key=lambda v: v.start)
@@ -179,10 +185,11 @@ def _vma(
     ptr: int,
     mm: int,
     user_end: int,
-    brk: tuple[int, int],
-    stack: int,
+    marks: tuple[tuple[int, int], int, int],
     limits: Limits,
 ) -> Vma:
+    """The VMA at ``ptr``; ``marks`` are the mm's (brk range, start of stack, vDSO address)."""
+    brk, stack, vdso = marks
     if ptr < 0xFFFF_8000_0000_0000:
         raise WalkError(f"VMA pointer {ptr:#x} is not a kernel address", ptr)
     raw = kmem.read(ptr, layout.sizes["vma"])
@@ -201,4 +208,6 @@ def _vma(
         path = "[heap]"
     elif not file and start <= stack < end:
         path = "[stack]"
+    elif not file and vdso and start == vdso:
+        path = "[vdso]"
     return Vma(start, end, word("vma.vm_flags"), word("vma.vm_pgoff"), path, anonymous=not file)
