@@ -56,6 +56,7 @@ class _Attribution:
         self._view: Any = None
         self.details: dict[str, str] = {}
         self.counts: dict[str, int] = {}  # processes.listed / walked / failed of the last reverse map
+        self._regions: Any = None  # KernelRegions, built on the first finding no process owns
 
     def owners(self, addresses: Sequence[int]) -> Mapping[str, str]:
         """Finding context naming the processes that map ``addresses``; when none can be named, or
@@ -82,7 +83,7 @@ class _Attribution:
                 "attribution": f"none ({unwalked})",
             }
         if not per_pid:
-            return {"owner": "no process maps these addresses (kernel, page cache or free memory)"}
+            return {"owner": "no process maps these addresses", **self._kernel_owner(addresses)}
         shown = list(per_pid.values())[:MAX_ATTRIBUTED]
         context = {
             "pid": ",".join(str(o.pid) for o in shown),
@@ -93,6 +94,20 @@ class _Attribution:
         if found.failed:
             context["attribution"] = f"partial ({unwalked})"
         return context
+
+    def _kernel_owner(self, addresses: Sequence[int]) -> Mapping[str, str]:
+        """``kernel_region`` (a module, or the kernel image) for the first address the kernel maps,
+        else ``kernel_region: none`` (page cache or free memory). Called under the lock."""
+        if self._regions is None:
+            from scanner.guestos.linux.modules import modules
+            from scanner.guestos.linux.regions import kernel_regions
+
+            self._regions = kernel_regions(self._view, modules(self._view)[0], with_physical=True)
+        for address in addresses:
+            virtual = self._regions.virtual_of(address)
+            if virtual is not None:
+                return {"kernel_region": self._regions.name(virtual), "virtual_address": f"{virtual:#x}"}
+        return {"kernel_region": "none (not kernel image or module memory: page cache or free memory)"}
 
     def _open(self) -> None:
         from scanner.guestos.linux.detect import open_linux

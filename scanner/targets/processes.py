@@ -26,7 +26,7 @@ from __future__ import annotations
 import array
 import bisect
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ from scanner.guestos.linux.kernel import LinuxKernel
 from scanner.guestos.linux.modules import modules
 from scanner.guestos.linux.paging import PAGE, BadEntry, NotPresent, PageTables, Piece, runs
 from scanner.guestos.linux.paging import Mapping as PageMapping
+from scanner.guestos.linux.regions import KernelRegions, kernel_regions
 from scanner.guestos.linux.tasks import Process
 from scanner.guestos.linux.vmas import Vma
 from scanner.guestos.problems import WalkError
@@ -75,6 +76,13 @@ class VirtualRunUnit(Unit):
         self._sizes = array.array("Q", [s.size for s in segments])
         self.size = segments[-1].offset + segments[-1].size
         self.context = context
+        self.namer: Callable[[int], str] | None = None  # kernel units: names the module or region
+
+    def attribute(self, offsets: Sequence[int]) -> Mapping[str, str]:
+        """Kernel units: ``kernel_region`` names the module or kernel image part of the first match."""
+        if self.namer is None:
+            return {}
+        return {"kernel_region": self.namer(self.base + (offsets[0] if offsets else 0))}
 
     def _segment(self, offset: int) -> Segment:
         return self.segments[bisect.bisect_right(self._starts, offset) - 1]
@@ -174,7 +182,7 @@ class ProcessTarget(Target):
         self._details["os.modules"] = ",".join(m.name for m in loaded) or "none"
         for problem in problems:
             yield Skipped(f"os:{problem.what}", 0, GapKind.FAILED, problem.reason)
-        yield from self._kernel_units(kernel)
+        yield from self._kernel_units(kernel, kernel_regions(kernel, loaded))
 
     def _process_units(self, kernel: LinuxKernel, proc: Process, failed: list[bool]) -> Iterator[Unit | Skipped]:
         """Units of ``proc``'s regions; appends to ``failed`` when part of it could not be walked."""
@@ -204,16 +212,19 @@ class ProcessTarget(Target):
                         self._owned.update(range(seg.physical >> 12, (seg.physical + seg.size) >> 12))
                 yield item
 
-    def _kernel_units(self, kernel: LinuxKernel) -> Iterator[Unit | Skipped]:
+    def _kernel_units(self, kernel: LinuxKernel, regions: KernelRegions) -> Iterator[Unit | Skipped]:
         tables = kernel.kmem.tables
         for start, end, label in (
             (KERNEL_MAP, KERNEL_MAP_END, "kernel image"),
             (KERNEL_MAP_END, MODULES_END, "kernel modules area"),
         ):
             context = {"pid": "", "process": "kernel", "region": f"{label} {start:#x}-{end:#x}"}
-            yield from _region_units(
+            for item in _region_units(
                 self.source, tables, start, end, "kernel-memory", f"kernel {label}", context, None, self._owned
-            )
+            ):
+                if isinstance(item, VirtualRunUnit):
+                    item.namer = regions.name
+                yield item
 
     def accounting(self) -> Mapping[str, int]:
         """``processes.listed`` (the task list), ``processes.walked`` and ``processes.failed``."""
