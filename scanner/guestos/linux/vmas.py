@@ -28,7 +28,7 @@ from scanner.guestos.problems import Limits, Problem, WalkError
 
 USER_END_4 = 0x0000_8000_0000_0000
 USER_END_5 = 0x0100_0000_0000_0000
-VM_READ, VM_WRITE, VM_EXEC, VM_SHARED = 1, 2, 4, 8
+VM_READ, VM_WRITE, VM_EXEC, VM_SHARED, VM_MAYSHARE = 1, 2, 4, 8, 0x80
 LEAF_TYPES = (0, 1)
 MAX_INDEX = (1 << 64) - 1
 RANGE_64, ARANGE_64 = 2, 3
@@ -52,7 +52,7 @@ class Vma:
             ("r" if f & VM_READ else "-")
             + ("w" if f & VM_WRITE else "-")
             + ("x" if f & VM_EXEC else "-")
-            + ("s" if f & VM_SHARED else "p")
+            + ("s" if f & VM_MAYSHARE else "p")  # as /proc/<pid>/maps: a read-only shared mapping is "s"
         )
 
     @property
