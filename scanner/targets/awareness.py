@@ -72,18 +72,17 @@ class _Attribution:
             self.counts = found.accounting()
             if found.failed:
                 self.details["os.problems"] = _problems_text(found.failed)
-        per_pid: dict[int, Any] = {}
-        for address in addresses:  # first mapping of each owning process, in address order
-            for owner in found.owners.get(address, []):
-                per_pid.setdefault(owner.pid, owner)
+            per_pid: dict[int, Any] = {}
+            for address in addresses:  # first mapping of each owning process, in address order
+                for owner in found.owners.get(address, []):
+                    per_pid.setdefault(owner.pid, owner)
+            kernel = {} if per_pid else self._kernel_owner(addresses)
         unwalked = f"{len(found.failed)} process(es) could not be walked: {_problems_text(found.failed)}"
         if not per_pid and found.failed:
-            return {
-                "owner": "no process that could be walked maps these addresses",
-                "attribution": f"none ({unwalked})",
-            }
+            nobody = "no process that could be walked maps these addresses"
+            return {"owner": nobody, **kernel, "attribution": f"none ({unwalked})"}
         if not per_pid:
-            return {"owner": "no process maps these addresses", **self._kernel_owner(addresses)}
+            return {"owner": "no process maps these addresses", **kernel}
         shown = list(per_pid.values())[:MAX_ATTRIBUTED]
         context = {
             "pid": ",".join(str(o.pid) for o in shown),
