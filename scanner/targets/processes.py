@@ -189,7 +189,8 @@ class ProcessTarget(Target):
         vmas, problems = kernel.vmas(proc)
         for problem in problems:  # named "pid <pid> (<name>) ..."
             yield Skipped(f"os:{problem.what}", 0, GapKind.FAILED, problem.reason)
-        failed.extend(True for _ in problems[:1])
+        if problems:
+            failed.append(True)
         if proc.kernel_thread:
             return
         try:
@@ -227,7 +228,8 @@ class ProcessTarget(Target):
                 yield item
 
     def accounting(self) -> Mapping[str, int]:
-        """``processes.listed`` (the task list), ``processes.walked`` and ``processes.failed``."""
+        """``processes.listed`` (task-list entries, unreadable ones included) = ``processes.walked``
+        (every region and the page tables read) + ``processes.failed`` (anything less: each is a gap)."""
         return dict(self._counts)
 
     def details(self) -> Mapping[str, str]:
