@@ -4,7 +4,8 @@ layouts, so processes and every VMA are compared with Volatility 3 again on each
 By default the current ``rt-amd64`` kernel (PREEMPT_RT: the task_struct differs most from cloud);
 ``AVSCAN_DISTRO_KERNELS`` (comma-separated package names, e.g.
 ``linux-image-6.1.0-56-amd64,linux-image-6.1.0-55-cloud-amd64``) checks others. The userland
-keeps its own kernel's modules, so these kernels run with none loaded.
+keeps its own kernel's modules, so these kernels run with none loaded. kallsyms parsed from memory
+must agree with the BTF-derived anchor on each.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from scanner.acquisition.memory.raw import RawMemory
 from scanner.errors import Unavailable
 from scanner.guestos.linux.detect import open_linux
 from scanner.guestos.linux.isf import write_isf
+from scanner.guestos.linux.kallsyms import read_kallsyms
 from scanner.lab import debs
 from scanner.lab.distro import DistroGuest
 from scanner.lab.pytest_plugin import lab_unavailable
@@ -52,7 +54,6 @@ def test_processes_and_vmas_equal_volatility(kernel: str, tmp_path: Path) -> Non
     detection = open_linux(RawMemory(str(tmp_path / "guest.raw")))
     assert detection.kernel is not None and detection.profile is not None, detection.reason
     assert package is not None and package.removeprefix("linux-image-") in detection.banner
-    (tmp_path / "guest.raw").unlink()  # the ELF dump is Volatility's; the view has read what it needs
     kernel_view = detection.kernel
     write_isf(detection.profile, kernel_view, tmp_path / "symbols")
     (tmp_path / "cache").mkdir()
@@ -76,3 +77,8 @@ def test_processes_and_vmas_equal_volatility(kernel: str, tmp_path: Path) -> Non
     maps = _vol(common, "linux.proc.Maps")
     assert vmas == {(r["PID"], r["Start"], r["End"], r["Flags"], r["PgOff"], _name(r["File Path"])) for r in maps}
     assert sum(1 for v in vmas if v[0] == marker) > 300
+    symbols = read_kallsyms(kernel_view.kmem, kernel_view.anchor.text)  # the second symbol source
+    assert symbols.addresses["_text"] == kernel_view.anchor.text
+    assert symbols.addresses["init_task"] == kernel_view.anchor.init_task
+    for dump in ("guest.raw", "guest.elf"):  # 2 GiB: not left to pytest's retention of tmp dirs
+        (tmp_path / dump).unlink()

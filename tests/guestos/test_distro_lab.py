@@ -23,6 +23,7 @@ from scanner.acquisition.memory.raw import RawMemory
 from scanner.engine import Engine, EngineSettings
 from scanner.guestos.linux.detect import Detection, open_linux
 from scanner.guestos.linux.isf import write_isf
+from scanner.guestos.linux.kallsyms import read_kallsyms
 from scanner.guestos.linux.kaslr import DEFAULT_TEXT
 from scanner.guestos.linux.modules import modules
 from scanner.lab import eicar
@@ -197,3 +198,18 @@ def test_kernel_side_findings_name_their_module(
         virtual = int(f.context["virtual_address"], 16) if mode == "auto" else f.address
         assert module.address <= virtual < module.address + module.size
         assert f.context["kernel_region"] == f"module serio_raw (+{virtual - module.address:#x})"
+
+
+def test_kallsyms_from_memory_agree_with_the_btf_derived_anchor(oracle: Oracle) -> None:
+    # two sources of symbols: the kernel's own kallsyms tables, and what KASLR detection derived
+    # from BTF and memory patterns (init_task, _text); they must agree
+    kernel = oracle.detection.kernel
+    assert kernel is not None
+    symbols = read_kallsyms(kernel.kmem, kernel.anchor.text)
+    assert len(symbols) > 50_000
+    assert symbols.addresses["_text"] == kernel.anchor.text
+    assert symbols.addresses["init_task"] == kernel.anchor.init_task and symbols.types["init_task"] in "dD"
+    banner = kernel.kmem.cstring(symbols.addresses["linux_banner"], 512).decode()
+    # the same release; the running kernel's linux_banner says "#1 SMP" where the first banner
+    # found in memory (the profile's key) reads "# SMP"
+    assert banner.startswith("Linux version ") and banner.split()[2] == oracle.detection.banner.split()[2]
