@@ -57,6 +57,9 @@ def finding_document(f: Finding, verdict: Verdict, ruleset_version: int = 0) -> 
             ],
             "strings_truncated": f.strings_truncated,
             "coverage_complete": verdict.coverage.complete,
+            **({"accounting": dict(verdict.coverage.accounting)} if verdict.coverage.accounting else {}),
+            # why a memory finding names no process or only some, and the kernel part it is in
+            **{k: f.context[k] for k in ("attribution", "kernel_region") if k in f.context},
         },
     }
     if f.unit_kind == "file":

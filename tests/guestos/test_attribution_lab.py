@@ -18,6 +18,7 @@ from scanner.acquisition.memory.raw import RawMemory
 from scanner.api.convert import verdict_message
 from scanner.engine import Engine, EngineSettings
 from scanner.guestos.linux.detect import open_linux
+from scanner.outputs.ecs import finding_document
 from scanner.outputs.text import summary
 from scanner.rulesets import LoadedRuleset
 from scanner.targets.awareness import memory_view
@@ -74,6 +75,9 @@ def test_default_mode_says_which_processes_could_not_be_walked(
     assert counts["processes.listed"] == counts["processes.walked"] + 2 > 10
     assert "Accounting processes.failed: 2" in list(summary(verdict, 1, 0.0))
     assert verdict_message(verdict, with_findings=False).coverage.accounting["processes.failed"] == 2
+    ecs = finding_document(hits[0], verdict)
+    assert ecs["avscan"]["attribution"] == hits[0].context["attribution"]
+    assert ecs["avscan"]["accounting"]["processes.failed"] == 2
 
 
 def test_processes_mode_makes_the_processes_gaps(
