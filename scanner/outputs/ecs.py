@@ -274,6 +274,8 @@ def _finding_fields(f: Finding) -> dict[str, Any]:
             "strings": strings,
             "strings_truncated": f.strings_truncated,
             "owners": owners,
+            # why a memory finding names no process or only some, and the kernel part it is in
+            **{k: _text(f.context[k]) for k in ("attribution", "kernel_region") if k in f.context},
         }
     )
 

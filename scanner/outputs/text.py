@@ -50,5 +50,7 @@ def summary(verdict: Verdict, rule_count: int, elapsed: float) -> Iterable[str]:
         yield f"Zero memory skipped: {c.bytes_zero / 1048576:.2f} MB"
     if c.bytes_unreadable:
         yield f"Data unreadable: {c.bytes_unreadable / 1048576:.2f} MB"
+    for key, count in sorted(c.accounting.items()):  # the data's own bookkeeping against what was reached
+        yield f"Accounting {key}: {count}"
     yield escaped(f"Verdict: {verdict.kind.value}" + (f" ({verdict.reason})" if verdict.reason else ""))
     yield f"Time: {elapsed:.3f} sec"

@@ -24,6 +24,7 @@ from scanner.targets.memory import MemoryTarget, PhysicalRangeUnit, memory_ident
 
 MODES = ("auto", "processes", "physical")
 MAX_ATTRIBUTED = 16  # owners listed per finding (shared pages can have many)
+MAX_PROBLEMS_SHOWN = 8  # unwalkable processes named in a finding or the verdict details
 
 
 def memory_view(source: MemorySource, params: Mapping[str, Any], profile_cache: Path | None) -> Target:
@@ -54,29 +55,58 @@ class _Attribution:
         self._opened = False
         self._view: Any = None
         self.details: dict[str, str] = {}
+        self.counts: dict[str, int] = {}  # processes.listed / walked / failed of the last reverse map
+        self._regions: Any = None  # KernelRegions, built on the first finding no process owns
 
     def owners(self, addresses: Sequence[int]) -> Mapping[str, str]:
+        """Finding context naming the processes that map ``addresses``; when none can be named, or
+        some processes could not be walked, ``attribution`` says so and why."""
         with self._lock:
             if not self._opened:
                 self._open()
             if self._view is None:
-                return {}
-            from scanner.guestos.linux.reverse import owners_of
+                return {"attribution": f"none ({self.details.get('os', 'no Linux kernel found')})"}
+            from scanner.guestos.linux.reverse import reverse_map
 
-            by_address = owners_of(self._view, addresses)
-        per_pid: dict[int, Any] = {}
-        for address in addresses:  # first mapping of each owning process, in address order
-            for owner in by_address.get(address, []):
-                per_pid.setdefault(owner.pid, owner)
+            found = reverse_map(self._view, addresses)
+            self.counts = found.accounting()
+            if found.failed:
+                self.details["os.problems"] = _problems_text(found.failed)
+            per_pid: dict[int, Any] = {}
+            for address in addresses:  # first mapping of each owning process, in address order
+                for owner in found.owners.get(address, []):
+                    per_pid.setdefault(owner.pid, owner)
+            kernel = {} if per_pid else self._kernel_owner(addresses)
+        unwalked = f"{len(found.failed)} process(es) could not be walked: {_problems_text(found.failed)}"
+        if not per_pid and found.failed:
+            nobody = "no process that could be walked maps these addresses"
+            return {"owner": nobody, **kernel, "attribution": f"none ({unwalked})"}
         if not per_pid:
-            return {"owner": "no process maps these addresses (kernel, page cache or free memory)"}
+            return {"owner": "no process maps these addresses", **kernel}
         shown = list(per_pid.values())[:MAX_ATTRIBUTED]
-        return {
+        context = {
             "pid": ",".join(str(o.pid) for o in shown),
             "process": ",".join(o.process for o in shown),
             "virtual_address": ",".join(f"{o.virtual:#x}" for o in shown),
             "region": " | ".join(o.region for o in shown),
         }
+        if found.failed:
+            context["attribution"] = f"partial ({unwalked})"
+        return context
+
+    def _kernel_owner(self, addresses: Sequence[int]) -> Mapping[str, str]:
+        """``kernel_region`` (a module, or the kernel image) for the first address the kernel maps,
+        else ``kernel_region: none`` (page cache or free memory). Called under the lock."""
+        if self._regions is None:
+            from scanner.guestos.linux.modules import modules
+            from scanner.guestos.linux.regions import kernel_regions
+
+            self._regions = kernel_regions(self._view, modules(self._view)[0], with_physical=True)
+        for address in addresses:
+            virtual = self._regions.virtual_of(address)
+            if virtual is not None:
+                return {"kernel_region": self._regions.name(virtual), "virtual_address": f"{virtual:#x}"}
+        return {"kernel_region": "none (not kernel image or module memory: page cache or free memory)"}
 
     def _open(self) -> None:
         from scanner.guestos.linux.detect import open_linux
@@ -116,6 +146,16 @@ class AttributedMemoryTarget(MemoryTarget):
     def details(self) -> Mapping[str, str]:
         return {**super().details(), "mode": "physical+attribution", **self._attribution.details}
 
+    def accounting(self) -> Mapping[str, int]:
+        """The reverse map's ``processes.*`` counts (empty when nothing needed attributing)."""
+        return dict(self._attribution.counts)
+
     def identity(self) -> bytes | None:
         kernel = self._attribution.kernel_image
         return memory_identity(type(self).__name__, self.source, *([str(kernel)] if kernel else []))
+
+
+def _problems_text(problems: Sequence[Any]) -> str:
+    shown = "; ".join(str(p) for p in problems[:MAX_PROBLEMS_SHOWN])
+    more = len(problems) - MAX_PROBLEMS_SHOWN
+    return shown + (f"; and {more} more" if more > 0 else "")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import array
 import bisect
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ from scanner.guestos.linux.kernel import LinuxKernel
 from scanner.guestos.linux.modules import modules
 from scanner.guestos.linux.paging import PAGE, BadEntry, NotPresent, PageTables, Piece, runs
 from scanner.guestos.linux.paging import Mapping as PageMapping
+from scanner.guestos.linux.regions import KernelRegions, kernel_regions
 from scanner.guestos.linux.tasks import Process
 from scanner.guestos.linux.vmas import Vma
 from scanner.guestos.problems import WalkError
@@ -75,6 +76,13 @@ class VirtualRunUnit(Unit):
         self._sizes = array.array("Q", [s.size for s in segments])
         self.size = segments[-1].offset + segments[-1].size
         self.context = context
+        self.namer: Callable[[int], str] | None = None  # kernel units: names the module or region
+
+    def attribute(self, offsets: Sequence[int]) -> Mapping[str, str]:
+        """Kernel units: ``kernel_region`` names the module or kernel image part of the first match."""
+        if self.namer is None:
+            return {}
+        return {"kernel_region": self.namer(self.base + (offsets[0] if offsets else 0))}
 
     def _segment(self, offset: int) -> Segment:
         return self.segments[bisect.bisect_right(self._starts, offset) - 1]
@@ -131,6 +139,7 @@ class ProcessTarget(Target):
         self._kernel_image, self._profile_cache = kernel, profile_cache
         self._details: dict[str, str] = {}
         self._owned: set[int] = set()  # physical page numbers offered by process units
+        self._counts: dict[str, int] = {}  # processes.listed / walked / failed, once planned
 
     @functools.cached_property
     def detection(self) -> Detection:
@@ -160,23 +169,34 @@ class ProcessTarget(Target):
         listing = kernel.processes()
         for problem in listing.problems:
             yield Skipped(f"os:{problem.what}", 0, GapKind.FAILED, problem.reason)
-        users = [p for p in listing.processes if not p.kernel_thread]
         self._details["os.processes"] = str(len(listing.processes))
-        for proc in users:
-            yield from self._process_units(kernel, proc)
+        unreadable = sum(1 for p in listing.problems if p.what.startswith("task 0x"))  # on the list, unread
+        counts = {"processes.listed": len(listing.processes) + unreadable, "processes.walked": 0}
+        counts["processes.failed"] = unreadable
+        for proc in listing.processes:
+            failed: list[bool] = []
+            yield from self._process_units(kernel, proc, failed)
+            counts["processes.failed" if failed else "processes.walked"] += 1
+        self._counts = counts
         loaded, problems = modules(kernel)
         self._details["os.modules"] = ",".join(m.name for m in loaded) or "none"
         for problem in problems:
             yield Skipped(f"os:{problem.what}", 0, GapKind.FAILED, problem.reason)
-        yield from self._kernel_units(kernel)
+        yield from self._kernel_units(kernel, kernel_regions(kernel, loaded))
 
-    def _process_units(self, kernel: LinuxKernel, proc: Process) -> Iterator[Unit | Skipped]:
+    def _process_units(self, kernel: LinuxKernel, proc: Process, failed: list[bool]) -> Iterator[Unit | Skipped]:
+        """Units of ``proc``'s regions; appends to ``failed`` when part of it could not be walked."""
         vmas, problems = kernel.vmas(proc)
-        for problem in problems:
-            yield Skipped(f"os:pid {proc.pid}:{problem.what}", 0, GapKind.FAILED, problem.reason)
+        for problem in problems:  # named "pid <pid> (<name>) ..."
+            yield Skipped(f"os:{problem.what}", 0, GapKind.FAILED, problem.reason)
+        if problems:
+            failed.append(True)
+        if proc.kernel_thread:
+            return
         try:
             tables = kernel.user_tables(proc)
         except WalkError as e:  # a bad pgd pointer is a gap for this process
+            failed.append(True)
             yield Skipped(
                 f"pid {proc.pid} {proc.name}",
                 sum(v.end - v.start for v in vmas),
@@ -193,16 +213,24 @@ class ProcessTarget(Target):
                         self._owned.update(range(seg.physical >> 12, (seg.physical + seg.size) >> 12))
                 yield item
 
-    def _kernel_units(self, kernel: LinuxKernel) -> Iterator[Unit | Skipped]:
+    def _kernel_units(self, kernel: LinuxKernel, regions: KernelRegions) -> Iterator[Unit | Skipped]:
         tables = kernel.kmem.tables
         for start, end, label in (
             (KERNEL_MAP, KERNEL_MAP_END, "kernel image"),
             (KERNEL_MAP_END, MODULES_END, "kernel modules area"),
         ):
             context = {"pid": "", "process": "kernel", "region": f"{label} {start:#x}-{end:#x}"}
-            yield from _region_units(
+            for item in _region_units(
                 self.source, tables, start, end, "kernel-memory", f"kernel {label}", context, None, self._owned
-            )
+            ):
+                if isinstance(item, VirtualRunUnit):
+                    item.namer = regions.name
+                yield item
+
+    def accounting(self) -> Mapping[str, int]:
+        """``processes.listed`` (task-list entries, unreadable ones included) = ``processes.walked``
+        (every region and the page tables read) + ``processes.failed`` (anything less: each is a gap)."""
+        return dict(self._counts)
 
     def details(self) -> Mapping[str, str]:
         d = self.detection

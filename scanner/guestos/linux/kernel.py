@@ -62,13 +62,16 @@ class LinuxKernel:
         return VirtualMemory(self.user_tables(proc))
 
     def vmas(self, proc: Process) -> tuple[list[Vma], list[Problem]]:
-        """``proc``'s regions; a tree that cannot be walked is one problem and no regions."""
+        """``proc``'s regions; a tree that cannot be walked is one problem and no regions. Every
+        problem's ``what`` starts with ``pid <pid> (<name>)``."""
         if not proc.mm:
             return [], []
+        who = f"pid {proc.pid} ({proc.name})"
         try:
-            return read_vmas(self.kmem, self.layout, proc.mm, self.limits, self.anchor.levels)
+            vmas, problems = read_vmas(self.kmem, self.layout, proc.mm, self.limits, self.anchor.levels)
         except WalkError as e:
-            return [], [Problem(f"pid {proc.pid} ({proc.name}) memory map", e.message)]
+            return [], [Problem(f"{who} memory map", e.message)]
+        return vmas, [Problem(f"{who} {p.what}", p.reason) for p in problems]
 
 
 def _with_cmdline(proc: Process, kmem: VirtualMemory, umem: VirtualMemory, layout: Layout, limits: Limits) -> Process:

@@ -22,6 +22,7 @@ STRUCTS = {
     "mt": "maple_tree",
     "mr64": "maple_range_64",
     "ma64": "maple_arange_64",
+    "mount": "mount",
 }
 
 REQUIRED = (
@@ -58,12 +59,22 @@ REQUIRED = (
     "module.state",
 )
 OPTIONAL = (
+    "file.f_path.mnt",
+    "mount.mnt",
+    "mount.mnt.mnt_root",
+    "mount.mnt_parent",
+    "mount.mnt_mountpoint",
+    "mm.context.vdso",
+    "task.exit_state",
+    "task.nsproxy",
     "mm.mm_mt",
     "mm.mmap",
     "vma.vm_next",
     "mt.ma_root",
+    "mr64.parent",
     "mr64.pivot",
     "mr64.slot",
+    "ma64.parent",
     "ma64.pivot",
     "ma64.slot",
     "module.core_layout.base",

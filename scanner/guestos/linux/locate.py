@@ -30,7 +30,7 @@ class Found:
     """Where the banner and BTF blobs are (physical addresses) in this memory."""
 
     banners: tuple[tuple[int, str], ...]
-    btfs: tuple[tuple[int, int], ...]  # (physical address, length)
+    btfs: tuple[tuple[int, int], ...]  # (physical address, length), largest first
 
     @property
     def banner(self) -> str:
@@ -52,7 +52,9 @@ def chunks(source: MemorySource, size: int = CHUNK, overlap: int = OVERLAP) -> I
 
 
 def locate(source: MemorySource) -> Found:
-    """Every banner and valid-looking BTF header in ``source`` (bounded), in address order."""
+    """Every banner (in address order) and the largest valid-looking BTF headers in ``source``
+    (bounded), largest first: the kernel's own blob is the largest; a guest with modules loaded
+    (or their files in its page cache) holds many small split-BTF blobs that cannot stand alone."""
     banners: dict[int, str] = {}
     btfs: dict[int, int] = {}
     for base, data in chunks(source):
@@ -63,12 +65,15 @@ def locate(source: MemorySource) -> Found:
                 banners.setdefault(base + at, m.group()[:-2].decode("ascii"))
             at = data.find(BANNER_PREFIX, at + 1)
         at = data.find(BTF_PREFIX)  # no zero byte in the needle: fast over zero pages
-        while at >= 0 and len(btfs) < MAX_CANDIDATES:
+        while at >= 0:
             length = blob_length(data[at : at + 24]) if data.startswith(BTF_MAGIC, at) else 0
             if length:
                 btfs.setdefault(base + at, length)
+                if len(btfs) > MAX_CANDIDATES:  # keep the largest: module BTF (split, small) is many
+                    del btfs[min(btfs, key=lambda a: (btfs[a], -a))]
             at = data.find(BTF_PREFIX, at + 1)
-    return Found(tuple(sorted(banners.items())), tuple(sorted(btfs.items())))
+    largest_first = sorted(btfs.items(), key=lambda item: (-item[1], item[0]))
+    return Found(tuple(sorted(banners.items())), tuple(largest_first))
 
 
 def read_physical(source: MemorySource, address: int, length: int) -> bytes:

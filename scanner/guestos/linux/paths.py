@@ -1,7 +1,9 @@
 """Path names of files from their dentries (``file -> f_path.dentry -> d_name``, up ``d_parent``).
 
-Bounded by ``max_depth``; the name is relative to the file's mount (mount points are not
-crossed), which is the whole path for the root filesystem.
+As the kernel's ``d_path`` does, the walk crosses mount points: at the root of a mount it goes on
+from the mount point (``mnt_mountpoint``) in the parent mount (``mnt_parent``), so a file on
+``/run`` (a tmpfs) reads ``/run/...``. A profile without the ``mount`` fields gives the name
+relative to the file's mount. Bounded by ``max_depth`` steps in all.
 """
 
 from __future__ import annotations
@@ -21,10 +23,19 @@ def dentry_name(kmem: VirtualMemory, layout: Layout, dentry: int) -> str:
     return kmem.read(name, length).decode("utf-8", "replace")
 
 
-def dentry_path(kmem: VirtualMemory, layout: Layout, dentry: int, max_depth: int = 64) -> str:
+def dentry_path(kmem: VirtualMemory, layout: Layout, dentry: int, max_depth: int = 64, vfsmount: int = 0) -> str:
+    """The path of ``dentry``, from the root of all mounts when ``vfsmount`` (its mount) is known."""
     parts: list[str] = []
+    mount = vfsmount - layout["mount.mnt"] if vfsmount else 0
     for _ in range(max_depth):
         parent = kmem.pointer(dentry + layout["dentry.d_parent"], "d_parent")
+        if mount and (parent == dentry or dentry == kmem.u64(mount + layout["mount.mnt.mnt_root"])):
+            up = kmem.pointer(mount + layout["mount.mnt_parent"], "mnt_parent")
+            if up == mount:
+                return "/" + "/".join(reversed(parts))
+            dentry = kmem.pointer(mount + layout["mount.mnt_mountpoint"], "mnt_mountpoint")
+            mount = up
+            continue
         if parent == dentry:
             return "/" + "/".join(reversed(parts))
         parts.append(dentry_name(kmem, layout, dentry))
@@ -32,9 +43,14 @@ def dentry_path(kmem: VirtualMemory, layout: Layout, dentry: int, max_depth: int
     raise WalkError(f"path deeper than {max_depth} components", dentry)
 
 
+MOUNT_FIELDS = ("file.f_path.mnt", "mount.mnt", "mount.mnt.mnt_root", "mount.mnt_parent", "mount.mnt_mountpoint")
+
+
 def file_path(kmem: VirtualMemory, layout: Layout, file: int, max_depth: int = 64) -> str:
     """The path of ``struct file *file`` ("" for a NULL file)."""
     if not file:
         return ""
     dentry = kmem.pointer(file + layout["file.f_path.dentry"], "f_path.dentry")
-    return dentry_path(kmem, layout, dentry, max_depth)
+    mounts = all(layout.has(f) for f in MOUNT_FIELDS)
+    vfsmount = kmem.pointer(file + layout["file.f_path.mnt"], "f_path.mnt") if mounts else 0
+    return dentry_path(kmem, layout, dentry, max_depth, vfsmount)

@@ -21,7 +21,7 @@ from scanner.guestos.btf import Btf, BtfError, parse_btf
 from scanner.guestos.linux.layout import Layout, layout_from_btf
 from scanner.guestos.linux.locate import Found, locate, read_physical
 
-FORMAT = 1
+FORMAT = 2  # 2: layouts carry the maple nodes' parent and the task's exit fields
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class Process:
     pgd: int  # virtual address of its page-table root (0 for kernel threads)
     cmdline: str = ""
     exe: str = ""
+    exiting: bool = False  # past exit_task_namespaces (no nsproxy) or a zombie: ps shows <defunct>
 
     @property
     def kernel_thread(self) -> bool:
@@ -101,4 +102,7 @@ def read_process(kmem: VirtualMemory, layout: Layout, task: int, limits: Limits)
             exe = file_path(kmem, layout, exe_file, limits.max_path_depth)
         except WalkError as e:
             problems.append(Problem(f"pid {pid} exe", e.message))
-    return Process(task, pid, ppid if pid else 0, uid, name, mm, pgd_addr, "", exe), problems
+    exiting = (layout.has("task.nsproxy") and word("task.nsproxy") == 0) or (
+        layout.has("task.exit_state") and i32("task.exit_state") != 0
+    )
+    return Process(task, pid, ppid if pid else 0, uid, name, mm, pgd_addr, "", exe, exiting), problems
