@@ -37,6 +37,7 @@ class App:
             config.files,
             config.max_concurrent_scans,
             profile_cache=config.state_dir / "profiles",
+            limits=config.jobs,
         )
         self.vcenter: VCenterService | None = None
         if config.vcenter is not None:
@@ -78,7 +79,7 @@ class App:
         return ResultCache(path, config.cache.max_bytes)
 
     def close(self) -> None:
-        self.engine.close()
+        self.engine.close(wait=not self.scans.stuck())  # a stuck reader is never waited for
         if self.cache is not None:
             self.cache.close()
         self.db.close()

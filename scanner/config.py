@@ -16,6 +16,7 @@ from typing import Any
 from scanner.engine.cache import CacheSettings
 from scanner.engine.settings import EngineSettings, MiB
 from scanner.errors import ConfigError
+from scanner.jobs.settings import JobLimits
 from scanner.targets.files import FilePolicy
 from scanner.vcenter.settings import VCenterSettings, settings_from
 
@@ -52,6 +53,7 @@ class Config:
     cache: CacheSettings = field(default_factory=CacheSettings)
     max_concurrent_scans: int = 2
     shutdown_grace: float = 10.0
+    jobs: JobLimits = field(default_factory=JobLimits)  # [jobs] cancel_grace, stall_timeout, ...
     max_upload_bytes: int = 64 * MiB
     vcenter: VCenterSettings | None = None  # [vcenter]: triggers, verdicts and quarantine in vCenter
 
@@ -96,7 +98,12 @@ def _from_dict(raw: dict[str, Any]) -> Config:
     kwargs["engine"] = _section(raw, "engine", EngineSettings)
     kwargs["files"] = _section(raw, "files", FilePolicy)
     kwargs["cache"] = _section(raw, "cache", CacheSettings)
-    jobs = _table(raw, "jobs", {"max_concurrent_scans", "shutdown_grace"})
+    limits_keys = {f.name for f in fields(JobLimits)}
+    jobs = _table(raw, "jobs", {"max_concurrent_scans", "shutdown_grace", *limits_keys})
+    try:
+        kwargs["jobs"] = JobLimits(**{k: v for k, v in jobs.items() if k in limits_keys})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[jobs]: {e}") from e
     if "max_concurrent_scans" in jobs:
         kwargs["max_concurrent_scans"] = _typed("jobs.max_concurrent_scans", jobs["max_concurrent_scans"], int)
     if "shutdown_grace" in jobs:

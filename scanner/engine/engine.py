@@ -51,6 +51,7 @@ from scanner.targets.base import Skipped, Target, Unit
 from scanner.verdicts import Coverage, Finding, Gap, GapKind, Verdict, VerdictKind, decide
 
 T = TypeVar("T")
+TIMED_OUT = "unit timeout reached"
 INLINE_LOOKUP = 4 * 1024 * 1024  # windows up to this size are hashed and looked up on the planner thread
 
 
@@ -73,6 +74,10 @@ class ScanListener:
 
     def on_finding(self, finding: Finding) -> None:
         """Called once per finding, as soon as its unit is done."""
+
+    def on_beat(self) -> None:
+        """Called whenever the scan moves on (a window merged, a piece of a zero pass started),
+        from the engine's threads, so a watchdog can tell a slow scan from a stuck one. Cheap."""
 
 
 @dataclass
@@ -145,8 +150,9 @@ class Engine:
         self.cache = cache
         self._pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="yara")
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Stop the pool; ``wait`` False when a window may be stuck in a read (it is left behind)."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def scan(
         self,
@@ -253,6 +259,7 @@ class _Run:
     def _scan(self, target: Target) -> None:
         units: list[Unit] = []
         for item in target.plan():
+            self.listener.on_beat()
             if isinstance(item, Skipped):
                 self._skip(item)
             else:
@@ -271,15 +278,17 @@ class _Run:
             if isinstance(planned, WindowResult):
                 self._merge(state, planned)
                 continue
-            if not state.deadline:
-                state.deadline = time.monotonic() + self.s.unit_timeout
+            if state.deadline <= time.monotonic():  # past the deadline: no thread, no read
+                self._merge(state, WindowResult([], [_window_gap(GapKind.TIMEOUT, state, window, TIMED_OUT)], 0))
+                continue
             pending[self.engine.submit(self._task(state, window, planned))] = (state, window)
         while pending:
             self._drain(pending, FIRST_COMPLETED)
 
     def _windows(self, units: list[Unit]) -> Iterator[tuple[_UnitState, Window]]:
         for index, unit in enumerate(units):
-            state = _UnitState(unit, index, 0)
+            # the unit's time starts with its planning: the zero/digest pass counts against it
+            state = _UnitState(unit, index, 0, time.monotonic() + self.s.unit_timeout)
             windows = self._unit_windows(state)
             state.windows_left = len(windows)
             if not windows:
@@ -295,9 +304,12 @@ class _Run:
         zero = bytes(-(-unit.size // BLOCK))
         if skip or cache is not None:
             seed = cache.seed if cache is not None else 0
-            blocks = build_block_map(
-                unit, BLOCK, s.overlap, seed, self.engine.submit, self.cancel.is_set, digests=cache is not None
-            )
+
+            def stop() -> bool:
+                self.listener.on_beat()
+                return self.cancel.is_set() or time.monotonic() >= state.deadline
+
+            blocks = build_block_map(unit, BLOCK, s.overlap, seed, self.engine.submit, stop, digests=cache is not None)
             state.blocks = blocks if cache is not None else None
             zero = blocks.zero if skip else zero
         windows = aligned_windows(unit.size, s.chunk_size, s.overlap, zero, BLOCK)
@@ -365,6 +377,7 @@ class _Run:
             self._merge(state, result)
 
     def _merge(self, state: _UnitState, result: WindowResult) -> None:
+        self.listener.on_beat()
         state.scanned += result.bytes_scanned
         if result.cache_hit is not None:
             self.tally.cache_hits += int(result.cache_hit)
@@ -384,14 +397,7 @@ class _Run:
             self._unit_done(state)
 
     def _cancelled(self, state: _UnitState, window: Window) -> None:
-        gap = Gap(
-            GapKind.CANCELLED,
-            state.unit.name,
-            "scan cancelled",
-            state.unit.base + window.offset,
-            window.own_end - window.offset,
-        )
-        self._merge(state, WindowResult([], [gap], 0))
+        self._merge(state, WindowResult([], [_window_gap(GapKind.CANCELLED, state, window, "scan cancelled")], 0))
 
     def _unit_done(self, state: _UnitState) -> None:
         t = self.tally
@@ -453,3 +459,9 @@ class _Run:
         self.listener.on_progress(
             Progress(t.bytes_done, t.bytes_total, t.units_done, t.units_total, len(self.findings))
         )
+
+
+def _window_gap(kind: GapKind, state: _UnitState, window: Window, detail: str) -> Gap:
+    """A gap over the window's own span (its overlap belongs to the next window)."""
+    unit = state.unit
+    return Gap(kind, unit.name, detail, unit.base + window.offset, window.own_end - window.offset)
