@@ -52,6 +52,7 @@ from scanner.verdicts import Coverage, Finding, Gap, GapKind, Verdict, VerdictKi
 
 T = TypeVar("T")
 TIMED_OUT = "unit timeout reached"
+_Pending = tuple["_UnitState", Window, Callable[[], WindowResult]]
 INLINE_LOOKUP = 4 * 1024 * 1024  # windows up to this size are hashed and looked up on the planner thread
 
 
@@ -149,10 +150,19 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.cache = cache
         self._pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="yara")
+        self._pool_lock = threading.Lock()
 
     def close(self, wait: bool = True) -> None:
         """Stop the pool; ``wait`` False when a window may be stuck in a read (it is left behind)."""
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def retire_pool(self) -> None:
+        """Give later work a fresh pool: the current one may hold threads stuck in reads (of a
+        scan that was abandoned). Work queued on the old pool and not started is cancelled; the
+        scans that queued it submit it again (``_Run._drain``). Stuck threads are left to end."""
+        with self._pool_lock:
+            old, self._pool = self._pool, ThreadPoolExecutor(self.settings.threads, thread_name_prefix="yara")
+        old.shutdown(wait=False, cancel_futures=True)
 
     def scan(
         self,
@@ -189,7 +199,8 @@ class Engine:
         )
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
-        return self._pool.submit(fn)
+        with self._pool_lock:
+            return self._pool.submit(fn)
 
 
 def error_verdict(ruleset_digest: str, message: str, started: float) -> Verdict:
@@ -267,7 +278,7 @@ class _Run:
                 self.tally.bytes_total += item.size
                 self.tally.units_total += 1
         self._progress()
-        pending: dict[Future[WindowResult], tuple[_UnitState, Window]] = {}
+        pending: dict[Future[WindowResult], _Pending] = {}
         for state, window in self._windows(units):
             if self.cancel.is_set():
                 self._cancelled(state, window)
@@ -281,7 +292,8 @@ class _Run:
             if state.deadline <= time.monotonic():  # past the deadline: no thread, no read
                 self._merge(state, WindowResult([], [_window_gap(GapKind.TIMEOUT, state, window, TIMED_OUT)], 0))
                 continue
-            pending[self.engine.submit(self._task(state, window, planned))] = (state, window)
+            task = self._task(state, window, planned)
+            pending[self.engine.submit(task)] = (state, window, task)
         while pending:
             self._drain(pending, FIRST_COMPLETED)
 
@@ -358,10 +370,13 @@ class _Run:
 
         return run
 
-    def _drain(self, pending: dict[Future[WindowResult], tuple[_UnitState, Window]], when: str) -> None:
+    def _drain(self, pending: dict[Future[WindowResult], _Pending], when: str) -> None:
         done, _ = wait(list(pending), return_when=when)
         for future in done:
-            state, window = pending.pop(future)
+            state, window, task = pending.pop(future)
+            if future.cancelled():  # its pool was retired before it started: run it on the new one
+                pending[self.engine.submit(task)] = (state, window, task)
+                continue
             try:
                 result = future.result()
             except Exception as e:  # a bug or a backend fault: account it, keep scanning

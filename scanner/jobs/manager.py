@@ -196,6 +196,7 @@ class ScanManager:
         verdict = await self._supervise(live, future, self.limits.stall_after(timeout))
         if verdict is None:  # abandoned: the thread is stuck; the job is recorded without it
             self._stuck[live.scan_id] = thread
+            self.engine.retire_pool()  # its windows may hold the engine's threads
             verdict = error_verdict(ruleset.digest, live.abandon_reason, started)
         await asyncio.sleep(0)  # let queued events reach watchers before the final state
         state = "INTERRUPTED" if live.interrupted else "CANCELLED" if live.cancelled_by_caller else "DONE"
