@@ -1,0 +1,120 @@
+"""Hostile and careless inputs through the real service process and the real CLI.
+
+FIFOs named as memory images never block anything (issue 15, item 2); a symbolic link given
+explicitly is scanned as what it points to, and a pseudo-file whose size says 0 is read, so
+neither is CLEAN with nothing scanned (item 4).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+from support.samples import eicar, marker, marker_rule, sample_dir
+from support.service import Service
+
+from scanner.api.client import files_target, memory_target
+from scanner.v1 import verdict_pb2
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = """
+[jobs]
+max_concurrent_scans = 2
+shutdown_grace = 1.0
+"""
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    config = tmp_path / "avscan.toml"
+    config.write_text(CONFIG)
+    running = Service(tmp_path / "state", config)
+    yield running
+    running.close()
+
+
+def avscan(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scanner", "--state-dir", str(tmp_path / "cli-state"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_fifos_as_memory_images_are_refused_and_the_service_stays_whole(tmp_path: Path, service: Service) -> None:
+    fifos = []
+    for i in range(8):
+        fifos.append(tmp_path / f"ram{i}.fifo")
+        os.mkfifo(fifos[-1])
+    samples = sample_dir(tmp_path / "samples")
+    with service.client() as client:
+        for fifo in fifos:
+            with pytest.raises(grpc.RpcError) as refused:
+                client.start_scan(memory_target(str(fifo), "auto"))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert f"{fifo}: cannot open memory image: it is a FIFO, not a regular file" in refused.value.details()
+        assert service.health() == health_pb2.HealthCheckResponse.SERVING
+        assert client.list_rulesets()
+        done = client.wait(client.start_scan(files_target(str(samples))).scan_id, timeout=60)
+        assert done.verdict.kind == verdict_pb2.VERDICT_KIND_MALICIOUS
+    assert service.terminate(timeout=30) == 0
+    assert "Traceback" not in service.output()
+
+
+def test_cli_refuses_a_fifo_memory_image_in_one_line(tmp_path: Path) -> None:
+    fifo = tmp_path / "ram.fifo"
+    os.mkfifo(fifo)
+    result = avscan(tmp_path, "scan", "--memory", str(fifo))
+    assert result.returncode == 2
+    assert "it is a FIFO, not a regular file" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_symlinks_given_explicitly_are_scanned_as_what_they_point_to(tmp_path: Path, service: Service) -> None:
+    infected = tmp_path / "real" / "dropper.com"
+    infected.parent.mkdir()
+    infected.write_bytes(eicar())
+    (tmp_path / "file-link").symlink_to(infected)
+    (tmp_path / "dir-link").symlink_to(infected.parent)
+    with service.client() as client:
+        for link in ("file-link", "dir-link"):
+            done = client.wait(client.start_scan(files_target(str(tmp_path / link))).scan_id, timeout=60)
+            assert done.verdict.kind == verdict_pb2.VERDICT_KIND_MALICIOUS, link
+            assert done.verdict.coverage.units_scanned == 1
+    for link in ("file-link", "dir-link"):
+        result = avscan(tmp_path, "scan", str(tmp_path / link))
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"{infected}: EICAR_Test_File FOUND" in result.stdout
+
+
+def test_a_dangling_symlink_given_explicitly_is_a_gap_never_clean(tmp_path: Path) -> None:
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    result = avscan(tmp_path, "scan", str(tmp_path / "dangling"))
+    assert result.returncode == 2
+    assert "Verdict: INCOMPLETE" in result.stdout
+
+
+def test_a_proc_pseudo_file_of_size_zero_is_read_and_its_content_found(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "m.yar").write_bytes(marker_rule("environ"))
+    env = {**os.environ, "PLANTED": marker("environ").decode()}
+    holder = subprocess.Popen(["sleep", "600"], env=env)
+    try:
+        environ = Path(f"/proc/{holder.pid}/environ")
+        assert environ.stat().st_size == 0, "the kernel reports pseudo-files as empty"
+        result = avscan(tmp_path, "scan", "--rules", str(rules), str(environ))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{environ}: Marker_environ FOUND" in result.stdout
