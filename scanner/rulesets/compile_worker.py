@@ -26,13 +26,21 @@ _SLOW = re.compile(r"slow(ing)? down scanning|consider using|performance", re.IG
 
 
 def set_limits(limits: dict[str, int]) -> None:
-    """Lower this process's limits; hard limits too, so compiled code cannot raise them again."""
-    for name, key in (("as", resource.RLIMIT_AS), ("cpu", resource.RLIMIT_CPU)):
+    """Lower this process's limits, hard limits too, so compiled code cannot raise them again.
+
+    Only ever lowers: under a limit already lower than asked (``ulimit -v``, a service manager's
+    memory cap) that limit stays; an unprivileged process may not raise a hard limit at all.
+    """
+    for name, key in (("as", resource.RLIMIT_AS), ("cpu", resource.RLIMIT_CPU), ("fsize", resource.RLIMIT_FSIZE)):
         if limits.get(name):
-            resource.setrlimit(key, (limits[name], limits[name]))
-    if limits.get("fsize"):
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits["fsize"], limits["fsize"]))
+            resource.setrlimit(key, lowered(resource.getrlimit(key), limits[name]))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def lowered(current: tuple[int, int], wanted: int) -> tuple[int, int]:
+    """(soft, hard) both at most ``wanted`` and never above the current hard limit."""
+    hard = wanted if current[1] == resource.RLIM_INFINITY else min(current[1], wanted)
+    return hard, hard
 
 
 def diagnostic(severity: str, text: str, names: dict[str, str]) -> dict[str, Any]:
