@@ -13,6 +13,7 @@ from scanner.engine import Engine, Ruleset
 from scanner.engine.cache import ResultCache
 from scanner.errors import FailedPrecondition
 from scanner.jobs.manager import ScanManager
+from scanner.rulesets.compiler import CompileLimits
 from scanner.rulesets.store import RulesetStore
 from scanner.state.db import Database
 
@@ -27,7 +28,12 @@ class App:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.state_dir / "state.sqlite3")
-        self.store = RulesetStore(config.state_dir / "rulesets", audit=self.db.audit)
+        self.store = RulesetStore(
+            config.state_dir / "rulesets",
+            audit=self.db.audit,
+            limits=CompileLimits(probe_seconds=config.rule_probe_seconds),
+            trust=config.trusted_keys,
+        )
         self.cache = self._cache(config)
         self.engine = Engine(config.engine, self.cache)
         self.scans = ScanManager(

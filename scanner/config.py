@@ -17,6 +17,7 @@ from scanner.engine.cache import CacheSettings
 from scanner.engine.settings import EngineSettings, MiB
 from scanner.errors import ConfigError
 from scanner.jobs.settings import JobLimits
+from scanner.rulesets.signing import TrustedKeys, public_key_bytes
 from scanner.targets.files import FilePolicy
 from scanner.vcenter.settings import VCenterSettings, settings_from
 
@@ -54,6 +55,8 @@ class Config:
     max_concurrent_scans: int = 2
     shutdown_grace: float = 10.0
     jobs: JobLimits = field(default_factory=JobLimits)  # [jobs] cancel_grace, stall_timeout, ...
+    trusted_keys: TrustedKeys = field(default_factory=TrustedKeys)  # [signatures] trusted_keys
+    rule_probe_seconds: float = 5.0  # [signatures] a pushed ruleset's budget on the 16 MiB reference buffer
     max_upload_bytes: int = 64 * MiB
     vcenter: VCenterSettings | None = None  # [vcenter]: triggers, verdicts and quarantine in vCenter
 
@@ -80,7 +83,19 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
 
 
 def _from_dict(raw: dict[str, Any]) -> Config:
-    known = {"server", "auth", "state_dir", "signatures_dir", "engine", "files", "jobs", "limits", "cache", "vcenter"}
+    known = {
+        "server",
+        "auth",
+        "state_dir",
+        "signatures_dir",
+        "engine",
+        "files",
+        "jobs",
+        "limits",
+        "cache",
+        "vcenter",
+        "signatures",
+    }
     _no_unknown("", raw, known)
     server = _table(raw, "server", {"listen", "reflection", "tls"})
     kwargs: dict[str, Any] = {}
@@ -111,11 +126,43 @@ def _from_dict(raw: dict[str, Any]) -> Config:
     limits = _table(raw, "limits", {"max_upload_bytes"})
     if "max_upload_bytes" in limits:
         kwargs["max_upload_bytes"] = _typed("limits.max_upload_bytes", limits["max_upload_bytes"], int)
+    kwargs.update(_signatures(raw))
     if "vcenter" in raw:
         if not isinstance(raw["vcenter"], dict):
             raise ConfigError("vcenter: must be a table")
         kwargs["vcenter"] = settings_from(raw["vcenter"])
     return Config(**kwargs)
+
+
+def _signatures(raw: dict[str, Any]) -> dict[str, Any]:
+    """``[signatures]``: ``trusted_keys = [{id = "...", public_key = "<base64 or PEM path>"}]``
+    (any key makes signed pushes mandatory) and ``slow_rule_seconds`` (the probe budget)."""
+    table = _table(raw, "signatures", {"trusted_keys", "slow_rule_seconds"})
+    out: dict[str, Any] = {}
+    keys: list[tuple[str, bytes]] = []
+    for i, entry in enumerate(table.get("trusted_keys", [])):
+        where = f"signatures.trusted_keys[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a table")
+        _no_unknown(where, entry, {"id", "public_key"})
+        key_id = _typed(f"{where}.id", entry.get("id", ""), str)
+        if not key_id or key_id in {k for k, _ in keys}:
+            raise ConfigError(f"{where}.id: required and unique")
+        keys.append(
+            (
+                key_id,
+                public_key_bytes(
+                    f"{where}.public_key", _typed(f"{where}.public_key", entry.get("public_key", ""), str)
+                ),
+            )
+        )
+    out["trusted_keys"] = TrustedKeys(tuple(keys))
+    if "slow_rule_seconds" in table:
+        seconds = float(_typed("signatures.slow_rule_seconds", table["slow_rule_seconds"], (int, float)))
+        if seconds <= 0:
+            raise ConfigError("signatures.slow_rule_seconds: must be positive")
+        out["rule_probe_seconds"] = seconds
+    return out
 
 
 def _section(raw: dict[str, Any], name: str, cls: Any) -> Any:

@@ -12,6 +12,8 @@ from scanner.api.convert import diagnostic_message, ruleset_message
 from scanner.app import App
 from scanner.errors import InvalidArgument, ResourceExhausted
 from scanner.rulesets.model import RulesetFile
+from scanner.rulesets.signing import MAX_KEY_ID, BundleSignature
+from scanner.rulesets.store import PushOptions
 from scanner.v1 import signatures_pb2 as pb
 from scanner.v1 import signatures_pb2_grpc
 
@@ -36,7 +38,12 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
             raise InvalidArgument("header.name", "the first message must be a header with a name")
         files = upload.files()
         actor = current_identity.get().name
-        info = await asyncio.to_thread(self.app.store.push, files, header.name, header.description, actor)
+        options = PushOptions(
+            signature=signature_from(header.signature) if header.HasField("signature") else None,
+            allow_rollback=header.allow_rollback,
+            force_slow_rules=header.force_slow_rules,
+        )
+        info = await asyncio.to_thread(self.app.store.push, files, header.name, header.description, actor, options)
         return pb.PushRulesetResponse(
             ruleset=ruleset_message(info), diagnostics=[diagnostic_message(d) for d in info.warnings]
         )
@@ -63,7 +70,8 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
         if not request.digest and not request.version:
             raise InvalidArgument("digest", "give a digest or a version")
         which: str | int = request.digest or request.version
-        info = await asyncio.to_thread(self.app.store.activate, which, current_identity.get().name)
+        actor = current_identity.get().name
+        info = await asyncio.to_thread(self.app.store.activate, which, actor, request.allow_rollback)
         return pb.ActivateRulesetResponse(ruleset=ruleset_message(info))
 
     async def RollbackRuleset(
@@ -77,6 +85,14 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
     ) -> pb.ListRulesetsResponse:
         infos = await asyncio.to_thread(self.app.store.list)  # oldest first; the API lists newest first
         return pb.ListRulesetsResponse(rulesets=[ruleset_message(i) for i in reversed(infos)])
+
+
+def signature_from(message: pb.BundleSignature) -> BundleSignature:
+    if len(message.signature) != 64:
+        raise InvalidArgument("header.signature.signature", "an Ed25519 signature is 64 bytes")
+    if not message.key_id or len(message.key_id) > MAX_KEY_ID:
+        raise InvalidArgument("header.signature.key_id", f"required, at most {MAX_KEY_ID} characters")
+    return BundleSignature(message.key_id, message.bundle_version, bytes(message.signature))
 
 
 class _Upload:

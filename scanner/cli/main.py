@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from scanner.cli import local_scan, remote
+from scanner.cli import local_scan, remote, signing
 from scanner.cli import vcenter as vcenter_cli
 from scanner.config import Config, load_config
 from scanner.errors import ConfigError
@@ -130,6 +130,8 @@ def demo(workdir: Path | None) -> None:
 
 
 cli.add_command(remote.rules)
+remote.rules.add_command(signing.rules_keygen)
+remote.rules.add_command(signing.rules_sign)
 cli.add_command(remote.scans)
 cli.add_command(vcenter_cli.vcenter)
 
