@@ -128,7 +128,7 @@ def probe(yara: Any, rules: Any, job: dict[str, Any]) -> list[dict[str, Any]]:
             break
         alone = yara.compile(filepaths={ns: path}, externals=job["externals"], includes=False)
         if timed_match(yara, alone, data, budget) is None:
-            message = f"scanning the {size >> 20} MiB reference buffer took over {budget:g} s (budget){advice}"
+            message = f"scanning the {size >> 20} MiB reference buffer took over the {budget:g} s budget{advice}"
             out.append({"severity": severity, "file": ns, "line": 0, "message": message, "slow_pattern": True})
     if not out:  # slow only together, or not found in time
         message = f"the ruleset took over {budget:g} s on the {size >> 20} MiB reference buffer{advice}"
