@@ -118,3 +118,24 @@ def test_a_proc_pseudo_file_of_size_zero_is_read_and_its_content_found(tmp_path:
         holder.wait()
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{environ}: Marker_environ FOUND" in result.stdout
+
+
+CHATTY = (
+    b'import "console"\n'
+    b"rule chatty {\n  condition:\n"
+    b'    for all i in (0..filesize-1): (console.log("byte ", i) and true)\n}\n'
+)
+
+
+def test_console_module_output_is_bounded(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "chatty.yar").write_bytes(CHATTY)
+    sample = tmp_path / "data.bin"
+    sample.write_bytes(b"a" * 100_000)
+    result = avscan(tmp_path, "-v", "scan", "--rules", str(rules), str(sample))
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"{sample}: chatty FOUND" in result.stdout
+    output = result.stdout + result.stderr
+    assert output.count("byte ") <= 20, f"{output.count('byte ')} console lines"
+    assert "99980 more console lines dropped" in output
