@@ -62,7 +62,11 @@ class App:
             await self.vcenter.stop()
 
     def prepare(self) -> None:
-        """Blocking start-up work: install the default ruleset on first start."""
+        """Blocking start-up work: import the parsers once (``scanner.acquisition.preload``),
+        install the default ruleset on first start."""
+        from scanner.acquisition.preload import preload
+
+        preload()
         info = self.store.ensure_default(self.config.signatures_dir)
         if info is not None:
             log.info("activated default ruleset version %d (%s)", info.version, info.digest)

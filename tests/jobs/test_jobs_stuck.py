@@ -171,9 +171,7 @@ def test_a_scan_without_progress_is_stopped_by_the_watchdog(
     assert "stalled: no progress for 1 s" in stalled.verdict.error
 
 
-def test_a_job_that_hung_twice_is_not_run_a_third_time(
-    tmp_path: Path, fifo: Path, servers: list[ServerThread]
-) -> None:
+def test_a_job_that_hung_twice_is_not_run_a_third_time(tmp_path: Path, fifo: Path, servers: list[ServerThread]) -> None:
     state = tmp_path / "state"
     first = serve(servers, config(state))
     scan_id = submit_blocked(first, fifo)
