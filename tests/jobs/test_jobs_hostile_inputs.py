@@ -159,3 +159,12 @@ def test_the_first_disk_scans_started_together_on_a_fresh_service_all_open(tmp_p
         finals = [client.wait(scan_id, timeout=120) for scan_id in started]
     assert [f.verdict.error for f in finals if f.verdict.error] == []
     assert {f.verdict.kind for f in finals} == {verdict_pb2.VERDICT_KIND_MALICIOUS}
+
+
+def test_a_memory_image_holding_no_ram_is_an_error_never_clean(tmp_path: Path) -> None:
+    empty = tmp_path / "guest.vmem"  # a flat VMware .vmem of 0 bytes: no address map at all
+    empty.write_bytes(b"")
+    result = avscan(tmp_path, "scan", "--memory", str(empty), "--format", "vmware")
+    assert result.returncode == 2
+    assert "no guest memory in it" in result.stdout + result.stderr
+    assert "CLEAN" not in result.stdout

@@ -69,6 +69,6 @@ def test_attribute_request_quarantines_and_release_restores(
             await svc.release(sim.uuid(VM), "tester")
             await svc.wait_idle(30)
             assert sim.nics(VM) == before
-            assert sim.attributes(VM)["avscan.verdict"].startswith("RELEASED by tester")
+            assert sim.attributes(VM)["avscan.release"].startswith("released by tester")
 
     asyncio.run(scenario())
