@@ -17,6 +17,7 @@ from pyVmomi import vim
 
 from scanner.lab import eicar
 from scanner.lab.vcsim import Vcsim
+from scanner.vcenter.triggers import Trigger
 from tests.vcenter.conftest import running_app, settings_for
 from tests.vcenter.sim import SimClient
 
@@ -132,6 +133,13 @@ def test_one_request_one_job_and_a_new_request_after_the_clear_is_a_new_job(
                 assert len(jobs) == round_, [(j.reason, j.verdict) for j in jobs]
                 done = await wait_for(lambda: sim.attributes(VM).get("avscan.lastScan", "").count("job "))
                 assert done
+            # the race itself: a sweep that read "scan" just before our clear landed reports it late
+            acks = [a for a in await svc.list_actions(sim.uuid(VM)) if a.kind.startswith("request_ack")]
+            read_before_clear = max(a.done_at or 0 for a in acks) - 0.001
+            stale = Trigger("attribute", sim.uuid(VM), VM, "DC0_H0", value="scan", seen_at=read_before_clear)
+            await svc.trigger(stale)
+            await svc.wait_idle(120)
+            assert len(await svc.list_jobs()) == 2, "a request read before its clear landed is not a new one"
 
     asyncio.run(scenario())
 
