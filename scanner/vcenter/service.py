@@ -534,9 +534,9 @@ class VCenterService:
 
     async def _retention_loop(self) -> None:
         while self._running:
+            await asyncio.sleep(RETENTION_CHECK_SECONDS)
             with contextlib.suppress(VCenterError):
                 await self.expire_forensic()
-            await asyncio.sleep(RETENTION_CHECK_SECONDS)
 
     # keep-alive
 

@@ -182,6 +182,7 @@ def test_forensic_snapshots_are_named_described_and_expire(vcsim: Vcsim, sim: Si
         expiring = settings_for(vcsim, triggers=frozenset(), forensic_retention_days=1e-9)
         async with running_app(expiring, tmp_path / "state") as app:
             assert app.vcenter is not None
-            await wait_for(lambda: snapshot_nodes(sim) == [])
+            assert await app.vcenter.expire_forensic() == [f"{VM}: avscan-forensic-{job.id}"]
+            assert snapshot_nodes(sim) == []
 
     asyncio.run(scenario())
