@@ -17,6 +17,7 @@ from scanner.acquisition.disk.errors import unavailable
 log = logging.getLogger(__name__)
 
 MAX_PARTITIONS = 128
+MAX_GPT_ENTRIES = 4096  # UEFI tables hold 128; tools allow more, none this many
 LVM_TYPES = {0x8E, "E6D6D379-F507-44C2-A23C-238F2A3DF928"}  # MBR type, GPT "Linux LVM" GUID
 
 
@@ -46,9 +47,12 @@ def find_volumes(disk: BinaryIO, size: int) -> tuple[list[Volume], list[VolumePr
     volumes: list[Volume] = []
     problems: list[VolumeProblem] = []
     partitions = []
+    implausible = _implausible_gpt(disk)
+    if implausible:  # never handed to the parser: it would loop over the claimed entries
+        problems.append(VolumeProblem("disk", size, implausible))
     try:
         disk.seek(0)
-        partitions = list(Disk(disk).partitions)
+        partitions = [] if implausible else list(Disk(disk).partitions)
     except Exception as e:  # no or damaged table: the whole disk may be a filesystem or an LVM2 PV
         log.debug("no partition table: %s", e)
     if not partitions:
@@ -68,6 +72,35 @@ def find_volumes(disk: BinaryIO, size: int) -> tuple[list[Volume], list[VolumePr
     if len(partitions) > MAX_PARTITIONS:
         problems.append(VolumeProblem("disk", 0, f"more than {MAX_PARTITIONS} partitions; the rest not read"))
     return volumes, problems
+
+
+def _implausible_gpt(disk: BinaryIO) -> str:
+    """Why the GPT header the protective MBR points at cannot be real (too many or oddly sized
+    partition entries: found by fuzzing, a header claiming 15 million entries of 0 bytes made
+    the parser loop), or "" when there is none or it is plausible."""
+    try:
+        disk.seek(0)
+        mbr = disk.read(512)
+    except Exception:
+        return ""
+    for slot in range(4):
+        entry = mbr[446 + 16 * slot : 462 + 16 * slot]
+        if len(entry) < 16 or entry[4] != 0xEE:
+            continue
+        lba = int.from_bytes(entry[8:12], "little")
+        for sector in (512, 4096):
+            try:
+                disk.seek(lba * sector)
+                header = disk.read(92)
+            except Exception as e:  # past the end of the image: no header there
+                log.debug("no GPT header at LBA %d x %d: %s", lba, sector, e)
+                continue
+            if len(header) < 92 or header[:8] != b"EFI PART":
+                continue
+            count, width = int.from_bytes(header[80:84], "little"), int.from_bytes(header[84:88], "little")
+            if count > MAX_GPT_ENTRIES or not 128 <= width <= 4096 or width % 8:
+                return f"GPT header claims {count} partition entries of {width} bytes; not read"
+    return ""
 
 
 def _add(volume: Volume, volumes: list[Volume], problems: list[VolumeProblem]) -> None:
