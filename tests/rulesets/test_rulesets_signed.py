@@ -27,8 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 # An unbounded hex jump (every 00 starts a verify to the end) and nested loops over the data.
 JUMPY = b"rule jumpy {\n  strings:\n    $a = { 00 [-] 01 }\n  condition:\n    $a\n}\n"
 LOOPS = (
-    b"rule loops {\n  condition:\n"
-    b"    for any i in (0..filesize-1): (for any j in (0..99): (uint8(i+j) == 238))\n}\n"
+    b"rule loops {\n  condition:\n    for any i in (0..filesize-1): (for any j in (0..99): (uint8(i+j) == 238))\n}\n"
 )
 
 
