@@ -172,3 +172,22 @@ def test_a_rule_too_slow_for_the_reference_buffer_is_refused_unless_forced(tmp_p
             assert any(d.file == "perf/jumpy.yar" and d.slow_pattern for d in forced.diagnostics)
     finally:
         server.stop()
+
+
+def test_trusted_keys_and_job_limits_come_from_config(tmp_path: Path, keys: dict[str, tuple[Path, str]]) -> None:
+    from scanner.config import load_config
+    from scanner.errors import ConfigError
+
+    path = tmp_path / "avscan.toml"
+    path.write_text(
+        "[jobs]\ncancel_grace = 2.5\nmax_attempts = 3\n"
+        f'[signatures]\nslow_rule_seconds = 2\ntrusted_keys = [{{ id = "new", public_key = "{keys["new"][1]}" }}]\n'
+    )
+    config = load_config(path)
+    assert config.trusted_keys.names() == ["new"] and config.rule_probe_seconds == 2.0
+    assert (config.jobs.cancel_grace, config.jobs.max_attempts) == (2.5, 3)
+    path.write_text('[signatures]\ntrusted_keys = [{ id = "x", public_key = "c2hvcnQ=" }]\n')
+    with pytest.raises(
+        ConfigError, match=r"signatures.trusted_keys\[0\].public_key: an Ed25519 public key is 32 bytes"
+    ):
+        load_config(path)
