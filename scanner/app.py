@@ -17,6 +17,7 @@ from scanner.outputs.metrics import Metrics, Readers
 from scanner.outputs.queue import EventQueue
 from scanner.outputs.relay import EventRelay
 from scanner.outputs.sinks import build_sink
+from scanner.rulesets.compiler import CompileLimits
 from scanner.rulesets.store import RulesetStore
 from scanner.state.db import Database
 
@@ -31,7 +32,12 @@ class App:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(config.state_dir / "state.sqlite3")
-        self.store = RulesetStore(config.state_dir / "rulesets", audit=self.db.audit)
+        self.store = RulesetStore(
+            config.state_dir / "rulesets",
+            audit=self.db.audit,
+            limits=CompileLimits(probe_seconds=config.rule_probe_seconds),
+            trust=config.trusted_keys,
+        )
         self.cache = self._cache(config)
         self.engine = Engine(config.engine, self.cache)
         self.scans = ScanManager(
@@ -41,6 +47,7 @@ class App:
             config.files,
             config.max_concurrent_scans,
             profile_cache=config.state_dir / "profiles",
+            limits=config.jobs,
         )
         self.vcenter: VCenterService | None = None
         if config.vcenter is not None:
@@ -107,7 +114,11 @@ class App:
             await self.vcenter.stop()
 
     def prepare(self) -> None:
-        """Blocking start-up work: install the default ruleset on first start."""
+        """Blocking start-up work: import the parsers once (``scanner.acquisition.preload``),
+        install the default ruleset on first start."""
+        from scanner.acquisition.preload import preload
+
+        preload()
         info = self.store.ensure_default(self.config.signatures_dir)
         if info is not None:
             log.info("activated default ruleset version %d (%s)", info.version, info.digest)
@@ -130,7 +141,7 @@ class App:
         return ResultCache(where, config.cache.max_bytes)
 
     def close(self) -> None:
-        self.engine.close()
+        self.engine.close(wait=not self.scans.stuck())  # a stuck reader is never waited for
         if self.events is not None:
             self.events.close()
         if self.cache is not None:

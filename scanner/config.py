@@ -17,6 +17,8 @@ from typing import Any
 from scanner.engine.cache import CacheSettings
 from scanner.engine.settings import EngineSettings, MiB
 from scanner.errors import ConfigError
+from scanner.jobs.settings import JobLimits
+from scanner.rulesets.signing import TrustedKeys, public_key_bytes
 from scanner.targets.files import FilePolicy
 from scanner.vcenter.settings import VCenterSettings, settings_from
 
@@ -68,6 +70,9 @@ class Config:
     cache: CacheSettings = field(default_factory=CacheSettings)
     max_concurrent_scans: int = 2
     shutdown_grace: float = 10.0
+    jobs: JobLimits = field(default_factory=JobLimits)  # [jobs] cancel_grace, stall_timeout, ...
+    trusted_keys: TrustedKeys = field(default_factory=TrustedKeys)  # [signatures] trusted_keys
+    rule_probe_seconds: float = 5.0  # [signatures] a pushed ruleset's budget on the 16 MiB reference buffer
     max_upload_bytes: int = 64 * MiB
     vcenter: VCenterSettings | None = None  # [vcenter]: triggers, verdicts and quarantine in vCenter
     event_sinks: tuple[Mapping[str, Any], ...] = ()  # [[events.sinks]]: where ECS documents go
@@ -82,7 +87,7 @@ class Config:
 
 
 TOP_KEYS = {"server", "auth", "state_dir", "signatures_dir", "engine", "files", "jobs", "limits", "cache", "vcenter",
-            "events", "logging"}
+            "events", "logging", "signatures"}
 SERVER_KEYS = {"listen", "reflection", "tls", "metrics_listen"}
 TLS_KEYS = {"cert", "key", "client_ca"}
 TOKEN_KEYS = {"name", "sha256", "roles"}
@@ -101,6 +106,8 @@ def accepted_keys() -> set[str]:
     keys |= {f"server.{k}" for k in SERVER_KEYS - {"tls"}} | {f"server.tls.{k}" for k in TLS_KEYS}
     keys |= {f"auth.tokens.{k}" for k in TOKEN_KEYS} | {f"jobs.{k}" for k in JOBS_KEYS}
     keys |= {f"limits.{k}" for k in LIMITS_KEYS} | {f"logging.{k}" for k in LOGGING_KEYS}
+    keys |= {f"jobs.{f.name}" for f in fields(JobLimits)}
+    keys |= {"signatures.trusted_keys.id", "signatures.trusted_keys.public_key", "signatures.slow_rule_seconds"}
     for section, cls in (("engine", EngineSettings), ("files", FilePolicy), ("cache", CacheSettings)):
         keys |= {f"{section}.{f.name}" for f in fields(cls)}
     keys |= {f"vcenter.{f}" for f in VCenterSettings.__dataclass_fields__ if f not in ("password", "policy")}
@@ -170,7 +177,12 @@ def _from_dict(raw: dict[str, Any]) -> Config:
     kwargs["engine"] = _section(raw, "engine", EngineSettings)
     kwargs["files"] = _section(raw, "files", FilePolicy)
     kwargs["cache"] = _section(raw, "cache", CacheSettings)
-    jobs = _table(raw, "jobs", JOBS_KEYS)
+    limits_keys = {f.name for f in fields(JobLimits)}
+    jobs = _table(raw, "jobs", JOBS_KEYS | limits_keys)
+    try:
+        kwargs["jobs"] = JobLimits(**{k: v for k, v in jobs.items() if k in limits_keys})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[jobs]: {e}") from e
     if "max_concurrent_scans" in jobs:
         kwargs["max_concurrent_scans"] = _typed("jobs.max_concurrent_scans", jobs["max_concurrent_scans"], int)
     if "shutdown_grace" in jobs:
@@ -178,6 +190,7 @@ def _from_dict(raw: dict[str, Any]) -> Config:
     limits = _table(raw, "limits", LIMITS_KEYS)
     if "max_upload_bytes" in limits:
         kwargs["max_upload_bytes"] = _typed("limits.max_upload_bytes", limits["max_upload_bytes"], int)
+    kwargs.update(_signatures(raw))
     if "vcenter" in raw:
         if not isinstance(raw["vcenter"], dict):
             raise ConfigError("vcenter: must be a table")
@@ -203,6 +216,37 @@ def _events_and_logging(raw: dict[str, Any]) -> dict[str, Any]:
     if "level" in logging_:
         kwargs["log_level"] = _typed("logging.level", logging_["level"], str).upper()
     return kwargs
+
+
+def _signatures(raw: dict[str, Any]) -> dict[str, Any]:
+    """``[signatures]``: ``trusted_keys = [{id = "...", public_key = "<base64 or PEM path>"}]``
+    (any key makes signed pushes mandatory) and ``slow_rule_seconds`` (the probe budget)."""
+    table = _table(raw, "signatures", {"trusted_keys", "slow_rule_seconds"})
+    out: dict[str, Any] = {}
+    keys: list[tuple[str, bytes]] = []
+    for i, entry in enumerate(table.get("trusted_keys", [])):
+        where = f"signatures.trusted_keys[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: must be a table")
+        _no_unknown(where, entry, {"id", "public_key"})
+        key_id = _typed(f"{where}.id", entry.get("id", ""), str)
+        if not key_id or key_id in {k for k, _ in keys}:
+            raise ConfigError(f"{where}.id: required and unique")
+        keys.append(
+            (
+                key_id,
+                public_key_bytes(
+                    f"{where}.public_key", _typed(f"{where}.public_key", entry.get("public_key", ""), str)
+                ),
+            )
+        )
+    out["trusted_keys"] = TrustedKeys(tuple(keys))
+    if "slow_rule_seconds" in table:
+        seconds = float(_typed("signatures.slow_rule_seconds", table["slow_rule_seconds"], (int, float)))
+        if seconds <= 0:
+            raise ConfigError("signatures.slow_rule_seconds: must be positive")
+        out["rule_probe_seconds"] = seconds
+    return out
 
 
 def _section(raw: dict[str, Any], name: str, cls: Any) -> Any:

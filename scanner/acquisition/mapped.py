@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from scanner import native
+from scanner.acquisition.hostfile import size_of
 from scanner.errors import UnreadableError
 
 _GRANULARITY = mmap.ALLOCATIONGRANULARITY
@@ -42,7 +43,7 @@ def file_window(fd: int, offset: int, length: int, where: str, holes: bool = Fal
         yield memoryview(b"")
         return
     try:
-        size = os.fstat(fd).st_size
+        size = size_of(fd)  # a block device's st_size is 0
     except OSError as e:
         raise UnreadableError(where, offset, length, f"stat failed: {e.strerror}") from e
     if offset < 0 or offset + length > size:

@@ -51,12 +51,24 @@ class Client:
     # signatures
 
     def push_ruleset(
-        self, files: Iterable[tuple[str, bytes]], name: str, description: str = ""
+        self,
+        files: Iterable[tuple[str, bytes]],
+        name: str,
+        description: str = "",
+        signature: signatures_pb2.BundleSignature | None = None,
+        allow_rollback: bool = False,
+        force_slow_rules: bool = False,
     ) -> signatures_pb2.PushRulesetResponse:
+        header = signatures_pb2.RulesetHeader(
+            name=name,
+            description=description,
+            signature=signature,
+            allow_rollback=allow_rollback,
+            force_slow_rules=force_slow_rules,
+        )
+
         def messages() -> Iterator[signatures_pb2.PushRulesetRequest]:
-            yield signatures_pb2.PushRulesetRequest(
-                header=signatures_pb2.RulesetHeader(name=name, description=description)
-            )
+            yield signatures_pb2.PushRulesetRequest(header=header)
             for chunk in _chunks(files):
                 yield signatures_pb2.PushRulesetRequest(chunk=chunk)
 
@@ -66,8 +78,8 @@ class Client:
         requests = (signatures_pb2.ValidateRulesetRequest(chunk=c) for c in _chunks(files))
         return self.signatures.ValidateRuleset(requests, metadata=self.metadata, timeout=self.timeout)
 
-    def activate(self, digest: str = "", version: int = 0) -> signatures_pb2.Ruleset:
-        request = signatures_pb2.ActivateRulesetRequest(digest=digest, version=version)
+    def activate(self, digest: str = "", version: int = 0, allow_rollback: bool = False) -> signatures_pb2.Ruleset:
+        request = signatures_pb2.ActivateRulesetRequest(digest=digest, version=version, allow_rollback=allow_rollback)
         return self.signatures.ActivateRuleset(request, metadata=self.metadata, timeout=self.timeout).ruleset
 
     def rollback(self) -> signatures_pb2.Ruleset:

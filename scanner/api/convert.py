@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from scanner.engine import Progress
 from scanner.errors import Diagnostic, InvalidArgument
 from scanner.rulesets.model import RulesetInfo
+from scanner.rulesets.signing import BundleSignature
 from scanner.state.db import ScanRecord
 from scanner.targets import TargetSpec
 from scanner.v1 import scans_pb2, signatures_pb2, verdict_pb2
@@ -300,4 +301,13 @@ def ruleset_message(info: RulesetInfo) -> signatures_pb2.Ruleset:
         size_bytes=info.size_bytes,
         warnings=[diagnostic_message(d) for d in info.warnings],
         active=info.active,
+        signature=signature_message(info.signature),
+    )
+
+
+def signature_message(signed: BundleSignature | None) -> signatures_pb2.BundleSignature | None:
+    if signed is None:
+        return None
+    return signatures_pb2.BundleSignature(
+        key_id=signed.key_id, bundle_version=signed.bundle_version, signature=signed.signature
     )

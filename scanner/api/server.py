@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ SERVICE_NAMES = (
     vcenter_pb2.DESCRIPTOR.services_by_name["VCenterService"].full_name,
 )
 MAX_MESSAGE = 8 * 1024 * 1024
+HEALTH_TICK = 0.5  # seconds between looks for stuck scans
 
 
 @dataclass
@@ -45,9 +47,12 @@ class Running:
     server: aio.Server
     health: Any  # grpc_health's aio HealthServicer (untyped)
     port: int
+    watchdog: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.app.config.shutdown_grace if grace is None else grace
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         await self.health.enter_graceful_shutdown()
         await self.app.stop_vcenter()
         await self.app.scans.shutdown(grace)
@@ -88,7 +93,25 @@ async def start_server(config: Config) -> Running:
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("listening on %s (port %d)", config.listen, port)
-    return Running(app, server, health_servicer, port)
+    running = Running(app, server, health_servicer, port)
+    running.watchdog = asyncio.create_task(_health_watch(app, health_servicer), name="health-watch")
+    return running
+
+
+async def _health_watch(app: App, health_servicer: Any) -> None:
+    """NOT_SERVING while any scan's thread is stuck (abandoned and still not returned): the
+    appliance cannot vouch for its capacity, so an orchestrator should restart it."""
+    serving = True
+    while True:
+        await asyncio.sleep(HEALTH_TICK)
+        stuck = app.scans.stuck()
+        if bool(stuck) == serving:
+            serving = not stuck
+            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            if stuck:
+                log.error("NOT_SERVING: %d scan(s) stuck in a read: %s", len(stuck), ", ".join(stuck))
+            for name in ("", *SERVICE_NAMES):
+                await health_servicer.set(name, status)
 
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -125,8 +148,8 @@ def _bind(server: aio.Server, config: Config) -> int:
     return server.add_secure_port(config.listen, credentials)
 
 
-async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> bool:
+    """Run until SIGINT or SIGTERM, then shut down gracefully; True if scan threads are stuck."""
     running = await start_server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -138,10 +161,15 @@ async def serve_forever(config: Config, ready: asyncio.Event | None = None) -> N
     await stop.wait()
     log.info("shutting down")
     await running.stop()
+    return bool(running.app.scans.stuck())
 
 
 def run(config: Config) -> None:
-    """Serve on uvloop until stopped."""
+    """Serve on uvloop until stopped. Threads stuck in a read are not waited for: the process
+    exits at once (everything is recorded by then), so SIGTERM always ends it in its grace."""
     import uvloop
 
-    uvloop.run(serve_forever(config))
+    if uvloop.run(serve_forever(config)):
+        log.error("exiting with scan threads still stuck in reads")
+        logging.shutdown()
+        os._exit(0)

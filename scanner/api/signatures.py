@@ -13,6 +13,8 @@ from scanner.api.convert import diagnostic_message, ruleset_message
 from scanner.app import App
 from scanner.errors import InvalidArgument, ResourceExhausted
 from scanner.rulesets.model import RulesetFile
+from scanner.rulesets.signing import MAX_KEY_ID, BundleSignature
+from scanner.rulesets.store import PushOptions
 from scanner.v1 import signatures_pb2 as pb
 from scanner.v1 import signatures_pb2_grpc
 
@@ -25,19 +27,24 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
         self, request_iterator: AsyncIterator[pb.PushRulesetRequest], context: aio.ServicerContext
     ) -> pb.PushRulesetResponse:
         header: pb.RulesetHeader | None = None
-        chunks: list[pb.RuleFileChunk] = []
+        upload = _Upload(self.app.config.max_upload_bytes)
         async for message in request_iterator:
             if message.HasField("header"):
-                if header is not None or chunks:
+                if header is not None or upload.parts:
                     raise InvalidArgument("header", "send the header once, as the first message")
                 header = message.header
             elif message.HasField("chunk"):
-                chunks.append(message.chunk)
+                upload.add(message.chunk)
         if header is None or not header.name:
             raise InvalidArgument("header.name", "the first message must be a header with a name")
-        files = _assemble(chunks, self.app.config.max_upload_bytes)
+        files = upload.files()
         actor = current_identity.get().name
-        info = await asyncio.to_thread(self.app.store.push, files, header.name, header.description, actor)
+        options = PushOptions(
+            signature=signature_from(header.signature) if header.HasField("signature") else None,
+            allow_rollback=header.allow_rollback,
+            force_slow_rules=header.force_slow_rules,
+        )
+        info = await asyncio.to_thread(self.app.store.push, files, header.name, header.description, actor, options)
         return pb.PushRulesetResponse(
             ruleset=ruleset_message(info), diagnostics=[diagnostic_message(d) for d in info.warnings]
         )
@@ -45,8 +52,10 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
     async def ValidateRuleset(
         self, request_iterator: AsyncIterator[pb.ValidateRulesetRequest], context: aio.ServicerContext
     ) -> pb.ValidateRulesetResponse:
-        chunks = [m.chunk async for m in request_iterator]
-        files = _assemble(chunks, self.app.config.max_upload_bytes)
+        upload = _Upload(self.app.config.max_upload_bytes)
+        async for message in request_iterator:
+            upload.add(message.chunk)
+        files = upload.files()
         diagnostics = await asyncio.to_thread(self.app.store.validate, files)
         from scanner.rulesets.model import ruleset_digest
 
@@ -62,7 +71,8 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
         if not request.digest and not request.version:
             raise InvalidArgument("digest", "give a digest or a version")
         which: str | int = request.digest or request.version
-        info = await asyncio.to_thread(self.app.store.activate, which, current_identity.get().name)
+        actor = current_identity.get().name
+        info = await asyncio.to_thread(self.app.store.activate, which, actor, request.allow_rollback)
         return pb.ActivateRulesetResponse(ruleset=ruleset_message(info))
 
     async def RollbackRuleset(
@@ -83,21 +93,38 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
         return pb.ListRulesetsResponse(rulesets=[ruleset_message(i) for i in page], next_page_token=token)
 
 
-def _assemble(chunks: list[pb.RuleFileChunk], limit: int) -> list[RulesetFile]:
-    """Concatenate consecutive chunks per path; bounded by ``limit`` bytes in total."""
-    parts: dict[str, list[bytes]] = {}
-    total = 0
-    last = ""
-    for chunk in chunks:
+def signature_from(message: pb.BundleSignature) -> BundleSignature:
+    if len(message.signature) != 64:
+        raise InvalidArgument("header.signature.signature", "an Ed25519 signature is 64 bytes")
+    if not message.key_id or len(message.key_id) > MAX_KEY_ID:
+        raise InvalidArgument("header.signature.key_id", f"required, at most {MAX_KEY_ID} characters")
+    return BundleSignature(message.key_id, message.bundle_version, bytes(message.signature))
+
+
+class _Upload:
+    """Rule files arriving as chunks, counted as they stream: the call is refused at the first
+    chunk past ``limit`` bytes in total, so an oversized upload is never held in memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: dict[str, list[bytes]] = {}
+        self.total = 0
+        self.last = ""
+
+    def add(self, chunk: pb.RuleFileChunk) -> None:
+        """Consecutive chunks per path; raises as soon as the total passes the limit."""
         if not chunk.path:
             raise InvalidArgument("chunk.path", "every chunk needs the file's path")
-        if chunk.path in parts and chunk.path != last:
+        if chunk.path in self.parts and chunk.path != self.last:
             raise InvalidArgument("chunk.path", f"{chunk.path}: chunks of one file must be consecutive")
-        total += len(chunk.data)
-        if total > limit:
-            raise ResourceExhausted(f"ruleset larger than the {limit} byte limit")
-        parts.setdefault(chunk.path, []).append(chunk.data)
-        last = chunk.path
-    if not parts:
-        raise InvalidArgument("chunk", "no rule files sent")
-    return [RulesetFile(path, b"".join(data)) for path, data in parts.items()]
+        self.total += len(chunk.data)
+        if self.total > self.limit:
+            self.parts.clear()
+            raise ResourceExhausted(f"ruleset larger than the {self.limit} byte limit")
+        self.parts.setdefault(chunk.path, []).append(chunk.data)
+        self.last = chunk.path
+
+    def files(self) -> list[RulesetFile]:
+        if not self.parts:
+            raise InvalidArgument("chunk", "no rule files sent")
+        return [RulesetFile(path, b"".join(data)) for path, data in self.parts.items()]

@@ -316,10 +316,14 @@ def _vcenter_flow(client: Client, sim: Any) -> bool:
     stub.Release(vcenter_pb2.ReleaseRequest(vm_uuid=uuid, reason="demo"), timeout=60)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (
-        all(c for _, c, _ in sim.nics(VC_VM)) and sim.attributes(VC_VM)["avscan.verdict"].startswith("RELEASED")
-    ):  # the release is several actions: NICs restored, then the verdict attribute rewritten
+        all(c for _, c, _ in sim.nics(VC_VM)) and sim.attributes(VC_VM).get("avscan.release", "").startswith("released")
+    ):  # the release is several actions: NICs restored, then the release attribute written
         time.sleep(0.3)
-    print(f"   NICs after release: {sim.nics(VC_VM)}; avscan.verdict = {sim.attributes(VC_VM)['avscan.verdict']}")
+    attributes = sim.attributes(VC_VM)
+    print(
+        f"   NICs after release: {sim.nics(VC_VM)}; avscan.release = {attributes.get('avscan.release', '')}; "
+        f"avscan.verdict = {attributes.get('avscan.verdict', '')}"
+    )
     return quarantined and all(c and s for _, c, s in sim.nics(VC_VM))
 
 

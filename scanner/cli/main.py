@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from scanner.cli import local_scan, remote
+from scanner.cli import local_scan, remote, signing
 from scanner.cli import vcenter as vcenter_cli
 from scanner.config import Config, default_config_path, load_config
 from scanner.errors import ConfigError, ScannerError
@@ -206,6 +206,8 @@ def demo(workdir: Path | None) -> None:
 
 
 cli.add_command(remote.rules)
+remote.rules.add_command(signing.rules_keygen)
+remote.rules.add_command(signing.rules_sign)
 cli.add_command(remote.scans)
 cli.add_command(vcenter_cli.vcenter)
 

@@ -116,15 +116,33 @@ def rules() -> None:
 @click.option("--name", required=True)
 @click.option("--description", default="")
 @click.option("--activate", is_flag=True, help="Activate it once stored.")
+@click.option("--signature", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="From 'rules sign'.")
+@click.option("--allow-rollback", is_flag=True, help="Accept a bundle version older than the active one.")
+@click.option("--force-slow-rules", is_flag=True, help="Store rules slower than the service's budget.")
 @client_options
 @rpc_errors
-def rules_push(path: Path, name: str, description: str, activate: bool, **conn: Any) -> None:
+def rules_push(
+    path: Path,
+    name: str,
+    description: str,
+    activate: bool,
+    signature: Path | None,
+    allow_rollback: bool,
+    force_slow_rules: bool,
+    **conn: Any,
+) -> None:
     """Push the YARA sources at PATH (a file or a directory)."""
+    from scanner.cli.signing import read_signature
+
+    signed = read_signature(signature) if signature else None
     with connect(**conn) as client:
-        response = client.push_ruleset(read_rule_files(path), name, description)
+        response = client.push_ruleset(
+            read_rule_files(path), name, description, signed, allow_rollback, force_slow_rules
+        )
         for d in response.diagnostics:
             click.echo(diagnostic_line(d), err=True)
-        ruleset = client.activate(digest=response.ruleset.digest) if activate else response.ruleset
+        digest = response.ruleset.digest
+        ruleset = client.activate(digest=digest, allow_rollback=allow_rollback) if activate else response.ruleset
         click.echo(ruleset_line(ruleset))
 
 
@@ -144,12 +162,16 @@ def rules_validate(path: Path, **conn: Any) -> None:
 
 @rules.command("activate")
 @click.argument("which")
+@click.option("--allow-rollback", is_flag=True, help="Accept a signed bundle older than the active one.")
 @client_options
 @rpc_errors
-def rules_activate(which: str, **conn: Any) -> None:
+def rules_activate(which: str, allow_rollback: bool, **conn: Any) -> None:
     """Activate a stored version (a number) or digest (sha256:...)."""
     with connect(**conn) as client:
-        ruleset = client.activate(version=int(which)) if which.isdigit() else client.activate(digest=which)
+        if which.isdigit():
+            ruleset = client.activate(version=int(which), allow_rollback=allow_rollback)
+        else:
+            ruleset = client.activate(digest=which, allow_rollback=allow_rollback)
     click.echo(ruleset_line(ruleset))
 
 

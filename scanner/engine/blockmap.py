@@ -17,9 +17,9 @@ that are not at block edges) gets no digest here; its worker hashes its bytes in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from scanner import native
 from scanner.engine.windows import Window
@@ -81,7 +81,7 @@ def build_block_map(
     runs = list(_runs_to_read(zero, block, unit.size))
     if submit is not None:
         futures = [submit(lambda o=o, n=n: piece(o, n)) for o, n in runs]  # type: ignore[misc]
-        results = [f.result() for f in futures]
+        results = [_piece_result(f, o) for f, (o, _) in zip(futures, runs, strict=True)]
     else:
         results = [piece(o, n) for o, n in runs]
     for offset, found in results:
@@ -94,6 +94,14 @@ def build_block_map(
             hashes[16 * first : 16 * (first + len(z))] = h
             heads[16 * first : 16 * (first + len(z))] = hd
     return BlockMap(unit.size, block, head, bytes(zero), bytes(hashes), bytes(heads))
+
+
+def _piece_result(future: Future[Any], offset: int) -> tuple[int, tuple[bytes, bytes, bytes] | None]:
+    """A piece's result; a piece whose pool was retired before it ran was not read (None)."""
+    try:
+        return cast(tuple[int, tuple[bytes, bytes, bytes] | None], future.result())
+    except CancelledError:
+        return offset, None
 
 
 def _hole_blocks(unit: Unit, block: int) -> set[int]:

@@ -55,6 +55,8 @@ from scanner.targets.base import Skipped, Target, Unit
 from scanner.verdicts import Coverage, Finding, Gap, GapKind, Verdict, VerdictKind, decide
 
 T = TypeVar("T")
+TIMED_OUT = "unit timeout reached"
+_Pending = tuple["_UnitState", Window, Callable[[], WindowResult]]
 INLINE_LOOKUP = 4 * 1024 * 1024  # windows up to this size are hashed and looked up on the planner thread
 
 
@@ -77,6 +79,10 @@ class ScanListener:
 
     def on_finding(self, finding: Finding) -> None:
         """Called once per finding, as soon as its unit is done."""
+
+    def on_beat(self) -> None:
+        """Called whenever the scan moves on (a window merged, a piece of a zero pass started),
+        from the engine's threads, so a watchdog can tell a slow scan from a stuck one. Cheap."""
 
 
 @dataclass
@@ -148,9 +154,19 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.cache = cache
         self._pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="yara")
+        self._pool_lock = threading.Lock()
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Stop the pool; ``wait`` False when a window may be stuck in a read (it is left behind)."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def retire_pool(self) -> None:
+        """Give later work a fresh pool: the current one may hold threads stuck in reads (of a
+        scan that was abandoned). Work queued on the old pool and not started is cancelled; the
+        scans that queued it submit it again (``_Run._drain``). Stuck threads are left to end."""
+        with self._pool_lock:
+            old, self._pool = self._pool, ThreadPoolExecutor(self.settings.threads, thread_name_prefix="yara")
+        old.shutdown(wait=False, cancel_futures=True)
 
     def scan(
         self,
@@ -189,7 +205,8 @@ class Engine:
         )
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
-        return self._pool.submit(fn)
+        with self._pool_lock:
+            return self._pool.submit(fn)
 
 
 def error_verdict(ruleset_digest: str, message: str, started: float) -> Verdict:
@@ -259,6 +276,7 @@ class _Run:
     def _scan(self, target: Target) -> None:
         units: list[Unit] = []
         for item in target.plan():
+            self.listener.on_beat()
             if isinstance(item, Skipped):
                 self._skip(item)
             else:
@@ -266,7 +284,7 @@ class _Run:
                 self.tally.bytes_total += item.size
                 self.tally.units_total += 1
         self._progress()
-        pending: dict[Future[WindowResult], tuple[_UnitState, Window]] = {}
+        pending: dict[Future[WindowResult], _Pending] = {}
         for state, window in self._windows(units):
             if self.cancel.is_set():
                 self._cancelled(state, window)
@@ -277,15 +295,18 @@ class _Run:
             if isinstance(planned, WindowResult):
                 self._merge(state, planned)
                 continue
-            if not state.deadline:
-                state.deadline = time.monotonic() + self.s.unit_timeout
-            pending[self.engine.submit(self._task(state, window, planned))] = (state, window)
+            if state.deadline <= time.monotonic():  # past the deadline: no thread, no read
+                self._merge(state, WindowResult([], [_window_gap(GapKind.TIMEOUT, state, window, TIMED_OUT)], 0))
+                continue
+            task = self._task(state, window, planned)
+            pending[self.engine.submit(task)] = (state, window, task)
         while pending:
             self._drain(pending, FIRST_COMPLETED)
 
     def _windows(self, units: list[Unit]) -> Iterator[tuple[_UnitState, Window]]:
         for index, unit in enumerate(units):
-            state = _UnitState(unit, index, 0)
+            # the unit's time starts with its planning: the zero/digest pass counts against it
+            state = _UnitState(unit, index, 0, time.monotonic() + self.s.unit_timeout)
             windows = self._unit_windows(state)
             state.windows_left = len(windows)
             if not windows:
@@ -301,9 +322,12 @@ class _Run:
         zero = bytes(-(-unit.size // BLOCK))
         if skip or cache is not None:
             seed = cache.seed if cache is not None else 0
-            blocks = build_block_map(
-                unit, BLOCK, s.overlap, seed, self.engine.submit, self.cancel.is_set, digests=cache is not None
-            )
+
+            def stop() -> bool:
+                self.listener.on_beat()
+                return self.cancel.is_set() or time.monotonic() >= state.deadline
+
+            blocks = build_block_map(unit, BLOCK, s.overlap, seed, self.engine.submit, stop, digests=cache is not None)
             state.blocks = blocks if cache is not None else None
             zero = blocks.zero if skip else zero
         windows = aligned_windows(unit.size, s.chunk_size, s.overlap, zero, BLOCK)
@@ -352,10 +376,13 @@ class _Run:
 
         return run
 
-    def _drain(self, pending: dict[Future[WindowResult], tuple[_UnitState, Window]], when: str) -> None:
+    def _drain(self, pending: dict[Future[WindowResult], _Pending], when: str) -> None:
         done, _ = wait(list(pending), return_when=when)
         for future in done:
-            state, window = pending.pop(future)
+            state, window, task = pending.pop(future)
+            if future.cancelled():  # its pool was retired before it started: run it on the new one
+                pending[self.engine.submit(task)] = (state, window, task)
+                continue
             try:
                 result = future.result()
             except Exception as e:  # a bug or a backend fault: account it, keep scanning
@@ -371,6 +398,7 @@ class _Run:
             self._merge(state, result)
 
     def _merge(self, state: _UnitState, result: WindowResult) -> None:
+        self.listener.on_beat()
         state.scanned += result.bytes_scanned
         if result.cache_hit is not None:
             self.tally.cache_hits += int(result.cache_hit)
@@ -390,14 +418,7 @@ class _Run:
             self._unit_done(state)
 
     def _cancelled(self, state: _UnitState, window: Window) -> None:
-        gap = Gap(
-            GapKind.CANCELLED,
-            state.unit.name,
-            "scan cancelled",
-            state.unit.base + window.offset,
-            window.own_end - window.offset,
-        )
-        self._merge(state, WindowResult([], [gap], 0))
+        self._merge(state, WindowResult([], [_window_gap(GapKind.CANCELLED, state, window, "scan cancelled")], 0))
 
     def _unit_done(self, state: _UnitState) -> None:
         t = self.tally
@@ -459,3 +480,9 @@ class _Run:
         self.listener.on_progress(
             Progress(t.bytes_done, t.bytes_total, t.units_done, t.units_total, len(self.findings))
         )
+
+
+def _window_gap(kind: GapKind, state: _UnitState, window: Window, detail: str) -> Gap:
+    """A gap over the window's own span (its overlap belongs to the next window)."""
+    unit = state.unit
+    return Gap(kind, unit.name, detail, unit.base + window.offset, window.own_end - window.offset)

@@ -7,6 +7,7 @@ window's ``memoryview`` directly, so no bytes are copied. Only matches owned by 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -21,6 +22,9 @@ from scanner.targets.base import Unit
 from scanner.verdicts import MAX_MATCHED_DATA, Gap, GapKind, StringMatch
 
 yara.set_config(max_match_data=MAX_MATCHED_DATA)
+console_log = logging.getLogger("scanner.rules.console")
+MAX_CONSOLE_LINES = 20  # per window
+MAX_CONSOLE_CHARS = 256
 
 
 class Ruleset(Protocol):
@@ -104,20 +108,43 @@ def match_view(
             warnings.append(str(message))
         return int(yara.CALLBACK_CONTINUE)
 
+    console = _Console(unit.name)
     try:
         matches = ruleset.rules.match(
             data=view,
             timeout=max(1, math.ceil(remaining)),
             externals=used_externals(ruleset, unit),
             warnings_callback=on_warning,
+            console_callback=console,
         )
     except yara.TimeoutError:
         return WindowResult([], [_gap(GapKind.TIMEOUT, unit, window, "yara scan timed out")], 0)
     except yara.Error as e:
         return WindowResult([], [_gap(GapKind.FAILED, unit, window, f"yara: {e}")], 0)
+    finally:
+        console.flush()
     hits, flooded = _owned_hits(matches, unit, window, max_instances, max_per_string)
     gaps = [_gap(GapKind.TOO_MANY_MATCHES, unit, window, w) for w in warnings + flooded]
     return WindowResult(hits, gaps, window.own_end - window.offset)
+
+
+class _Console:
+    """The ``console`` module's output for one window: the first ``MAX_CONSOLE_LINES`` lines go
+    to the service log (each cut to ``MAX_CONSOLE_CHARS``), the rest are only counted. (libyara
+    prints every call to stdout otherwise: a rule can log once per byte scanned.)"""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.count = 0
+
+    def __call__(self, message: str) -> None:
+        self.count += 1
+        if self.count <= MAX_CONSOLE_LINES:
+            console_log.info("%s: %s", self.where, message[:MAX_CONSOLE_CHARS])
+
+    def flush(self) -> None:
+        if self.count > MAX_CONSOLE_LINES:
+            console_log.info("%s: %d more console lines dropped", self.where, self.count - MAX_CONSOLE_LINES)
 
 
 def _owned_hits(

@@ -8,7 +8,9 @@ progress and every finding so far, so no finding is missed and progress always c
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -26,9 +28,31 @@ class LiveScan:
     scan_id: str
     cancel: threading.Event = field(default_factory=threading.Event)
     interrupted: bool = False  # cancelled by shutdown (re-run later) rather than by a caller
+    beat: float = 0.0  # time.monotonic() of the scan's last sign of progress (set from its threads)
+    abandon_at: float = math.inf  # time.monotonic() after which a cancelled scan's thread is given up on
+    stalled: str = ""  # set by the watchdog: why it cancelled the scan
     progress: Progress | None = None
     findings: list[Finding] = field(default_factory=list)
     watchers: set[asyncio.Queue[Event]] = field(default_factory=set)
+
+    def cancel_requested(self, grace: float) -> None:
+        """Ask the scan to stop; its thread is abandoned if it has not returned ``grace`` seconds
+        from now (an earlier limit stands)."""
+        self.abandon_at = min(self.abandon_at, time.monotonic() + grace)
+        self.cancel.set()
+
+    @property
+    def cancelled_by_caller(self) -> bool:
+        return self.cancel.is_set() and not self.stalled and not self.interrupted
+
+    @property
+    def abandon_reason(self) -> str:
+        """Why the scan's thread was given up on (for its verdict)."""
+        if self.stalled:
+            return f"{self.stalled}; the scan was stopped and its reader abandoned"
+        if self.interrupted:
+            return "interrupted by shutdown; the scan did not stop in time"
+        return "cancelled; the scan did not stop in time and its reader was abandoned"
 
     def publish(self, event: Event) -> None:
         if isinstance(event, Progress):
@@ -67,3 +91,6 @@ class LoopListener(ScanListener):
 
     def on_finding(self, finding: Finding) -> None:
         self.loop.call_soon_threadsafe(self.live.publish, finding)
+
+    def on_beat(self) -> None:
+        self.live.beat = time.monotonic()  # a float store: safe from any thread

@@ -7,7 +7,14 @@ Contract:
 - A job scans with the ruleset active when it starts (or the one it pinned) and keeps it to the
   end, whatever is activated meanwhile.
 - ``shutdown`` stops taking jobs, lets running ones finish within the grace period, and records
-  the rest as INTERRUPTED so the next start re-runs them.
+  the rest as INTERRUPTED so the next start re-runs them. It returns within the grace period
+  plus one second, whatever the scans' threads do.
+- Every scan runs on a daemon thread of its own (``scanner.jobs.threads``) under a watchdog
+  (``JobLimits``): a cancel that its thread does not honour within ``cancel_grace`` abandons the
+  thread (CANCELLED); a scan with no progress for ``stall_timeout`` is cancelled, then abandoned
+  with an ERROR verdict. An abandoned thread that is still alive is *stuck* (``stuck()``):
+  health goes NOT_SERVING while any is. A job started ``max_attempts`` times without finishing
+  is not started again at the next start: DONE, ERROR verdict, reason given.
 - Nothing here runs the engine or SQLite on the event loop.
 """
 
@@ -17,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -25,6 +33,8 @@ from typing import Any
 from scanner.engine import Engine, Progress, Ruleset, error_verdict
 from scanner.errors import AlreadyExists, FailedPrecondition, InvalidArgument, ScannerError
 from scanner.jobs.live import DONE, Event, LiveScan, LoopListener
+from scanner.jobs.settings import JobLimits
+from scanner.jobs.threads import call_bounded, start_thread
 from scanner.outputs import ecs
 from scanner.state.db import Database, ScanRecord
 from scanner.targets import FilePolicy, TargetSpec, build_target
@@ -33,6 +43,8 @@ from scanner.verdicts import Coverage, Finding, Gap, GapKind, Verdict, VerdictKi
 log = logging.getLogger(__name__)
 
 FINAL_STATES = ("DONE", "CANCELLED")
+WATCHDOG_TICK = 0.25  # seconds between the watchdog's looks at a running scan
+SHUTDOWN_STOP = 1.0  # seconds an interrupted scan's thread gets to stop before it is abandoned
 RulesetResolver = Callable[[str], Ruleset]
 """Returns the ruleset for a pinned digest, or the active one for ""; raises if there is none."""
 FinishHook = Callable[[ScanRecord, str, Verdict | None], None]
@@ -48,6 +60,7 @@ class ScanManager:
         policy: FilePolicy,
         concurrency: int = 2,
         profile_cache: Path | None = None,
+        limits: JobLimits | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
@@ -62,11 +75,17 @@ class ScanManager:
         self._running: set[str] = set()
         self.emit_events = False  # queue ECS documents for the event sinks with each final state
         self.on_finish: list[FinishHook] = []
+        self.limits = limits or JobLimits()
+        self._stuck: dict[str, threading.Thread] = {}  # abandoned scans whose thread has not returned
 
     async def start(self) -> int:
         """Re-queue unfinished jobs, start the workers; returns how many were resumed."""
         resumed = await asyncio.to_thread(self.db.resumable)
-        for record in resumed:
+        for record in list(resumed):
+            if record.attempts >= self.limits.max_attempts:
+                await self._give_up(record)
+                resumed.remove(record)
+                continue
             await asyncio.to_thread(self.db.set_state, record.id, "QUEUED")
             self._enqueue(record.id)
         self._accepting = True
@@ -90,7 +109,7 @@ class ScanManager:
                         "use a new request_id"
                     )
                 return existing
-        await asyncio.to_thread(self._check_target, spec)
+        await call_bounded(lambda: self._check_target(spec), self.limits.open_timeout, "opening the target")
         pinned = str(options.get("ruleset_digest", ""))
         if pinned:
             await asyncio.to_thread(self.resolve_ruleset, pinned)  # NotFound now, not an ERROR later
@@ -99,6 +118,24 @@ class ScanManager:
             self._enqueue(record.id)
             await asyncio.to_thread(self.db.audit, actor, "scan.start", record.id, spec.describe())
         return record
+
+    async def _give_up(self, record: ScanRecord) -> None:
+        """A job that was started ``attempts`` times and never finished is not started again."""
+        reason = (
+            f"not started again: it was started {record.attempts} times and never finished "
+            "(it hung, or the service stopped or died during it each time)"
+        )
+        verdict = error_verdict(record.ruleset_digest, reason, time.time())
+        await self._finish(record, "DONE", verdict)
+        await asyncio.to_thread(self.db.audit, "system", "scan.give_up", record.id, reason)
+        log.warning("scan %s: %s", record.id, reason)
+
+    def stuck(self) -> list[str]:
+        """Scans whose thread was abandoned and has still not returned."""
+        for scan_id, thread in list(self._stuck.items()):
+            if not thread.is_alive():
+                del self._stuck[scan_id]
+        return sorted(self._stuck)
 
     def _check_target(self, spec: TargetSpec) -> None:
         """Open the target once so a wrong request fails now, with the field named."""
@@ -119,7 +156,7 @@ class ScanManager:
             raise FailedPrecondition(f"scan {scan_id} is already {record.state}")
         live = self._live.get(scan_id)
         if live:
-            live.cancel.set()
+            live.cancel_requested(self.limits.cancel_grace)
         if record.state == "QUEUED":
             await self._finish(record, "CANCELLED", None)
             self._finish_live(scan_id)
@@ -178,9 +215,16 @@ class ScanManager:
             },
         )
         listener = LoopListener(asyncio.get_running_loop(), live)
-        verdict = await asyncio.to_thread(self._scan, record, ruleset, listener, live)
+        live.beat = time.monotonic()
+        future, thread = start_thread(lambda: self._scan(record, ruleset, listener, live), f"scan-{live.scan_id}")
+        timeout = float(record.options.get("unit_timeout_seconds") or 0) or self.engine.settings.unit_timeout
+        verdict = await self._supervise(live, future, self.limits.stall_after(timeout))
+        if verdict is None:  # abandoned: the thread is stuck; the job is recorded without it
+            self._stuck[live.scan_id] = thread
+            self.engine.retire_pool()  # its windows may hold the engine's threads
+            verdict = error_verdict(ruleset.digest, live.abandon_reason, started)
         await asyncio.sleep(0)  # let queued events reach watchers before the final state
-        state = "INTERRUPTED" if live.interrupted else "CANCELLED" if live.cancel.is_set() else "DONE"
+        state = "INTERRUPTED" if live.interrupted else "CANCELLED" if live.cancelled_by_caller else "DONE"
         if live.interrupted:
             await asyncio.to_thread(self.db.finish_scan, live.scan_id, state, None)
             return
@@ -222,6 +266,21 @@ class ScanManager:
             except Exception:  # a broken observer never loses a verdict
                 log.exception("scan %s: finish hook failed", record.id)
 
+    async def _supervise(self, live: LiveScan, future: asyncio.Future[Verdict], stall_after: float) -> Verdict | None:
+        """The scan's verdict, or None once its thread is abandoned (see the module contract)."""
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=WATCHDOG_TICK)
+            if done:
+                return future.result()
+            now = time.monotonic()
+            if not live.cancel.is_set() and now - live.beat > stall_after:
+                live.stalled = f"stalled: no progress for {stall_after:g} s"
+                log.warning("scan %s %s; cancelling it", live.scan_id, live.stalled)
+                live.cancel_requested(self.limits.cancel_grace)
+            if now > live.abandon_at:
+                log.error("scan %s did not stop when asked; abandoning its thread", live.scan_id)
+                return None
+
     def _scan(self, record: ScanRecord, ruleset: Ruleset, listener: LoopListener, live: LiveScan) -> Verdict:
         started = time.time()
         timeout = record.options.get("unit_timeout_seconds") or 0
@@ -239,7 +298,8 @@ class ScanManager:
             live.publish(DONE)
 
     async def shutdown(self, grace: float) -> None:
-        """Stop accepting, give running scans ``grace`` seconds, then interrupt them."""
+        """Stop accepting, give running scans ``grace`` seconds, then interrupt them; a scan whose
+        thread does not stop within one more second is abandoned, recorded INTERRUPTED."""
         self._accepting = False
         deadline = time.monotonic() + grace
         while self._running and time.monotonic() < deadline:
@@ -248,8 +308,9 @@ class ScanManager:
             live = self._live.get(scan_id)
             if live:
                 live.interrupted = True
-                live.cancel.set()
-        while self._running:
+                live.cancel_requested(SHUTDOWN_STOP)
+        stop_by = time.monotonic() + SHUTDOWN_STOP + 2 * WATCHDOG_TICK
+        while self._running and time.monotonic() < stop_by:
             await asyncio.sleep(0.05)
         for task in self._workers:
             task.cancel()

@@ -7,7 +7,9 @@ success, the compiled rules) to the paths named in the job file. It imports noth
 scanner beyond the standard library and yara. See ``scanner.rulesets.compiler`` for the parent.
 
 Job (JSON): ``sources`` [[namespace, source path], ...], ``externals`` {name: value},
-``output`` path or null, ``result`` path, ``limits`` {as, cpu, fsize}.
+``output`` path or null, ``result`` path, ``limits`` {as, cpu, fsize}, ``probe`` null or
+{bytes, budget, force}: time the compiled rules on a reference buffer of ``bytes`` (see
+:func:`probe`); rules slower than ``budget`` seconds are an error (a warning with ``force``).
 Result (JSON): ``ok``, ``rule_count``, ``diagnostics`` [{severity, file, line, message,
 slow_pattern}] with ``file`` the namespace (the file's relative path in the ruleset).
 """
@@ -15,9 +17,12 @@ slow_pattern}] with ``file`` the namespace (the file's relative path in the rule
 from __future__ import annotations
 
 import json
+import math
+import random
 import re
 import resource
 import sys
+import time
 from typing import Any
 
 # "<path>(<line>): <message>" as libyara formats compiler errors and warnings for files.
@@ -26,13 +31,21 @@ _SLOW = re.compile(r"slow(ing)? down scanning|consider using|performance", re.IG
 
 
 def set_limits(limits: dict[str, int]) -> None:
-    """Lower this process's limits; hard limits too, so compiled code cannot raise them again."""
-    for name, key in (("as", resource.RLIMIT_AS), ("cpu", resource.RLIMIT_CPU)):
+    """Lower this process's limits, hard limits too, so compiled code cannot raise them again.
+
+    Only ever lowers: under a limit already lower than asked (``ulimit -v``, a service manager's
+    memory cap) that limit stays; an unprivileged process may not raise a hard limit at all.
+    """
+    for name, key in (("as", resource.RLIMIT_AS), ("cpu", resource.RLIMIT_CPU), ("fsize", resource.RLIMIT_FSIZE)):
         if limits.get(name):
-            resource.setrlimit(key, (limits[name], limits[name]))
-    if limits.get("fsize"):
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits["fsize"], limits["fsize"]))
+            resource.setrlimit(key, lowered(resource.getrlimit(key), limits[name]))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def lowered(current: tuple[int, int], wanted: int) -> tuple[int, int]:
+    """(soft, hard) both at most ``wanted`` and never above the current hard limit."""
+    hard = wanted if current[1] == resource.RLIM_INFINITY else min(current[1], wanted)
+    return hard, hard
 
 
 def diagnostic(severity: str, text: str, names: dict[str, str]) -> dict[str, Any]:
@@ -63,9 +76,64 @@ def compile_all(yara: Any, job: dict[str, Any]) -> dict[str, Any]:
         diags = per_file_errors(yara, job, names) or [diagnostic("error", str(e), names)]
         return {"ok": False, "rule_count": 0, "diagnostics": diags}
     diags = [diagnostic("warning", w, names) for w in rules.warnings]
+    if job.get("probe"):
+        diags.extend(probe(yara, rules, job))
+    if any(d["severity"] == "error" for d in diags):
+        return {"ok": False, "rule_count": 0, "diagnostics": diags}
     if job.get("output"):
         rules.save(job["output"])
     return {"ok": True, "rule_count": sum(1 for _ in rules), "diagnostics": diags}
+
+
+def reference_buffer(size: int) -> bytes:
+    """The fixed buffer rules are timed on: quarters of zeros, random bytes, English-like text
+    and x86-like filler (NOPs, 0xFF), the kinds of content guest memory and files hold."""
+    quarter = size // 4
+    text = b"The quick brown fox jumps over the lazy dog; GET /index.html HTTP/1.1\r\n"
+    filler = b"\x90\x90\xff\xff\x00\x00\xcc\x55\x48\x89\xe5"
+    parts = [
+        bytes(quarter),
+        random.Random(20260601).randbytes(quarter),  # noqa: S311 - a fixed, reproducible buffer
+        (text * (quarter // len(text) + 1))[:quarter],
+        (filler * (quarter // len(filler) + 1))[: size - 3 * quarter],
+    ]
+    return b"".join(parts)
+
+
+def timed_match(yara: Any, rules: Any, data: bytes, budget: float) -> float | None:
+    """Seconds ``rules`` took over ``data``, or None if they ran past ``budget``."""
+    started = time.monotonic()
+    try:
+        rules.match(data=data, timeout=max(1, math.ceil(budget)), console_callback=lambda _m: None)
+    except yara.TimeoutError:
+        return None
+    elapsed = time.monotonic() - started
+    return elapsed if elapsed <= budget else None
+
+
+def probe(yara: Any, rules: Any, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Time the whole ruleset on the reference buffer; past the budget, time each file alone
+    (for at most four budgets in all) to name the slow ones. Errors unless ``force``."""
+    spec = job["probe"]
+    budget, size = float(spec["budget"]), int(spec["bytes"])
+    data = reference_buffer(size)
+    if timed_match(yara, rules, data, budget) is not None:
+        return []
+    severity = "warning" if spec.get("force") else "error"
+    advice = "" if spec.get("force") else "; fix the rule or push with force"
+    out: list[dict[str, Any]] = []
+    stop_at = time.monotonic() + 4 * budget
+    for ns, path in job["sources"]:
+        if time.monotonic() > stop_at:
+            break
+        alone = yara.compile(filepaths={ns: path}, externals=job["externals"], includes=False)
+        if timed_match(yara, alone, data, budget) is None:
+            message = f"scanning the {size >> 20} MiB reference buffer took over the {budget:g} s budget{advice}"
+            out.append({"severity": severity, "file": ns, "line": 0, "message": message, "slow_pattern": True})
+    if not out:  # slow only together, or not found in time
+        message = f"the ruleset took over {budget:g} s on the {size >> 20} MiB reference buffer{advice}"
+        out.append({"severity": severity, "file": "", "line": 0, "message": message, "slow_pattern": True})
+    return out
 
 
 def per_file_errors(yara: Any, job: dict[str, Any], names: dict[str, str]) -> list[dict[str, Any]]:

@@ -60,6 +60,16 @@ class CompileLimits:
     cpu_seconds: int = 120
     memory_bytes: int = 4096 * _MIB
     output_bytes: int = 1024 * _MIB
+    probe_bytes: int = 16 * _MIB  # pushed rules are timed on a reference buffer this big...
+    probe_seconds: float = 5.0  # ...and refused past this (unless forced)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Time the compiled rules on the reference buffer (``CompileLimits.probe_*``); ``force``
+    turns "too slow" from an error into a warning."""
+
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,9 +101,15 @@ def check_limits(files: Iterable[RulesetFile], limits: CompileLimits) -> list[Ru
 
 
 def run_compiler(
-    files: Iterable[RulesetFile], limits: CompileLimits | None = None, output: Path | None = None
+    files: Iterable[RulesetFile],
+    limits: CompileLimits | None = None,
+    output: Path | None = None,
+    probe: Probe | None = None,
 ) -> CompileResult:
     """Compile ``files`` in a child process; on success save the rules to ``output`` if given.
+
+    ``probe``: also time the rules on the reference buffer; a ruleset slower than the budget
+    gets error diagnostics naming the slow files (``slow_pattern``), or warnings when forced.
 
     Errors in the rules are returned in the result (``ok`` False); a failure of the child itself
     (crash, timeout, limit) raises :class:`RulesetError`.
@@ -101,7 +117,7 @@ def run_compiler(
     limits = limits or CompileLimits()
     ordered = check_limits(files, limits)
     with tempfile.TemporaryDirectory(prefix="yara-compile-") as tmp:
-        job = _write_job(Path(tmp), ordered, limits, output)
+        job = _write_job(Path(tmp), ordered, limits, output, probe)
         _run_child(job, limits)
         result = _read_result(Path(tmp) / "result.json")
     for d in result.errors:
@@ -178,7 +194,9 @@ def _walk(root: Path) -> Iterable[Path]:
             yield Path(dirpath) / n
 
 
-def _write_job(tmp: Path, files: list[RulesetFile], limits: CompileLimits, output: Path | None) -> Path:
+def _write_job(
+    tmp: Path, files: list[RulesetFile], limits: CompileLimits, output: Path | None, probe: Probe | None
+) -> Path:
     """Write the sources as ``src/<n>.yar`` (plain names: the child sees no hostile paths)."""
     src = tmp / "src"
     src.mkdir()
@@ -197,6 +215,9 @@ def _write_job(tmp: Path, files: list[RulesetFile], limits: CompileLimits, outpu
             "cpu": limits.cpu_seconds,
             "fsize": limits.output_bytes,
         },
+        "probe": None
+        if probe is None
+        else {"bytes": limits.probe_bytes, "budget": limits.probe_seconds, "force": probe.force},
     }
     path = tmp / "job.json"
     path.write_text(json.dumps(job), encoding="utf-8")

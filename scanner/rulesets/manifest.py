@@ -13,6 +13,7 @@ from typing import Any
 
 from scanner.errors import Diagnostic, FailedPrecondition
 from scanner.rulesets.model import RulesetInfo
+from scanner.rulesets.signing import BundleSignature
 
 MANIFEST_NAME = "manifest.json"
 _FORMAT = 1
@@ -37,6 +38,7 @@ class Manifest:
     compiled_sha256: str
     rule_count: int
     warnings: tuple[Diagnostic, ...]
+    signature: BundleSignature | None = None  # as pushed (verified then), or None: unsigned
 
     def info(self, active: bool) -> RulesetInfo:
         return RulesetInfo(
@@ -51,10 +53,12 @@ class Manifest:
             size_bytes=sum(f.size for f in self.files),
             warnings=self.warnings,
             active=active,
+            signature=self.signature,
         )
 
     def to_bytes(self) -> bytes:
         doc: dict[str, Any] = {"format": _FORMAT, **asdict(self)}
+        doc["signature"] = self.signature.to_json() if self.signature else None
         return json.dumps(doc, indent=1, sort_keys=True).encode()
 
 
@@ -75,6 +79,7 @@ def read_manifest(path: Path) -> Manifest:
             compiled_sha256=str(doc["compiled_sha256"]),
             rule_count=int(doc["rule_count"]),
             warnings=tuple(Diagnostic(**w) for w in doc["warnings"]),
+            signature=BundleSignature.from_json(doc["signature"]) if doc.get("signature") else None,
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise FailedPrecondition(f"{path}: ruleset manifest unreadable: {e}") from e

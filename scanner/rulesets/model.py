@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from scanner.errors import Diagnostic, InvalidArgument
+from scanner.rulesets.signing import BundleSignature
 
 DIGEST_PREFIX = "sha256:"
 RULE_EXTENSIONS = (".yar", ".yara")
@@ -152,3 +153,4 @@ class RulesetInfo:
     size_bytes: int
     warnings: tuple[Diagnostic, ...]
     active: bool
+    signature: BundleSignature | None = None

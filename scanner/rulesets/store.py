@@ -49,6 +49,7 @@ from scanner.rulesets import pointer as ptr
 from scanner.rulesets.compiler import (
     EXTERNALS,
     CompileLimits,
+    Probe,
     check_limits,
     raise_on_errors,
     read_rule_tree,
@@ -65,11 +66,25 @@ from scanner.rulesets.model import (
     digest_hex,
     ruleset_digest,
 )
+from scanner.rulesets.signing import BundleSignature, TrustedKeys, check_not_older
 
 Audit = Callable[[str, str, str, str], None]
 COMPILED_NAME = "compiled.yarc"
 MAX_NAME_CHARS = 200
 MAX_DESCRIPTION_CHARS = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class PushOptions:
+    """How a push is vouched for: ``signature`` (required when keys are trusted),
+    ``allow_rollback`` (accept a bundle version below the active one's), ``force_slow_rules``
+    (store rules slower than the probe budget, as warnings). ``trusted_source``: the appliance's
+    own default ruleset, installed with it, not pushed by anyone (no signature checks)."""
+
+    signature: BundleSignature | None = None
+    allow_rollback: bool = False
+    force_slow_rules: bool = False
+    trusted_source: bool = False
 
 
 class RulesetStore:
@@ -82,8 +97,10 @@ class RulesetStore:
         limits: CompileLimits | None = None,
         cache_size: int = 4,
         clock: Callable[[], float] = time.time,
+        trust: TrustedKeys | None = None,
     ) -> None:
         self.root = root
+        self.trust = trust or TrustedKeys()
         self._audit = audit or _no_audit
         self._limits = limits or CompileLimits()
         self._clock = clock
@@ -103,22 +120,39 @@ class RulesetStore:
     # -- compile and store ---------------------------------------------------------------
 
     def validate(self, files: Iterable[RulesetFile]) -> builtins.list[Diagnostic]:
-        """Compile ``files`` and return every error and warning; store nothing."""
-        return builtins.list(run_compiler(files, self._limits).diagnostics)
+        """Compile ``files`` and return every error and warning (rules too slow on the
+        reference buffer are errors, as at push); store nothing."""
+        return builtins.list(run_compiler(files, self._limits, probe=Probe()).diagnostics)
 
-    def push(self, files: Iterable[RulesetFile], name: str, description: str, actor: str) -> RulesetInfo:
-        """Compile and store ``files`` as a new version (or return the identical stored one)."""
+    def push(
+        self,
+        files: Iterable[RulesetFile],
+        name: str,
+        description: str,
+        actor: str,
+        push: PushOptions | None = None,
+    ) -> RulesetInfo:
+        """Compile and store ``files`` as a new version (or return the identical stored one).
+
+        Checked first: the signature (``scanner.rulesets.signing``) and the bundle version
+        against the active ruleset's. Rules slower than the probe budget on the reference buffer
+        are refused (RulesetError naming them) unless ``push.force_slow_rules``.
+        """
+        push = push or PushOptions()
         _check_text("name", name, MAX_NAME_CHARS, required=True)
         _check_text("description", description, MAX_DESCRIPTION_CHARS, required=False)
         ordered = check_limits(files, self._limits)
         digest = ruleset_digest(ordered)
+        if not push.trusted_source:
+            self.trust.verify(digest, push.signature)
+            check_not_older(push.signature, self._active_signature(), push.allow_rollback)
         existing = self._existing(digest)
         if existing is not None:
             self._audit(actor, "ruleset.push", digest, f"unchanged: version {existing.version}")
             return existing
         staging = Path(tempfile.mkdtemp(prefix=f"push-{os.getpid()}-", dir=self.root / "tmp"))
         try:
-            result = run_compiler(ordered, self._limits, staging / COMPILED_NAME)
+            result = run_compiler(ordered, self._limits, staging / COMPILED_NAME, Probe(push.force_slow_rules))
             raise_on_errors(result)
             if result.rule_count == 0:
                 raise RulesetError("ruleset has no rules", builtins.list(result.diagnostics))
@@ -135,6 +169,7 @@ class RulesetStore:
                 compiled_sha,
                 result.rule_count,
                 result.warnings,
+                push.signature,
             )
             info = self._commit(staging, draft)
         finally:
@@ -173,15 +208,24 @@ class RulesetStore:
             if self.active() is not None:
                 return None
             files = read_rule_tree(signatures, self._limits)
-            info = self.push(files, "default", f"default ruleset from {signatures}", actor)
-            return self.activate(info.digest, actor)
+            installed = PushOptions(trusted_source=True)  # shipped with the appliance, not pushed
+            info = self.push(files, "default", f"default ruleset from {signatures}", actor, installed)
+            return self.activate(info.digest, actor, trusted_source=True)
 
     # -- activation ----------------------------------------------------------------------
 
-    def activate(self, digest_or_version: str | int, actor: str) -> RulesetInfo:
-        """Make a stored ruleset the active one (after verifying it loads); atomic."""
+    def activate(
+        self, digest_or_version: str | int, actor: str, allow_rollback: bool = False, trusted_source: bool = False
+    ) -> RulesetInfo:
+        """Make a stored ruleset the active one (after verifying it loads); atomic.
+
+        With trusted keys configured, the ruleset must carry a signature that verifies, and a
+        lower bundle version than the active one's needs ``allow_rollback``."""
         with self._locked():
             manifest = self._resolve(digest_or_version)
+            if not trusted_source:
+                self.trust.verify(manifest.digest, manifest.signature)
+                check_not_older(manifest.signature, self._active_signature(), allow_rollback)
             self.load(manifest.digest)
             now = ptr.Activation(manifest.digest, manifest.version, actor, self._clock())
             try:
@@ -219,6 +263,14 @@ class RulesetStore:
             f"version {manifest.version} (was version {current.current.version})",
         )
         return self._info(manifest)
+
+    def _active_signature(self) -> BundleSignature | None:
+        """The signature of the active ruleset (None: none active, unsigned, or unreadable)."""
+        try:
+            current = ptr.read_pointer(self.root)
+            return self._resolve(current.current.digest).signature if current else None
+        except (NotFound, FailedPrecondition):
+            return None
 
     def active(self) -> LoadedRuleset | None:
         """The active ruleset, verified and loaded; None if none was ever activated.

@@ -1,8 +1,13 @@
 """Files and directories on the appliance's own filesystem.
 
-Each regular file is one unit, scanned whole (real YARA file semantics). Symbolic links are not
-followed and special files (devices, FIFOs, sockets) are not read. Walks are bounded in depth
-and file count; whatever is not scanned is reported as :class:`Skipped` with its reason.
+Each regular file is one unit, scanned whole (real YARA file semantics). A symbolic link given
+explicitly is resolved and what it points to is scanned (as clamscan does); links met in a walk
+are not followed. Special files (devices, FIFOs, sockets) are never opened for reading (every
+open goes through ``scanner.acquisition.hostfile``: non-blocking, no links, fstat-checked).
+A regular file whose size says 0 is read to EOF, bounded by ``max_file_size`` (pseudo-files such
+as ``/proc/PID/environ`` report 0 and hold data): its bytes are what is scanned, never "empty".
+Walks are bounded in depth and file count; whatever is not scanned is reported as
+:class:`Skipped` with its reason.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from scanner.acquisition.mapped import file_window, open_noatime
-from scanner.errors import InvalidArgument, UnreadableError
+from scanner.acquisition.hostfile import open_host_file, read_to_eof
+from scanner.acquisition.mapped import file_window
+from scanner.errors import InvalidArgument, SourceError, UnreadableError
 from scanner.targets.base import Skipped, Target, Unit
+from scanner.targets.buffer import BufferUnit
 from scanner.targets.identity import Stamp, digest, stamp
 from scanner.verdicts import GapKind
 
@@ -117,14 +124,25 @@ class FileUnit(Unit):
             return {"sha256_error": e.reason, "size": str(self.size)}
 
 
+class PseudoFileUnit(BufferUnit):
+    """A file whose size said 0 but which held bytes when read to EOF (a ``/proc`` file): the
+    bytes read are the unit, with the file's name and externals."""
+
+    kind = "file"
+
+    def __init__(self, path: str, data: bytes) -> None:
+        super().__init__(path, data)
+        self.externals = FileUnit(path, len(data)).externals
+
+
 @contextmanager
 def _opened_window(
     path: str, offset: int, length: int, check: Callable[[int], None] | None = None
 ) -> Iterator[memoryview]:
     try:
-        fd = open_noatime(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as e:
-        raise UnreadableError(path, offset, length, e.strerror or str(e)) from e
+        fd = open_host_file(path, "file").fd
+    except SourceError as e:
+        raise UnreadableError(path, offset, length, e.message.removeprefix(f"{path}: ")) from e
     try:
         if check is not None:
             check(fd)
@@ -161,14 +179,17 @@ class FileTarget(Target):
     def _visit(self, path: str, depth: int) -> Iterator[Unit | Skipped]:
         try:
             st = os.lstat(path)
+            if depth == 0 and stat.S_ISLNK(st.st_mode):  # named explicitly: scan what it points to
+                path = os.path.realpath(path, strict=True)
+                st = os.lstat(path)
         except OSError as e:
             yield Skipped(path, 0, GapKind.UNREADABLE, e.strerror or str(e))
             return
         if stat.S_ISDIR(st.st_mode):
             yield from self._walk_dir(path, depth)
         elif stat.S_ISREG(st.st_mode):
-            yield self._file(path, st)
-        elif depth == 0 and not stat.S_ISLNK(st.st_mode):
+            yield self._file(path, st) if st.st_size else self._sized_by_reading(path, st)
+        elif depth == 0:
             yield Skipped(path, 0, GapKind.SKIPPED_POLICY, "not a regular file or directory")
 
     def _walk_dir(self, path: str, depth: int) -> Iterator[Unit | Skipped]:
@@ -187,6 +208,25 @@ class FileTarget(Target):
             return
         for name in names:
             yield from self._visit(os.path.join(path, name), depth + 1)
+
+    def _sized_by_reading(self, path: str, st: os.stat_result) -> Unit | Skipped:
+        """A file whose size says 0: read to EOF (bounded), so a pseudo-file's bytes are scanned."""
+        unit, limit = self._file(path, st), self.policy.max_file_size
+        if not isinstance(unit, FileUnit):
+            return unit  # excluded or over the file count: not read at all
+        try:
+            opened = open_host_file(path, "file")
+        except SourceError as e:
+            return Skipped(path, 0, GapKind.UNREADABLE, e.message.removeprefix(f"{path}: "))
+        try:
+            data = read_to_eof(opened.fd, limit)
+        except OSError as e:
+            return Skipped(path, 0, GapKind.UNREADABLE, f"read failed: {e.strerror or e}")
+        finally:
+            os.close(opened.fd)
+        if data is None:
+            return Skipped(path, limit, GapKind.SKIPPED_LIMIT, f"size 0 but more than max_file_size {limit} bytes")
+        return PseudoFileUnit(path, data) if data else unit
 
     def _file(self, path: str, st: os.stat_result) -> Unit | Skipped:
         policy, size = self.policy, st.st_size

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 
 from scanner.acquisition.memory import MemorySource, open_memory
-from scanner.errors import InvalidArgument
+from scanner.errors import InvalidArgument, SourceError
 from scanner.targets.base import Skipped, Target, Unit
 from scanner.targets.identity import settled_identity
 from scanner.verdicts import GapKind
@@ -49,7 +49,11 @@ def open_source(params: Mapping[str, object]) -> MemorySource:
         raise InvalidArgument("target.memory.path", "a memory image path is required")
     if not isinstance(fmt, str):
         raise InvalidArgument("target.memory.format", "must be a string")
-    return open_memory(path, fmt)
+    source = open_memory(path, fmt)
+    if source.size == 0 and not source.unreadable():  # nothing to scan is never a CLEAN scan
+        source.close()
+        raise SourceError(path, f"no guest memory in it (a {source.format} image holding 0 bytes of RAM)")
+    return source
 
 
 class MemoryTarget(Target):

@@ -25,43 +25,45 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscanner/v1/signatures.proto\x12\nscanner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n\nDiagnostic\x12\x30\n\x08severity\x18\x01 \x01(\x0e\x32\x1e.scanner.v1.DiagnosticSeverity\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x14\n\x0cslow_pattern\x18\x05 \x01(\x08\"\x85\x02\n\x07Ruleset\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x11\n\tpushed_by\x18\x05 \x01(\t\x12-\n\tpushed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrule_count\x18\x07 \x01(\r\x12\x12\n\nfile_count\x18\x08 \x01(\r\x12\x12\n\nsize_bytes\x18\t \x01(\x04\x12(\n\x08warnings\x18\n \x03(\x0b\x32\x16.scanner.v1.Diagnostic\x12\x0e\n\x06\x61\x63tive\x18\x0b \x01(\x08\"2\n\rRulesetHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"+\n\rRuleFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"u\n\x12PushRulesetRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.scanner.v1.RulesetHeaderH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.scanner.v1.RuleFileChunkH\x00\x42\x06\n\x04part\"h\n\x13PushRulesetResponse\x12$\n\x07ruleset\x18\x01 \x01(\x0b\x32\x13.scanner.v1.Ruleset\x12+\n\x0b\x64iagnostics\x18\x02 \x03(\x0b\x32\x16.scanner.v1.Diagnostic\"B\n\x16ValidateRulesetRequest\x12(\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x19.scanner.v1.RuleFileChunk\"b\n\x17ValidateRulesetResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12+\n\x0b\x64iagnostics\x18\x02 \x03(\x0b\x32\x16.scanner.v1.Diagnostic\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"9\n\x16\x41\x63tivateRulesetRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\"?\n\x17\x41\x63tivateRulesetResponse\x12$\n\x07ruleset\x18\x01 \x01(\x0b\x32\x13.scanner.v1.Ruleset\"\x18\n\x16RollbackRulesetRequest\"?\n\x17RollbackRulesetResponse\x12$\n\x07ruleset\x18\x01 \x01(\x0b\x32\x13.scanner.v1.Ruleset\"<\n\x13ListRulesetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListRulesetsResponse\x12%\n\x08rulesets\x18\x01 \x03(\x0b\x32\x13.scanner.v1.Ruleset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*y\n\x12\x44iagnosticSeverity\x12#\n\x1f\x44IAGNOSTIC_SEVERITY_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44IAGNOSTIC_SEVERITY_ERROR\x10\x01\x12\x1f\n\x1b\x44IAGNOSTIC_SEVERITY_WARNING\x10\x02\x32\xcd\x03\n\x10SignatureService\x12P\n\x0bPushRuleset\x12\x1e.scanner.v1.PushRulesetRequest\x1a\x1f.scanner.v1.PushRulesetResponse(\x01\x12\\\n\x0fValidateRuleset\x12\".scanner.v1.ValidateRulesetRequest\x1a#.scanner.v1.ValidateRulesetResponse(\x01\x12Z\n\x0f\x41\x63tivateRuleset\x12\".scanner.v1.ActivateRulesetRequest\x1a#.scanner.v1.ActivateRulesetResponse\x12Z\n\x0fRollbackRuleset\x12\".scanner.v1.RollbackRulesetRequest\x1a#.scanner.v1.RollbackRulesetResponse\x12Q\n\x0cListRulesets\x12\x1f.scanner.v1.ListRulesetsRequest\x1a .scanner.v1.ListRulesetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bscanner/v1/signatures.proto\x12\nscanner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n\nDiagnostic\x12\x30\n\x08severity\x18\x01 \x01(\x0e\x32\x1e.scanner.v1.DiagnosticSeverity\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x0c\n\x04line\x18\x03 \x01(\r\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x14\n\x0cslow_pattern\x18\x05 \x01(\x08\"\xb5\x02\n\x07Ruleset\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x11\n\tpushed_by\x18\x05 \x01(\t\x12-\n\tpushed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrule_count\x18\x07 \x01(\r\x12\x12\n\nfile_count\x18\x08 \x01(\r\x12\x12\n\nsize_bytes\x18\t \x01(\x04\x12(\n\x08warnings\x18\n \x03(\x0b\x32\x16.scanner.v1.Diagnostic\x12\x0e\n\x06\x61\x63tive\x18\x0b \x01(\x08\x12.\n\tsignature\x18\x0c \x01(\x0b\x32\x1b.scanner.v1.BundleSignature\"\x94\x01\n\rRulesetHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x18\n\x10\x66orce_slow_rules\x18\x03 \x01(\x08\x12.\n\tsignature\x18\x04 \x01(\x0b\x32\x1b.scanner.v1.BundleSignature\x12\x16\n\x0e\x61llow_rollback\x18\x05 \x01(\x08\"L\n\x0f\x42undleSignature\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\x04\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"+\n\rRuleFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"u\n\x12PushRulesetRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.scanner.v1.RulesetHeaderH\x00\x12*\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x19.scanner.v1.RuleFileChunkH\x00\x42\x06\n\x04part\"h\n\x13PushRulesetResponse\x12$\n\x07ruleset\x18\x01 \x01(\x0b\x32\x13.scanner.v1.Ruleset\x12+\n\x0b\x64iagnostics\x18\x02 \x03(\x0b\x32\x16.scanner.v1.Diagnostic\"B\n\x16ValidateRulesetRequest\x12(\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x19.scanner.v1.RuleFileChunk\"b\n\x17ValidateRulesetResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12+\n\x0b\x64iagnostics\x18\x02 \x03(\x0b\x32\x16.scanner.v1.Diagnostic\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"Q\n\x16\x41\x63tivateRulesetRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x16\n\x0e\x61llow_rollback\x18\x03 \x01(\x08\"?\n\x17\x41\x63tivateRulesetResponse\x12$\n\x07ruleset\x18\x01 \x01(\x0b\x32\x13.scanner.v1.Ruleset\"\x18\n\x16RollbackRulesetRequest\"?\n\x17RollbackRulesetResponse\x12$\n\x07ruleset\x18\x01 \x01(\x0b\x32\x13.scanner.v1.Ruleset\"<\n\x13ListRulesetsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x14ListRulesetsResponse\x12%\n\x08rulesets\x18\x01 \x03(\x0b\x32\x13.scanner.v1.Ruleset\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*y\n\x12\x44iagnosticSeverity\x12#\n\x1f\x44IAGNOSTIC_SEVERITY_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44IAGNOSTIC_SEVERITY_ERROR\x10\x01\x12\x1f\n\x1b\x44IAGNOSTIC_SEVERITY_WARNING\x10\x02\x32\xcd\x03\n\x10SignatureService\x12P\n\x0bPushRuleset\x12\x1e.scanner.v1.PushRulesetRequest\x1a\x1f.scanner.v1.PushRulesetResponse(\x01\x12\\\n\x0fValidateRuleset\x12\".scanner.v1.ValidateRulesetRequest\x1a#.scanner.v1.ValidateRulesetResponse(\x01\x12Z\n\x0f\x41\x63tivateRuleset\x12\".scanner.v1.ActivateRulesetRequest\x1a#.scanner.v1.ActivateRulesetResponse\x12Z\n\x0fRollbackRuleset\x12\".scanner.v1.RollbackRulesetRequest\x1a#.scanner.v1.RollbackRulesetResponse\x12Q\n\x0cListRulesets\x12\x1f.scanner.v1.ListRulesetsRequest\x1a .scanner.v1.ListRulesetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'scanner.v1.signatures_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIAGNOSTICSEVERITY']._serialized_start=1327
-  _globals['_DIAGNOSTICSEVERITY']._serialized_end=1448
+  _globals['_DIAGNOSTICSEVERITY']._serialized_start=1576
+  _globals['_DIAGNOSTICSEVERITY']._serialized_end=1697
   _globals['_DIAGNOSTIC']._serialized_start=77
   _globals['_DIAGNOSTIC']._serialized_end=206
   _globals['_RULESET']._serialized_start=209
-  _globals['_RULESET']._serialized_end=470
-  _globals['_RULESETHEADER']._serialized_start=472
-  _globals['_RULESETHEADER']._serialized_end=522
-  _globals['_RULEFILECHUNK']._serialized_start=524
-  _globals['_RULEFILECHUNK']._serialized_end=567
-  _globals['_PUSHRULESETREQUEST']._serialized_start=569
-  _globals['_PUSHRULESETREQUEST']._serialized_end=686
-  _globals['_PUSHRULESETRESPONSE']._serialized_start=688
-  _globals['_PUSHRULESETRESPONSE']._serialized_end=792
-  _globals['_VALIDATERULESETREQUEST']._serialized_start=794
-  _globals['_VALIDATERULESETREQUEST']._serialized_end=860
-  _globals['_VALIDATERULESETRESPONSE']._serialized_start=862
-  _globals['_VALIDATERULESETRESPONSE']._serialized_end=960
-  _globals['_ACTIVATERULESETREQUEST']._serialized_start=962
-  _globals['_ACTIVATERULESETREQUEST']._serialized_end=1019
-  _globals['_ACTIVATERULESETRESPONSE']._serialized_start=1021
-  _globals['_ACTIVATERULESETRESPONSE']._serialized_end=1084
-  _globals['_ROLLBACKRULESETREQUEST']._serialized_start=1086
-  _globals['_ROLLBACKRULESETREQUEST']._serialized_end=1110
-  _globals['_ROLLBACKRULESETRESPONSE']._serialized_start=1112
-  _globals['_ROLLBACKRULESETRESPONSE']._serialized_end=1175
-  _globals['_LISTRULESETSREQUEST']._serialized_start=1177
-  _globals['_LISTRULESETSREQUEST']._serialized_end=1237
-  _globals['_LISTRULESETSRESPONSE']._serialized_start=1239
-  _globals['_LISTRULESETSRESPONSE']._serialized_end=1325
-  _globals['_SIGNATURESERVICE']._serialized_start=1451
-  _globals['_SIGNATURESERVICE']._serialized_end=1912
+  _globals['_RULESET']._serialized_end=518
+  _globals['_RULESETHEADER']._serialized_start=521
+  _globals['_RULESETHEADER']._serialized_end=669
+  _globals['_BUNDLESIGNATURE']._serialized_start=671
+  _globals['_BUNDLESIGNATURE']._serialized_end=747
+  _globals['_RULEFILECHUNK']._serialized_start=749
+  _globals['_RULEFILECHUNK']._serialized_end=792
+  _globals['_PUSHRULESETREQUEST']._serialized_start=794
+  _globals['_PUSHRULESETREQUEST']._serialized_end=911
+  _globals['_PUSHRULESETRESPONSE']._serialized_start=913
+  _globals['_PUSHRULESETRESPONSE']._serialized_end=1017
+  _globals['_VALIDATERULESETREQUEST']._serialized_start=1019
+  _globals['_VALIDATERULESETREQUEST']._serialized_end=1085
+  _globals['_VALIDATERULESETRESPONSE']._serialized_start=1087
+  _globals['_VALIDATERULESETRESPONSE']._serialized_end=1185
+  _globals['_ACTIVATERULESETREQUEST']._serialized_start=1187
+  _globals['_ACTIVATERULESETREQUEST']._serialized_end=1268
+  _globals['_ACTIVATERULESETRESPONSE']._serialized_start=1270
+  _globals['_ACTIVATERULESETRESPONSE']._serialized_end=1333
+  _globals['_ROLLBACKRULESETREQUEST']._serialized_start=1335
+  _globals['_ROLLBACKRULESETREQUEST']._serialized_end=1359
+  _globals['_ROLLBACKRULESETRESPONSE']._serialized_start=1361
+  _globals['_ROLLBACKRULESETRESPONSE']._serialized_end=1424
+  _globals['_LISTRULESETSREQUEST']._serialized_start=1426
+  _globals['_LISTRULESETSREQUEST']._serialized_end=1486
+  _globals['_LISTRULESETSRESPONSE']._serialized_start=1488
+  _globals['_LISTRULESETSRESPONSE']._serialized_end=1574
+  _globals['_SIGNATURESERVICE']._serialized_start=1700
+  _globals['_SIGNATURESERVICE']._serialized_end=2161
 # @@protoc_insertion_point(module_scope)

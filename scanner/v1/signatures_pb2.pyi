@@ -34,7 +34,7 @@ class Diagnostic(_message.Message):
     def __init__(self, severity: _Optional[_Union[DiagnosticSeverity, str]] = ..., file: _Optional[str] = ..., line: _Optional[int] = ..., message: _Optional[str] = ..., slow_pattern: _Optional[bool] = ...) -> None: ...
 
 class Ruleset(_message.Message):
-    __slots__ = ("digest", "version", "name", "description", "pushed_by", "pushed_at", "rule_count", "file_count", "size_bytes", "warnings", "active")
+    __slots__ = ("digest", "version", "name", "description", "pushed_by", "pushed_at", "rule_count", "file_count", "size_bytes", "warnings", "active", "signature")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class Ruleset(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     digest: str
     version: int
     name: str
@@ -57,15 +58,32 @@ class Ruleset(_message.Message):
     size_bytes: int
     warnings: _containers.RepeatedCompositeFieldContainer[Diagnostic]
     active: bool
-    def __init__(self, digest: _Optional[str] = ..., version: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., pushed_by: _Optional[str] = ..., pushed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule_count: _Optional[int] = ..., file_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., warnings: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., active: _Optional[bool] = ...) -> None: ...
+    signature: BundleSignature
+    def __init__(self, digest: _Optional[str] = ..., version: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., pushed_by: _Optional[str] = ..., pushed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rule_count: _Optional[int] = ..., file_count: _Optional[int] = ..., size_bytes: _Optional[int] = ..., warnings: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., active: _Optional[bool] = ..., signature: _Optional[_Union[BundleSignature, _Mapping]] = ...) -> None: ...
 
 class RulesetHeader(_message.Message):
-    __slots__ = ("name", "description")
+    __slots__ = ("name", "description", "force_slow_rules", "signature", "allow_rollback")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    FORCE_SLOW_RULES_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_ROLLBACK_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    force_slow_rules: bool
+    signature: BundleSignature
+    allow_rollback: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., force_slow_rules: _Optional[bool] = ..., signature: _Optional[_Union[BundleSignature, _Mapping]] = ..., allow_rollback: _Optional[bool] = ...) -> None: ...
+
+class BundleSignature(_message.Message):
+    __slots__ = ("key_id", "bundle_version", "signature")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    bundle_version: int
+    signature: bytes
+    def __init__(self, key_id: _Optional[str] = ..., bundle_version: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class RuleFileChunk(_message.Message):
     __slots__ = ("path", "data")
@@ -108,12 +126,14 @@ class ValidateRulesetResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., diagnostics: _Optional[_Iterable[_Union[Diagnostic, _Mapping]]] = ..., digest: _Optional[str] = ...) -> None: ...
 
 class ActivateRulesetRequest(_message.Message):
-    __slots__ = ("digest", "version")
+    __slots__ = ("digest", "version", "allow_rollback")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_ROLLBACK_FIELD_NUMBER: _ClassVar[int]
     digest: str
     version: int
-    def __init__(self, digest: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    allow_rollback: bool
+    def __init__(self, digest: _Optional[str] = ..., version: _Optional[int] = ..., allow_rollback: _Optional[bool] = ...) -> None: ...
 
 class ActivateRulesetResponse(_message.Message):
     __slots__ = ("ruleset",)

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from scanner.vcenter.connection import Connection, VCenterError, pyvmomi
-from scanner.vcenter.inventory import DatastoreFile, datacenter_of, find_vm
+from scanner.vcenter.inventory import DatastoreFile, datacenter_of, find_vm, list_vms
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -43,16 +43,16 @@ def snapshot_name(job_id: str) -> str:
     return f"avscan-{job_id}"
 
 
-def take_snapshot(conn: Connection, si: Any, vm_uuid: str, name: str) -> str:
+def take_snapshot(
+    conn: Connection, si: Any, vm_uuid: str, name: str, description: str = "avscan: memory and disk acquisition"
+) -> str:
     """Create the snapshot (with memory when the VM runs); returns its managed object id."""
     vm = find_vm(si, vm_uuid)
     existing = _find_snapshot(vm, name)
     if existing is not None:  # a resumed job: reuse it
         return str(existing._moId)
     memory = str(vm.runtime.powerState) == "poweredOn"
-    task = vm.CreateSnapshot_Task(
-        name=name, description="avscan: memory and disk acquisition", memory=memory, quiesce=False
-    )
+    task = vm.CreateSnapshot_Task(name=name, description=description, memory=memory, quiesce=False)
     snap = conn.wait_task(si, task, f"snapshot {name} of {vm.name}")
     return str(snap._moId)
 
@@ -193,3 +193,37 @@ def _find_snapshot(vm: Any, name: str) -> Any:
 def _collector(vm: Any) -> Any:
     vim, _ = pyvmomi()
     return vim.ServiceInstance("ServiceInstance", vm._stub).content.propertyCollector
+
+
+def expire_snapshots(conn: Connection, si: Any, prefix: str, older_than: float) -> list[str]:
+    """Remove every snapshot whose name starts with ``prefix`` created before ``older_than``
+    (seconds since the epoch), on every VM; returns "<vm>: <name>" of those removed."""
+    removed = []
+    for info in list_vms(si):
+        try:
+            vm = find_vm(si, info.instance_uuid)
+        except VCenterError:
+            continue  # gone meanwhile
+        for node in _snapshot_nodes(vm):
+            if node.name.startswith(prefix) and node.createTime.timestamp() < older_than:
+                conn.wait_task(si, node.snapshot.RemoveSnapshot_Task(removeChildren=False), f"expire {node.name}")
+                removed.append(f"{vm.name}: {node.name}")
+    return removed
+
+
+def _snapshot_nodes(vm: Any) -> list[Any]:
+    """Every node of the VM's snapshot tree (read as in ``_find_snapshot``)."""
+    _, vmodl = pyvmomi()
+    pc = vmodl.query.PropertyCollector
+    spec = pc.FilterSpec(
+        objectSet=[pc.ObjectSpec(obj=vm)], propSet=[pc.PropertySpec(type=type(vm), pathSet=["snapshot"])]
+    )
+    tree = None
+    for obj in _collector(vm).RetrieveContents([spec]):
+        tree = next((p.val for p in obj.propSet if p.name == "snapshot"), None)
+    out, stack = [], list(tree.rootSnapshotList or []) if tree is not None else []
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        stack.extend(node.childSnapshotList or [])
+    return out

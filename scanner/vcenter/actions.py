@@ -21,7 +21,8 @@ from scanner.vcenter.settings import QuarantinePolicy
 from scanner.vcenter.store import Action, VCenterStore
 from scanner.vcenter.tags import Tagging, TaggingUnavailable
 
-ATTRIBUTES = ("avscan.verdict", "avscan.lastScan", "avscan.ruleset", "avscan.request")
+ATTRIBUTES = ("avscan.request", "avscan.verdict", "avscan.lastScan", "avscan.ruleset", "avscan.release")
+"""The custom attributes avscan reads (request) and writes; defined at start (``ensure_fields``)."""
 
 
 @dataclass
@@ -30,6 +31,24 @@ class ActionContext:
     store: VCenterStore
     policy: QuarantinePolicy
     tagging: Tagging
+
+
+def ensure_fields(si: Any) -> list[str]:
+    """Define the ``ATTRIBUTES`` custom fields on VirtualMachine where missing (so an operator
+    can set ``avscan.request`` without creating it first); returns those created."""
+    vim, _ = pyvmomi()
+    manager = si.content.customFieldsManager
+    have = {f.name for f in manager.field or []}
+    created = []
+    for name in ATTRIBUTES:
+        if name in have:
+            continue
+        try:
+            manager.AddCustomFieldDef(name=name, moType=vim.VirtualMachine)
+            created.append(name)
+        except vim.fault.DuplicateName:
+            pass  # another appliance made it meanwhile
+    return created
 
 
 def set_attributes(ctx: ActionContext, si: Any, action: Action) -> str:
@@ -116,22 +135,29 @@ def _nics(vm: Any) -> list[Any]:
     return [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard)]
 
 
-def _set_nics(ctx: ActionContext, si: Any, vm: Any, wanted: dict[int, tuple[bool, bool]], what: str) -> int:
+NicState = tuple[bool, bool, bool]  # connected, startConnected, allowGuestControl
+
+
+def _nic_state(nic: Any) -> NicState:
+    c = nic.connectable
+    return bool(c.connected), bool(c.startConnected), bool(c.allowGuestControl)
+
+
+def _set_nics(ctx: ActionContext, si: Any, vm: Any, wanted: dict[int, NicState], what: str) -> int:
     vim, _ = pyvmomi()
     changes = []
     for nic in _nics(vm):
         if nic.key not in wanted or nic.connectable is None:
             continue
-        connected, start = wanted[nic.key]
-        if nic.connectable.connected == connected and nic.connectable.startConnected == start:
+        if _nic_state(nic) == wanted[nic.key]:
             continue
-        nic.connectable.connected = connected
-        nic.connectable.startConnected = start
+        c = nic.connectable
+        c.connected, c.startConnected, c.allowGuestControl = wanted[nic.key]
         changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=nic))
     if changes:
         task = vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=changes))
         ctx.conn.wait_task(si, task, f"{what} on {vm.name}")
-    after = {n.key: (n.connectable.connected, n.connectable.startConnected) for n in _nics(vm) if n.connectable}
+    after = {n.key: _nic_state(n) for n in _nics(vm) if n.connectable}
     wrong = [k for k, v in wanted.items() if k in after and after[k] != v]
     if wrong:
         raise TaskFailed(what, f"NICs {wrong} not in the wanted state after reconfigure")
@@ -139,6 +165,8 @@ def _set_nics(ctx: ActionContext, si: Any, vm: Any, wanted: dict[int, tuple[bool
 
 
 def disconnect(ctx: ActionContext, si: Any, action: Action) -> str:
+    """Disconnect every vNIC, not at power-on either, and take the guest's control of them away
+    (``allowGuestControl``: VMware Tools in the guest could otherwise reconnect them)."""
     vm = find_vm(si, action.vm_uuid)
     state = [
         {
@@ -146,25 +174,41 @@ def disconnect(ctx: ActionContext, si: Any, action: Action) -> str:
             "label": n.deviceInfo.label,
             "connected": bool(n.connectable.connected),
             "start_connected": bool(n.connectable.startConnected),
+            "allow_guest_control": bool(n.connectable.allowGuestControl),
         }
         for n in _nics(vm)
         if n.connectable is not None
     ]
     prior = ctx.store.set_prior(action.seq, state)  # the first try's view wins
-    changed = _set_nics(ctx, si, vm, {n["key"]: (False, False) for n in prior}, "disconnect NICs")
-    return f"{len(prior)} NIC(s) disconnected ({changed} changed now)"
+    changed = _set_nics(ctx, si, vm, {n["key"]: (False, False, False) for n in prior}, "disconnect NICs")
+    return f"{len(prior)} NIC(s) disconnected, guest control off ({changed} changed now)"
 
 
 def restore_network(ctx: ActionContext, si: Any, action: Action) -> str:
     prior = action.params.get("prior") or []
     vm = find_vm(si, action.vm_uuid)
-    changed = _set_nics(ctx, si, vm, {n["key"]: (n["connected"], n["start_connected"]) for n in prior}, "restore NICs")
+    wanted = {n["key"]: (n["connected"], n["start_connected"], n.get("allow_guest_control", True)) for n in prior}
+    changed = _set_nics(ctx, si, vm, wanted, "restore NICs")
     return f"{len(prior)} NIC(s) restored to their prior state ({changed} changed now)"
 
 
+FORENSIC_PREFIX = "avscan-forensic"
+
+
+def forensic_name(job_id: str) -> str:
+    """Forensic snapshots are named apart from acquisition ones (``avscan-<job>``)."""
+    return f"{FORENSIC_PREFIX}-{job_id}"
+
+
 def forensic_snapshot(ctx: ActionContext, si: Any, action: Action) -> str:
-    moref = take_snapshot(ctx.conn, si, action.vm_uuid, f"avscan-forensic-{action.job_id}")
-    return f"forensic snapshot {moref} kept for investigation"
+    keep = ctx.policy.forensic_retention_days
+    until = "until removed by an administrator" if not keep else f"for {keep:g} days, then removed by avscan"
+    description = (
+        f"avscan FORENSIC snapshot: kept for investigation of a {action.params.get('severity', 0)}-severity "
+        f"detection (job {action.job_id}); kept {until}. Not an acquisition snapshot."
+    )
+    moref = take_snapshot(ctx.conn, si, action.vm_uuid, forensic_name(action.job_id), description)
+    return f"forensic snapshot {moref} kept {until}"
 
 
 def suspend(ctx: ActionContext, si: Any, action: Action) -> str:

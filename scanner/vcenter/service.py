@@ -31,19 +31,21 @@ import contextlib
 import functools
 import logging
 import random
+import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from scanner.errors import ScannerError
 from scanner.jobs.manager import FINAL_STATES, ScanManager
 from scanner.outputs import ecs
 from scanner.outputs.queue import EventQueue
 from scanner.state.db import Database
 from scanner.targets import REGISTRY, TargetSpec
 from scanner.vcenter import acquisition
-from scanner.vcenter.actions import APPLY, REVERSIBLE, ActionContext
+from scanner.vcenter.actions import APPLY, FORENSIC_PREFIX, REVERSIBLE, ActionContext, ensure_fields
 from scanner.vcenter.connection import Connection, VCenterError
 from scanner.vcenter.inventory import VmInfo, list_vms, vm_info
 from scanner.vcenter.settings import VCenterSettings
@@ -55,6 +57,8 @@ from scanner.verdicts import VerdictKind
 log = logging.getLogger(__name__)
 ACTOR = "vcenter"
 MAX_BACKOFF = 60.0
+RETENTION_CHECK_SECONDS = 3600.0
+QUARANTINE_STEPS = tuple(REVERSIBLE)  # the steps a release undoes (a forensic snapshot is kept)
 SEVERITY_ORDER = {"MALICIOUS": 5, "SUSPICIOUS": 4, "ERROR": 3, "INCOMPLETE": 2, "CLEAN": 1, "": 0}
 
 
@@ -92,6 +96,7 @@ class VCenterService:
         self._spawn(self._watch_loop(), "vcenter-triggers")
         self._spawn(self._relay_loop(), "vcenter-outbox")
         self._spawn(self._keepalive_loop(), "vcenter-keepalive")
+        self._spawn(self._retention_loop(), "vcenter-retention")
 
     async def stop(self) -> None:
         """Stop the loops; jobs in flight stop too and resume at the next start (snapshots removed)."""
@@ -129,7 +134,7 @@ class VCenterService:
         while self._running:
             try:
                 if watcher is None:
-                    await self.conn.call(lambda si: si.CurrentTime(), "connect")
+                    await self.conn.call(ensure_fields, "define the avscan custom attributes")
                     instance = self.conn.instance_uuid
                     cursor = await asyncio.to_thread(self.store.cursor, instance)
                     watcher = Watcher(self.policy.triggers, cursor)
@@ -172,6 +177,8 @@ class VCenterService:
         key = (
             f"event:{instance}:{trigger.event_key}"
             if trigger.event_key is not None
+            else await self._request_key(trigger)
+            if trigger.reason == "attribute"
             else f"{trigger.reason}:{time.time_ns()}"
         )
         job, created = await asyncio.to_thread(
@@ -185,6 +192,15 @@ class VCenterService:
                 await self._ack_request(job, trigger, coalesced=False)
             self._launch(job)
         return job
+
+    async def _request_key(self, trigger: Trigger) -> str:
+        """The job key of an ``avscan.request``: the VM and its request generation, the number of
+        our clears of that attribute vCenter had confirmed when the sweep began reading it. A
+        sweep that read the value before the clear landed gets the same key, and ``create_job``
+        returns the job already made: one request, one job, whatever the timing. A value read
+        after a clear landed is a new request."""
+        generation = await asyncio.to_thread(self.store.clears_confirmed, trigger.vm_uuid, trigger.seen_at)
+        return f"request:{trigger.vm_uuid}:{generation}"
 
     async def _ack_pending(self, vm_uuid: str) -> bool:
         """An acknowledgement (clearing avscan.request) is still on its way for this VM."""
@@ -269,7 +285,12 @@ class VCenterService:
             finally:
                 await self._remove_snapshot(job, snap_name)
             notes += acquired.notes
-            scan_ids = await self._submit(job, acquired)
+            scan_ids, refused = await self._submit(job, acquired)
+            notes += refused
+            if refused and not scan_ids:
+                await asyncio.to_thread(acquisition.discard, directory)
+                await self._finish(job, "ERROR", 0, notes, [])
+                return
             await asyncio.to_thread(self.store.update_job, job.id, state="SCANNING", scan_ids=scan_ids, notes=notes)
         else:  # resumed after a restart: the scans exist; make sure the snapshot is gone
             notes = list(job.notes)
@@ -316,19 +337,21 @@ class VCenterService:
 
         await asyncio.shield(asyncio.ensure_future(remove()))
 
-    async def _submit(self, job: Job, acquired: acquisition.Acquired) -> list[str]:
-        ids = []
+    async def _submit(self, job: Job, acquired: acquisition.Acquired) -> tuple[list[str], list[str]]:
+        """The scans started for what was acquired, and why any could not be started."""
+        ids, refused = [], []
+        wanted = []
         if acquired.memory is not None:
-            spec = TargetSpec("memory", {"path": str(acquired.memory), "format": "vmware"})
-            record = await self.scans.submit(spec, self._subject(job), ACTOR, f"vcenter:{job.id}:memory")
-            ids.append(record.id)
+            wanted.append(("memory", TargetSpec("memory", {"path": str(acquired.memory), "format": "vmware"})))
         for i, disk in enumerate(acquired.disks):
             # hook: the "disk" target (VMDK) is registered by the disk-scanning work
-            record = await self.scans.submit(
-                TargetSpec("disk", {"path": str(disk)}), self._subject(job), ACTOR, f"vcenter:{job.id}:disk{i}"
-            )
-            ids.append(record.id)
-        return ids
+            wanted.append((f"disk{i}", TargetSpec("disk", {"path": str(disk)})))
+        for what, spec in wanted:
+            try:
+                ids.append((await self.scans.submit(spec, self._subject(job), ACTOR, f"vcenter:{job.id}:{what}")).id)
+            except ScannerError as e:
+                refused.append(f"{what}: not scanned: {e.message}")
+        return ids, refused
 
     @staticmethod
     def _subject(job: Job) -> dict[str, Any]:
@@ -369,21 +392,16 @@ class VCenterService:
     ) -> None:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         summary = f"{kind}" + (f" severity {severity}" if severity else "")
-        actions = [
-            NewAction(
-                "attributes",
-                {
-                    "values": {
-                        "avscan.verdict": summary,
-                        "avscan.lastScan": f"{when} job {job.id} scans {','.join(scan_ids) or '-'}",
-                        "avscan.ruleset": digest or "-",
-                    }
-                },
-            ),
-            NewAction(
-                "event", {"message": f"avscan: {job.vm_name} {summary} ({job.reason}); {'; '.join(notes)}"[:900]}
-            ),
-        ]
+        values = {
+            "avscan.verdict": summary,
+            "avscan.lastScan": f"{when} job {job.id} {summary} scans {','.join(scan_ids) or '-'}",
+            "avscan.ruleset": digest or "-",
+        }
+        if await self._keeps_quarantine(job.vm_uuid, kind, memory):
+            del values["avscan.verdict"]  # the verdict that quarantined stands until a release
+            notes = [*notes, "quarantine kept: this verdict does not lift it"]
+        message = self._scrub(f"avscan: {job.vm_name} {summary} ({job.reason}); {'; '.join(notes)}")
+        actions = [NewAction("attributes", {"values": values}), NewAction("event", {"message": message[:900]})]
         if kind in (VerdictKind.MALICIOUS.value, VerdictKind.SUSPICIOUS.value):
             actions += [NewAction(step, {"severity": severity}) for step in self.policy.steps(severity)]
         state = "DONE" if kind != "ERROR" else "FAILED"
@@ -398,6 +416,24 @@ class VCenterService:
             else:
                 log.warning("job %s: CLEAN without a memory scan; quarantine (if any) kept", job.id)
         self._wake.set()
+
+    async def _keeps_quarantine(self, vm_uuid: str, kind: str, memory: bool) -> bool:
+        """The VM is quarantined and this verdict neither confirms it (MALICIOUS/SUSPICIOUS) nor
+        lifts it (a CLEAN memory scan with auto-release): it must not replace the verdict."""
+        if kind in (VerdictKind.MALICIOUS.value, VerdictKind.SUSPICIOUS.value):
+            return False
+        if kind == VerdictKind.CLEAN.value and memory and self.policy.auto_release:
+            return False
+        actions = await asyncio.to_thread(self.store.actions, vm_uuid, 1000)
+        return any(a.kind in QUARANTINE_STEPS and a.state in ("DONE", "PENDING") for a in actions)
+
+    def _scrub(self, text: str) -> str:
+        """Text for vCenter without the appliance's own paths (its state and work directories)."""
+        for root in sorted({str(self.work.parent), str(self.work)}, key=len, reverse=True):
+            text = re.sub(
+                re.escape(root) + r"/[^\s:;,)]*", lambda m: "<appliance>/" + m.group(0).rsplit("/", 1)[-1], text
+            )
+        return text
 
     # outbox relay
 
@@ -497,13 +533,39 @@ class VCenterService:
             if REVERSIBLE[a.kind] != "resume" or resume
         ]
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        new.append(NewAction("release_attributes", {"values": {"avscan.verdict": f"RELEASED by {actor} at {when}"}}))
+        why = f": {reason}" if reason else ""
+        released = {"avscan.release": f"released by {actor} at {when}{why}"[:500]}
+        new.append(NewAction("release_attributes", {"values": released}))
         new.append(NewAction("release_event", {"message": f"avscan: {name} released by {actor} {reason}".strip()}))
         rows = await asyncio.to_thread(self.store.add_actions, release_id, vm_uuid, name, new)
         await asyncio.to_thread(self.store.mark_reverted, [a.seq for a in applied])
         await asyncio.to_thread(self.db.audit, actor, "vcenter.release", vm_uuid, reason)
         self._wake.set()
         return rows
+
+    # forensic snapshot retention
+
+    async def expire_forensic(self) -> list[str]:
+        """Remove forensic snapshots older than the policy's retention (none when it is 0)."""
+        days = self.policy.forensic_retention_days
+        if not days:
+            return []
+        older_than = time.time() - days * 86400
+        conn = self.conn
+        removed: list[str] = await conn.call(
+            lambda si: acquisition.expire_snapshots(conn, si, FORENSIC_PREFIX, older_than),
+            "expire forensic snapshots",
+            timeout=self.settings.download_timeout,
+        )
+        for name in removed:
+            await asyncio.to_thread(self.db.audit, ACTOR, "vcenter.forensic_expired", name, f"older than {days:g} days")
+        return removed
+
+    async def _retention_loop(self) -> None:
+        while self._running:
+            await asyncio.sleep(RETENTION_CHECK_SECONDS)
+            with contextlib.suppress(VCenterError):
+                await self.expire_forensic()
 
     # keep-alive
 

@@ -40,6 +40,7 @@ class QuarantinePolicy:
     max_concurrent: int = 4  # vCenter scans in flight; the rest wait in the durable queue
     tag_category: str = "avscan"
     tag_name: str = "avscan-quarantine"
+    forensic_retention_days: float = 30.0  # forensic snapshots older than this are removed; 0 keeps them
 
     def steps(self, severity: int) -> tuple[str, ...]:
         """The ladder steps for a finding of ``severity``, in order."""

@@ -163,6 +163,16 @@ class VCenterStore(SqliteStore):
             row = c.execute("SELECT * FROM vc_jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row), True
 
+    def clears_confirmed(self, vm_uuid: str, before: float) -> int:
+        """How many of our clears of the VM's ``avscan.request`` vCenter confirmed before ``before``."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM vc_actions WHERE vm_uuid = ? AND kind LIKE 'request_ack%'"
+                " AND state = 'DONE' AND done_at < ?",
+                (vm_uuid, before),
+            ).fetchone()
+        return int(row[0])
+
     def open_job_for(self, vm_uuid: str) -> Job | None:
         marks = ",".join("?" * len(OPEN_JOB_STATES))
         with self._lock:

@@ -8,7 +8,9 @@ Contract: events are handled in key order and only above the persisted cursor (t
 handled, per vCenter instance), so a restart neither repeats nor misses an event still in the
 collector's page (1000 events); a larger gap is logged. A fresh install starts at the newest
 event (no scans for history). Attribute requests are durable in vCenter itself: one still set
-after a restart is seen again and coalesced with the job it already started.
+after a restart is seen again and coalesced with the job it already started. A request is acted
+on once: its job key is the VM and the number of clears vCenter had confirmed when the sweep
+began (``seen_at``), so a sweep that read the value before the clear landed finds the job made.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Trigger:
     host: str
     event_key: int | None = None  # vCenter event key (event triggers)
     value: str = ""  # the avscan.request value (attribute triggers)
+    seen_at: float = 0.0  # attribute triggers: when the sweep that read the value began
 
 
 class Watcher:
@@ -136,8 +139,9 @@ class Watcher:
         if not keys:
             return []
         out = []
+        seen_at = time.time()  # before the read: a clear confirmed after this may not be in it
         for vm in list_vms(si):
             value = vm.attributes.get(REQUEST_ATTRIBUTE, "").strip()
             if value:
-                out.append(Trigger("attribute", vm.instance_uuid, vm.name, vm.host, value=value))
+                out.append(Trigger("attribute", vm.instance_uuid, vm.name, vm.host, value=value, seen_at=seen_at))
         return out

@@ -99,7 +99,9 @@ def test_the_vm_is_quarantined_in_vcenter_then_released(demo: tuple[int, str, Pa
     nics = re.findall(r"\((\d+), (True|False), (True|False)\)", quarantined[1])
     assert nics and all(c == s == "False" for _, c, s in nics)  # every vNIC disconnected in vcsim
     assert re.search(r"'avscan\.verdict': 'MALICIOUS", out)
-    released = re.search(r"NICs after release: (\[.*?\]); avscan\.verdict = RELEASED by", out)
+    released = re.search(
+        r"NICs after release: (\[.*?\]); avscan\.release = released by .*; avscan\.verdict = MALICIOUS", out
+    )
     assert released, out[-4000:]
     nics = re.findall(r"\((\d+), (True|False), (True|False)\)", released[1])
     assert nics and all(c == s == "True" for _, c, s in nics)

@@ -72,7 +72,7 @@ def test_attribute_request_quarantines_and_release_restores(
             await svc.release(sim.uuid(VM), "tester")
             await svc.wait_idle(30)
             assert sim.nics(VM) == before
-            assert sim.attributes(VM)["avscan.verdict"].startswith("RELEASED by tester")
+            assert sim.attributes(VM)["avscan.release"].startswith("released by tester")
             assert await asyncio.to_thread(attached_tag_names, vcsim, sim.vm(VM)._moId) == []
 
     asyncio.run(scenario())

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
+import os
 from typing import cast
 
+from scanner.acquisition.hostfile import open_host_file
 from scanner.acquisition.memory.base import MemorySource, PhysRange
 from scanner.acquisition.memory.unsupported import KNOWN
 from scanner.errors import InvalidArgument, SourceError
@@ -55,11 +56,13 @@ def open_memory(path: str, fmt: str = "raw") -> MemorySource:
 def detect_format(path: str) -> str:
     """The format of the dump at ``path`` from its leading bytes; ``.vmem`` by name; ``raw`` only
     when nothing recognises the bytes."""
+    opened = open_host_file(path, "memory image", follow=True, block_devices=True)
     try:
-        with Path(path).open("rb") as f:
-            head = f.read(18)
+        head = os.pread(opened.fd, 18, 0)
     except OSError as e:
-        raise SourceError(path, f"cannot open memory image: {e.strerror}") from e
+        raise SourceError(path, f"cannot read memory image: {e.strerror}") from e
+    finally:
+        os.close(opened.fd)
     fmt = next((name for magic, name in MAGICS.items() if head.startswith(magic)), "")
     if fmt == "elfcore" and not _is_elf_core(head):
         fmt = ""  # an ELF executable or library: not a dump, scan its bytes as they are

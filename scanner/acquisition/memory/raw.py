@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
+from scanner.acquisition.hostfile import open_host_file
 from scanner.acquisition.mapped import file_holes, file_window, pread_gather
 from scanner.acquisition.memory.base import MemorySource, PhysRange
 from scanner.errors import SourceError
@@ -21,11 +22,8 @@ class RawMemory(MemorySource):
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
-        try:
-            self._fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise SourceError(path, f"cannot open memory image: {e.strerror}") from e
-        self._size = os.fstat(self._fd).st_size
+        opened = open_host_file(path, "memory image", follow=True, block_devices=True)
+        self._fd, self._size = opened.fd, opened.size
         if self._size == 0:
             os.close(self._fd)
             raise SourceError(path, "memory image is empty")

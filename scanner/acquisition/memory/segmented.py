@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 
+from scanner.acquisition.hostfile import open_host_file
 from scanner.acquisition.mapped import file_window
 from scanner.acquisition.memory.base import MemorySource, PhysRange
 from scanner.errors import SourceError, UnreadableError
@@ -67,12 +68,10 @@ class SegmentedDump(MemorySource):
         """Open ``data_path`` (default ``path``) and parse the layout; ``path`` names the source."""
         super().__init__(path)
         self.data_path = data_path or path
+        opened = open_host_file(self.data_path, "memory image", follow=self.data_path == path)
+        self._fd = opened.fd
         try:
-            self._fd = os.open(self.data_path, os.O_RDONLY)
-        except OSError as e:
-            raise SourceError(self.data_path, f"cannot open memory image: {e.strerror}") from e
-        try:
-            self.file_size = os.fstat(self._fd).st_size
+            self.file_size = opened.size
             layout = self._layout()
             self._segs, self._gaps = _resolve(self.name, layout, self.file_size)
         except BaseException:

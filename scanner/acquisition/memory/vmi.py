@@ -15,13 +15,13 @@ never stale clean data.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from scanner.acquisition.hostfile import open_host_file
 from scanner.acquisition.mapped import file_holes, file_window, pread_gather
 from scanner.acquisition.memory.base import MemorySource, PhysRange
 from scanner.acquisition.mounts import filesystem
@@ -66,12 +66,9 @@ class LibvmiMemory(MemorySource):
             self._size = int(self._vmi.get_memsize())
 
     def _open_file(self, path: str) -> None:
-        try:
-            self._fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise SourceError(path, f"cannot open guest RAM file: {e.strerror}") from e
-        st = os.fstat(self._fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        opened = open_host_file(path, "guest RAM file", follow=True)
+        self._fd, st = opened.fd, opened.st
+        if st.st_size == 0:
             os.close(self._fd)
             raise SourceError(path, "not a non-empty regular file (expected QEMU's memory-backend-file)")
         self._size = st.st_size

@@ -28,6 +28,7 @@ import os
 import struct
 from pathlib import Path
 
+from scanner.acquisition.hostfile import open_host_file
 from scanner.acquisition.memory.segmented import Layout, Segment, SegmentedDump
 from scanner.errors import SourceError
 
@@ -87,15 +88,16 @@ def companion_files(path: str) -> tuple[str, str | None]:
 
 def read_regions(path: str) -> list[Segment]:
     """The memory regions a checkpoint file declares (empty: the ``.vmem`` is flat)."""
+    opened = open_host_file(path, "checkpoint", follow=True)
     try:
-        with Path(path).open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < _HEADER.size:
-                raise SourceError(path, f"checkpoint is {size} bytes, too short for a header")
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                return _regions(path, _memory_tags(path, data))
+        if opened.size < _HEADER.size:
+            raise SourceError(path, f"checkpoint is {opened.size} bytes, too short for a header")
+        with mmap.mmap(opened.fd, 0, access=mmap.ACCESS_READ) as data:
+            return _regions(path, _memory_tags(path, data))
     except OSError as e:
         raise SourceError(path, f"cannot read checkpoint: {e.strerror or e}") from e
+    finally:
+        os.close(opened.fd)
 
 
 def _memory_tags(path: str, data: mmap.mmap) -> Tags:
