@@ -7,6 +7,10 @@ Contract:
   resumes it when the bound is reached even if the scan goes on, and the context always resumes
   a guest it paused. :attr:`PauseRecord` says how long the guest was really paused and whether
   the bound cut the pause short.
+- :meth:`QemuGuest.ram_layout` tells where guest RAM lives in QEMU's process (any guest: plain
+  ``-m``, memfd, hugetlbfs, file), for :class:`~scanner.acquisition.memory.qemuproc.QemuProcessMemory`.
+- :meth:`QemuGuest.gone` costs no QMP round trip (it is asked before every window): QEMU's
+  process is watched through a pidfd and its socket for end of file.
 - Every QMP call is serialised (QEMU's monitor protocol is one request at a time).
 """
 
@@ -21,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scanner.acquisition.memory.qemuproc import ProcessWatch
 from scanner.acquisition.qmp import QmpClient, QmpError
+from scanner.acquisition.ramlayout import RamLayout, memory_backends, query_layout
 from scanner.errors import InvalidArgument, SourceError
 
 
@@ -43,6 +49,8 @@ class QemuGuest:
             self._client.connect(time.monotonic() + timeout)
         except QmpError as e:
             raise SourceError(qmp_path, f"cannot talk to QEMU: {e.message}") from e
+        self.pid = self._client.peer_pid()
+        self._watch = ProcessWatch(self.pid) if self.pid > 0 else None
 
     def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         with self._lock:
@@ -52,6 +60,28 @@ class QemuGuest:
                 if "closed" in e.message or "socket error" in e.message:
                     self._gone = "guest stopped: QEMU closed its QMP socket"
                 raise
+
+    def backends(self) -> dict[str, str]:
+        """The guest's memory backends: QOM id -> type (``memory-backend-ram``, ``-file``, ``-memfd``...)."""
+        return memory_backends(self.execute)
+
+    def file_backed(self) -> bool:
+        """True when guest RAM is one shared ``memory-backend-file`` whose file this host can open."""
+        if list(self.backends().values()) != ["memory-backend-file"]:
+            return False
+        try:
+            return Path(self.ram_path()).is_file()
+        except SourceError:
+            return False
+
+    def ram_layout(self) -> RamLayout:
+        """QEMU's pid and the guest-physical RAM ranges with their host addresses in its process."""
+        if self.pid <= 0:
+            raise SourceError("qmp", "cannot tell QEMU's process id from its QMP socket")
+        return query_layout(self.execute, self.pid)
+
+    def hmp(self, command: str) -> str:
+        return str(self.execute("human-monitor-command", {"command-line": command}))
 
     def ram_path(self) -> str:
         """The file backing guest RAM; SourceError when there is not exactly one shared file."""
@@ -69,12 +99,12 @@ class QemuGuest:
         return str(self.execute("query-status")["status"])
 
     def gone(self) -> str:
-        """Why the guest is gone, or "" while QEMU still answers."""
+        """Why the guest is gone, or "" while QEMU runs; no QMP round trip."""
         if not self._gone:
-            try:
-                self.status()
-            except QmpError as e:
-                self._gone = self._gone or f"guest stopped: {e.message}"
+            if self._watch is not None and self._watch.exited():
+                self._gone = f"guest stopped: QEMU process {self.pid} exited"
+            elif self._client.closed():
+                self._gone = "guest stopped: QEMU closed its QMP socket"
         return self._gone
 
     @contextmanager
@@ -110,3 +140,5 @@ class QemuGuest:
 
     def close(self) -> None:
         self._client.close()
+        if self._watch is not None:
+            self._watch.close()

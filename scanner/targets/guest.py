@@ -1,7 +1,9 @@
-"""A live guest: its RAM read from outside through LibVMI, optionally paused for consistency.
+"""A live guest: its RAM read from outside, optionally paused for consistency.
 
-Params: ``ram`` (the guest's RAM file) and/or ``qmp`` (its QMP socket: finds the RAM file,
-pauses, tells when the guest is gone); ``domain`` for the kvm/xen drivers; ``driver`` (``file``;
+Params: ``ram`` (the guest's RAM file) and/or ``qmp`` (its QMP socket: finds the RAM, pauses,
+tells when the guest is gone); ``access`` (``auto``: the RAM file when QEMU has one shared
+``memory-backend-file`` this host can open, else QEMU's own process memory, which works for any
+stock guest; ``file``; ``process``); ``domain`` for the kvm/xen drivers; ``driver`` (``file``;
 ``kvm``/``xen`` where the host has them); ``consistency`` (``running``: scan while the guest runs,
 the default; ``paused``: pause, scan, resume, the pause bounded by ``max_pause_seconds``). The
 verdict's details record the mode and how long the guest was paused.
@@ -15,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from scanner.acquisition.live import PauseRecord, QemuGuest
+from scanner.acquisition.memory.base import MemorySource
+from scanner.acquisition.memory.qemuproc import QemuProcessMemory
 from scanner.acquisition.memory.vmi import LibvmiMemory
 from scanner.errors import InvalidArgument
 from scanner.targets.awareness import memory_view
 from scanner.targets.base import Skipped, Target, Unit
 
 CONSISTENCY = ("running", "paused")
+ACCESS = ("auto", "file", "process")
 MAX_PAUSE_LIMIT = 3600.0
 
 
@@ -36,6 +41,7 @@ class GuestTarget(Target):
         max_pause: float = 30.0,
         kvmi_socket: str = "",
         domain: str = "",
+        access: str = "auto",
         os_params: Mapping[str, Any] | None = None,
         profile_cache: Path | None = None,
     ) -> None:
@@ -46,6 +52,10 @@ class GuestTarget(Target):
             raise InvalidArgument("target.guest.max_pause_seconds", f"must be in (0, {MAX_PAUSE_LIMIT:.0f}]")
         if consistency == "paused" and not qmp:
             raise InvalidArgument("target.guest.qmp", "pausing the guest needs its QMP socket")
+        if access not in ACCESS:
+            raise InvalidArgument("target.guest.access", f"must be one of {', '.join(ACCESS)}")
+        if access == "process" and (ram or not qmp):
+            raise InvalidArgument("target.guest.access", "reading QEMU's process memory needs its QMP socket")
         if not ram and not qmp and not domain:
             raise InvalidArgument("target.guest", "give the guest's RAM file, its QMP socket or its domain")
         self.consistency = consistency
@@ -56,19 +66,26 @@ class GuestTarget(Target):
             self.guest = QemuGuest(qmp) if qmp else None
             if self.guest is not None:
                 self._stack.callback(self.guest.close)
-            if driver == "file":
-                name = ram or (self.guest.ram_path() if self.guest else "")
-            elif not domain:
-                raise InvalidArgument("target.guest.domain", f"the {driver} driver needs the guest's domain name")
-            else:
-                name = domain
-            probe = self.guest.gone if self.guest else None
-            source = LibvmiMemory(name, driver, kvmi_socket, probe=probe)
+            source = self._source(ram, driver, domain, kvmi_socket, access)
             self._stack.callback(source.close)
+            self.source = source
             self.memory = memory_view(source, os_params or {}, profile_cache)
         except BaseException:
             self._stack.close()
             raise
+
+    def _source(self, ram: str, driver: str, domain: str, kvmi_socket: str, access: str) -> MemorySource:
+        probe = self.guest.gone if self.guest else None
+        if driver != "file":
+            if not domain:
+                raise InvalidArgument("target.guest.domain", f"the {driver} driver needs the guest's domain name")
+            return LibvmiMemory(domain, driver, kvmi_socket, probe=probe)
+        if ram:
+            return LibvmiMemory(ram, driver, probe=probe)
+        assert self.guest is not None
+        if access == "file" or (access == "auto" and self.guest.file_backed()):
+            return LibvmiMemory(self.guest.ram_path(), driver, probe=probe)
+        return QemuProcessMemory(self.guest.ram_layout(), probe=probe)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], profile_cache: Path | None = None) -> GuestTarget:
@@ -84,6 +101,7 @@ class GuestTarget(Target):
             max_pause=max_pause,
             kvmi_socket=str(params.get("kvmi_socket") or ""),
             domain=str(params.get("domain") or ""),
+            access=str(params.get("access") or "auto"),
             os_params={k: params[k] for k in ("os", "kernel") if params.get(k)},
             profile_cache=profile_cache,
         )
@@ -98,7 +116,7 @@ class GuestTarget(Target):
         self._stack.close()
 
     def details(self) -> Mapping[str, str]:
-        out = {**self.memory.details(), "memory.format": "libvmi", "consistency": self.consistency}
+        out = {**self.memory.details(), "memory.format": self.source.format, "consistency": self.consistency}
         if self._pause is not None:
             out["paused_seconds"] = f"{self._pause.paused_seconds:.3f}"
             out["pause_cut_short"] = str(self._pause.cut_short).lower()
