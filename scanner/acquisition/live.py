@@ -138,6 +138,12 @@ class QemuGuest:
             watchdog.cancel()
             resume(False)
 
+    def __enter__(self) -> QemuGuest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._client.close()
         if self._watch is not None:

@@ -277,7 +277,8 @@ class QemuProcessMemory(MemorySource):
 
     def holes(self, address: int, length: int) -> Sequence[tuple[int, int]]:
         """Never-touched memory (pagemap) or file holes, in physical addresses, whole MiB blocks
-        for process-read RAM (a finer hole is still skipped when its window is read)."""
+        for process-read RAM (a finer hole is still skipped when its window is read). Never
+        raises: what cannot be told is simply not a hole."""
         out: list[tuple[int, int]] = []
         for i, r in enumerate(self._ranges_by_start):
             lo, hi = max(address, r.physical), min(address + length, r.physical + r.length)
@@ -289,7 +290,11 @@ class QemuProcessMemory(MemorySource):
                 out += [(max(a - base, lo), min(b - base, hi)) for a, b in self._file_holes(i, backing)]
                 continue
             delta = r.host - r.physical
-            out += [(a - delta, b - delta) for a, b in self._absent_blocks(lo + delta, hi - lo)]
+            try:
+                out += [(a - delta, b - delta) for a, b in self._absent_blocks(lo + delta, hi - lo)]
+            except UnreadableError:
+                continue  # QEMU is gone: its windows say so when they are read
+
         return [(a, b) for a, b in out if a < b]
 
     def _absent_blocks(self, host: int, length: int, block: int = 1 << 20) -> list[tuple[int, int]]:
