@@ -65,15 +65,6 @@ class QemuGuest:
         """The guest's memory backends: QOM id -> type (``memory-backend-ram``, ``-file``, ``-memfd``...)."""
         return memory_backends(self.execute)
 
-    def file_backed(self) -> bool:
-        """True when guest RAM is one shared ``memory-backend-file`` whose file this host can open."""
-        if list(self.backends().values()) != ["memory-backend-file"]:
-            return False
-        try:
-            return Path(self.ram_path()).is_file()
-        except SourceError:
-            return False
-
     def ram_layout(self) -> RamLayout:
         """QEMU's pid and the guest-physical RAM ranges with their host addresses in its process."""
         if self.pid <= 0:

@@ -1,9 +1,11 @@
 """A live guest: its RAM read from outside, optionally paused for consistency.
 
 Params: ``ram`` (the guest's RAM file) and/or ``qmp`` (its QMP socket: finds the RAM, pauses,
-tells when the guest is gone); ``access`` (``auto``: the RAM file when QEMU has one shared
-``memory-backend-file`` this host can open, else QEMU's own process memory, which works for any
-stock guest; ``file``; ``process``); ``domain`` for the kvm/xen drivers; ``driver`` (``file``;
+tells when the guest is gone); ``access`` (``auto``: QEMU's layout of guest RAM, each range
+read from the file behind it where it is shared memory (zero-copy), else from QEMU's process
+memory: any stock guest; ``file``: the one ``memory-backend-file`` through LibVMI, offsets taken
+as physical addresses; ``process``: everything through ``/proc/PID/mem``); ``domain`` for the
+kvm/xen drivers; ``driver`` (``file``;
 ``kvm``/``xen`` where the host has them); ``consistency`` (``running``: scan while the guest runs,
 the default; ``paused``: pause, scan, resume, the pause bounded by ``max_pause_seconds``). The
 verdict's details record the mode and how long the guest was paused.
@@ -83,9 +85,9 @@ class GuestTarget(Target):
         if ram:
             return LibvmiMemory(ram, driver, probe=probe)
         assert self.guest is not None
-        if access == "file" or (access == "auto" and self.guest.file_backed()):
+        if access == "file":
             return LibvmiMemory(self.guest.ram_path(), driver, probe=probe)
-        return QemuProcessMemory(self.guest.ram_layout(), probe=probe)
+        return QemuProcessMemory(self.guest.ram_layout(), probe=probe, through_process=access == "process")
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], profile_cache: Path | None = None) -> GuestTarget:

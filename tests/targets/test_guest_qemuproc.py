@@ -146,7 +146,8 @@ def test_guest_gone_after_open_is_incomplete_never_clean(tmp_path, rules):
     assert reasons and all("guest stopped" in r for r in reasons), reasons
 
 
-def test_memfd_guest_is_read_through_its_file_without_filling_its_holes(tmp_path, rules):
+@pytest.mark.parametrize("access", ["auto", "process"])  # through the memfd / through /proc/PID/mem
+def test_memfd_guest_is_read_without_filling_its_holes(tmp_path, rules, access):
     with stopped_qemu(tmp_path, "256M", [0x123_4000], memfd=True) as qmp:
         with QemuGuest(str(qmp)) as qemu:
             layout = qemu.ram_layout()
@@ -156,7 +157,7 @@ def test_memfd_guest_is_read_through_its_file_without_filling_its_holes(tmp_path
             assert len(fds) == len(layout.ranges) and len({os.fstat(fd).st_ino for fd in fds}) == 1
             fd = fds[0]
             before = os.fstat(fd).st_blocks
-            verdict = scan(rules, {"qmp": str(qmp), "access": "process", "os": "physical"})
+            verdict = scan(rules, {"qmp": str(qmp), "access": access, "os": "physical"})
             after = os.fstat(fd).st_blocks
         finally:
             source.close()

@@ -32,7 +32,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from scanner.acquisition.mapped import file_holes, file_window
+from scanner.acquisition.mapped import file_holes, file_window, holes_within
 from scanner.acquisition.memory.base import MemorySource, PhysRange
 from scanner.acquisition.mounts import filesystem
 from scanner.acquisition.ramlayout import RamLayout, RamRange
@@ -128,9 +128,18 @@ class QemuProcessMemory(MemorySource):
 
     format = "qemu-process"
 
-    def __init__(self, layout: RamLayout, name: str = "", probe: Callable[[], str] | None = None) -> None:
-        """``probe`` returns why the guest is gone ("" while it runs); it must be cheap."""
+    def __init__(
+        self,
+        layout: RamLayout,
+        name: str = "",
+        probe: Callable[[], str] | None = None,
+        through_process: bool = False,
+    ) -> None:
+        """``probe`` returns why the guest is gone ("" while it runs); it must be cheap.
+        ``through_process``: read shared RAM through ``/proc/PID/mem`` too (its file still tells
+        the holes), not through its file."""
         super().__init__(name or f"qemu-pid-{layout.pid}")
+        self.through_process = through_process
         self.layout = layout
         self.pid = layout.pid
         self._probe = probe
@@ -163,20 +172,28 @@ class QemuProcessMemory(MemorySource):
         return fd
 
     def _backing(self, r: RamRange, maps: Sequence[Mapping]) -> _FileBacking | None:
-        """The file behind a shared RAM range, or None: read from the process with pagemap."""
+        """The file behind a shared RAM range (fd -1 if it cannot be opened), or None for
+        private memory: read from the process, pagemap telling untouched pages."""
         covering = mappings_of(maps, r.host, r.length, self.name)
         first = covering[0]
         if not all(m.shared for m in covering) or not first.path:
             return None
         if len(covering) > 1 and any(m.path != first.path for m in covering):
             return None
-        try:
-            fd = os.open(f"/proc/{self.pid}/map_files/{first.start:x}-{first.end:x}", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None  # read through the process (no hole skipping): still correct
-        self._fds.append(fd)
-        st = os.fstat(fd)
-        return _FileBacking(fd, first.offset + (r.host - first.start), filesystem(st.st_dev) != "hugetlbfs")
+        offset = first.offset + (r.host - first.start)
+        candidates = [f"/proc/{self.pid}/map_files/{first.start:x}-{first.end:x}"]  # needs CAP_SYS_ADMIN
+        if first.path.startswith("/") and not first.path.endswith(" (deleted)"):
+            candidates.append(first.path)
+        for path in candidates:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            self._fds.append(fd)
+            return _FileBacking(fd, offset, filesystem(os.fstat(fd).st_dev) != "hugetlbfs")
+        # no file: read through the process, every page (pagemap cannot tell a shared page
+        # that is swapped out from one never written)
+        return _FileBacking(-1, offset, False)
 
     def _ranges(self) -> Sequence[PhysRange]:
         return [PhysRange(r.physical, r.length) for r in self.layout.ranges]
@@ -187,9 +204,16 @@ class QemuProcessMemory(MemorySource):
     def _window(self, address: int, length: int) -> AbstractContextManager[memoryview]:
         i = self._locate(address)
         r, backing = self._ranges_by_start[i], self._backings[i]
-        if backing is not None:
-            return self._file_window(i, backing, address - r.physical, address, length)
-        return self._process_window(r.host + address - r.physical, address, length)
+        host = r.host + address - r.physical
+        if backing is None:
+            return self._process_window(host, address, length, self._absent)
+        if backing.fd < 0:
+            return self._process_window(host, address, length, lambda h, n: [])
+        if self.through_process:
+            delta = r.host - backing.offset  # file offset -> host address
+            holes = [(a + delta, b + delta) for a, b in self._file_holes(i, backing)]
+            return self._process_window(host, address, length, lambda h, n: holes_within(holes, h, h + n))
+        return self._file_window(i, backing, address - r.physical, address, length)
 
     def _check_alive(self, address: int, length: int) -> None:
         gone = self._probe() if self._probe else ""
@@ -223,9 +247,11 @@ class QemuProcessMemory(MemorySource):
             return self._holes[i]
 
     @contextmanager
-    def _process_window(self, host: int, address: int, length: int) -> Iterator[memoryview]:
+    def _process_window(
+        self, host: int, address: int, length: int, untouched: Callable[[int, int], list[tuple[int, int]]]
+    ) -> Iterator[memoryview]:
         self._check_alive(address, length)
-        absent = self._absent(host, length)
+        absent = untouched(host, length)
         with self._buffer(length) as view:
             _fill(view, host, absent, lambda a, b: self._read_process(view, a - host, b - a, a, address))
             yield view
@@ -285,6 +311,8 @@ class QemuProcessMemory(MemorySource):
             if lo >= hi:
                 continue
             backing = self._backings[i]
+            if backing is not None and backing.fd < 0:
+                continue
             if backing is not None:
                 base = backing.offset - r.physical
                 out += [(max(a - base, lo), min(b - base, hi)) for a, b in self._file_holes(i, backing)]
@@ -321,7 +349,7 @@ class QemuProcessMemory(MemorySource):
 
 @dataclass(frozen=True)
 class _FileBacking:
-    fd: int
+    fd: int  # -1: shared memory whose file cannot be opened
     offset: int  # file offset of the range's first byte
     mappable: bool
 
