@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,41 @@ class PauseRecord:
     paused_seconds: float = 0.0
     cut_short: bool = False
     was_running: bool = True
+
+
+@contextmanager
+def bounded_pause(
+    running: Callable[[], bool], stop: Callable[[], None], cont: Callable[[], None], max_pause: float
+) -> Iterator[PauseRecord]:
+    """Stop a running guest for at most ``max_pause`` seconds (a watchdog resumes it when the bound
+    is reached, even if the scan goes on); always resume what this stopped; ``cont`` must not raise
+    for a guest that is gone. A guest paused by someone else is left as it is."""
+    record = PauseRecord(was_running=running())
+    if not record.was_running:
+        yield record
+        return
+    stop()
+    began = time.monotonic()
+    resumed = threading.Event()
+    once = threading.Lock()
+
+    def resume(cut_short: bool) -> None:
+        with once:
+            if resumed.is_set():
+                return
+            resumed.set()
+        record.paused_seconds = time.monotonic() - began
+        record.cut_short = cut_short
+        cont()
+
+    watchdog = threading.Timer(max_pause, resume, args=(True,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield record
+    finally:
+        watchdog.cancel()
+        resume(False)
 
 
 class QemuGuest:
@@ -101,33 +136,14 @@ class QemuGuest:
     @contextmanager
     def paused(self, max_pause: float) -> Iterator[PauseRecord]:
         """Pause for at most ``max_pause`` seconds; always resume what this paused."""
-        record = PauseRecord(was_running=self.status() == "running")
-        if not record.was_running:  # already paused by someone else: leave it as it is
+        with bounded_pause(
+            lambda: self.status() == "running", lambda: self.execute("stop"), self._cont, max_pause
+        ) as record:
             yield record
-            return
-        self.execute("stop")
-        began = time.monotonic()
-        resumed = threading.Event()
-        once = threading.Lock()
 
-        def resume(cut_short: bool) -> None:
-            with once:
-                if resumed.is_set():
-                    return
-                resumed.set()
-            record.paused_seconds = time.monotonic() - began
-            record.cut_short = cut_short
-            with contextlib.suppress(QmpError):  # a guest that is gone has nothing to resume
-                self.execute("cont")
-
-        watchdog = threading.Timer(max_pause, resume, args=(True,))
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            yield record
-        finally:
-            watchdog.cancel()
-            resume(False)
+    def _cont(self) -> None:
+        with contextlib.suppress(QmpError):  # a guest that is gone has nothing to resume
+            self.execute("cont")
 
     def __enter__(self) -> QemuGuest:
         return self

@@ -71,6 +71,8 @@ def target_spec(target: scans_pb2.Target) -> TargetSpec:
             "kvmi_socket": g.kvmi_socket,
             "os": _os_mode(g.os, "target.guest.os"),
             "kernel": g.kernel_path,
+            "libvirt": g.libvirt_domain,
+            "libvirt_uri": g.libvirt_uri,
         }
         return TargetSpec("guest", guest_params)
     if which == "disk":
@@ -114,6 +116,8 @@ def target_message(spec: TargetSpec) -> scans_pb2.Target:
             kvmi_socket=params.get("kvmi_socket", ""),
             os=_OS_ENUMS.get(str(params.get("os", "auto")), scans_pb2.OS_AWARENESS_AUTO),
             kernel_path=params.get("kernel", ""),
+            libvirt_domain=params.get("libvirt", ""),
+            libvirt_uri=params.get("libvirt_uri", ""),
         )
         return scans_pb2.Target(guest=guest)
     if spec.kind == "disk":

@@ -80,7 +80,9 @@ def serve(ctx: click.Context, listen: str | None) -> None:
 @click.option("--disk-format", default="auto", show_default=True, help="raw, qcow2, vmdk, vhdx or auto.")
 @click.option("--guest-ram", multiple=True, help="A live guest's RAM file (QEMU memory-backend-file).")
 @click.option("--guest-qmp", multiple=True, help="A live guest's QMP socket (finds its RAM file).")
-@click.option("--pause", is_flag=True, help="Pause live guests while scanning (needs --guest-qmp).")
+@click.option("--guest-libvirt", multiple=True, help="A running libvirt domain on this host, by name or UUID.")
+@click.option("--libvirt-uri", default="qemu:///system", show_default=True, help="libvirt connection URI.")
+@click.option("--pause", is_flag=True, help="Pause live guests while scanning (needs --guest-qmp or --guest-libvirt).")
 @click.option("--max-pause", default=30.0, show_default=True, help="Upper bound of a pause, seconds.")
 @click.option("--rules", type=click.Path(path_type=Path, exists=True), help="Scan with the YARA sources at PATH.")
 @click.option("--json", "as_json", is_flag=True, help="One ECS JSON object per finding on stdout.")
@@ -97,6 +99,8 @@ def scan(
     disk_format: str,
     guest_ram: tuple[str, ...],
     guest_qmp: tuple[str, ...],
+    guest_libvirt: tuple[str, ...],
+    libvirt_uri: str,
     pause: bool,
     max_pause: float,
     rules: Path | None,
@@ -114,6 +118,7 @@ def scan(
     specs += [TargetSpec("disk", {"path": d, "format": disk_format}) for d in disk]
     consistency = "paused" if pause else "running"
     live = [{"ram": r} for r in guest_ram] + [{"qmp": q} for q in guest_qmp]
+    live += [{"libvirt": d, "libvirt_uri": libvirt_uri} for d in guest_libvirt]
     specs += [TargetSpec("guest", {**g, "consistency": consistency, "max_pause_seconds": max_pause}) for g in live]
     sys.exit(local_scan.run_scan(config, specs, rules, as_json, infected))
 

@@ -1,7 +1,8 @@
 """A live guest: its RAM read from outside, optionally paused for consistency.
 
 Params: ``ram`` (the guest's RAM file) and/or ``qmp`` (its QMP socket: finds the RAM, pauses,
-tells when the guest is gone); ``access`` (``auto``: QEMU's layout of guest RAM, each range
+tells when the guest is gone), or ``libvirt`` (a libvirt domain name or UUID, ``libvirt_uri``
+default ``qemu:///system``: the same through libvirtd); ``access`` (``auto``: QEMU's layout of guest RAM, each range
 read from the file behind it where it is shared memory (zero-copy), else from QEMU's process
 memory: any stock guest; ``file``: the one ``memory-backend-file`` through LibVMI, offsets taken
 as physical addresses; ``process``: everything through ``/proc/PID/mem``); ``domain`` for the
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scanner.acquisition.live import PauseRecord, QemuGuest
 from scanner.acquisition.memory.base import MemorySource
@@ -26,9 +27,31 @@ from scanner.errors import InvalidArgument
 from scanner.targets.awareness import memory_view
 from scanner.targets.base import Skipped, Target, Unit
 
+if TYPE_CHECKING:
+    from scanner.acquisition.libvirt import LibvirtGuest
+
 CONSISTENCY = ("running", "paused")
 ACCESS = ("auto", "file", "process")
 MAX_PAUSE_LIMIT = 3600.0
+
+
+def _check_params(
+    ram: str, qmp: str, libvirt: str, domain: str, consistency: str, max_pause: float, access: str
+) -> None:
+    if consistency not in CONSISTENCY:
+        raise InvalidArgument("target.guest.consistency", f"must be one of {', '.join(CONSISTENCY)}")
+    if not 0 < max_pause <= MAX_PAUSE_LIMIT:
+        raise InvalidArgument("target.guest.max_pause_seconds", f"must be in (0, {MAX_PAUSE_LIMIT:.0f}]")
+    if consistency == "paused" and not (qmp or libvirt):
+        raise InvalidArgument("target.guest.qmp", "pausing the guest needs its QMP socket or libvirt domain")
+    if access not in ACCESS:
+        raise InvalidArgument("target.guest.access", f"must be one of {', '.join(ACCESS)}")
+    if access == "process" and (ram or not (qmp or libvirt)):
+        raise InvalidArgument("target.guest.access", "reading QEMU's process memory needs its QMP socket or domain")
+    if qmp and libvirt:
+        raise InvalidArgument("target.guest.libvirt", "give the QMP socket or the libvirt domain, not both")
+    if not ram and not qmp and not domain and not libvirt:
+        raise InvalidArgument("target.guest", "give the guest's RAM file, its QMP socket or its domain")
 
 
 class GuestTarget(Target):
@@ -44,28 +67,25 @@ class GuestTarget(Target):
         kvmi_socket: str = "",
         domain: str = "",
         access: str = "auto",
+        libvirt: str = "",
+        libvirt_uri: str = "",
         os_params: Mapping[str, Any] | None = None,
         profile_cache: Path | None = None,
     ) -> None:
         """``os_params``: ``os`` (auto/processes/physical) and ``kernel``, as for memory images."""
-        if consistency not in CONSISTENCY:
-            raise InvalidArgument("target.guest.consistency", f"must be one of {', '.join(CONSISTENCY)}")
-        if not 0 < max_pause <= MAX_PAUSE_LIMIT:
-            raise InvalidArgument("target.guest.max_pause_seconds", f"must be in (0, {MAX_PAUSE_LIMIT:.0f}]")
-        if consistency == "paused" and not qmp:
-            raise InvalidArgument("target.guest.qmp", "pausing the guest needs its QMP socket")
-        if access not in ACCESS:
-            raise InvalidArgument("target.guest.access", f"must be one of {', '.join(ACCESS)}")
-        if access == "process" and (ram or not qmp):
-            raise InvalidArgument("target.guest.access", "reading QEMU's process memory needs its QMP socket")
-        if not ram and not qmp and not domain:
-            raise InvalidArgument("target.guest", "give the guest's RAM file, its QMP socket or its domain")
+        _check_params(ram, qmp, libvirt, domain, consistency, max_pause, access)
         self.consistency = consistency
         self.max_pause = max_pause
         self._stack = ExitStack()
         self._pause: PauseRecord | None = None
         try:
-            self.guest = QemuGuest(qmp) if qmp else None
+            self.guest: QemuGuest | LibvirtGuest | None = None
+            if qmp:
+                self.guest = QemuGuest(qmp)
+            elif libvirt:
+                from scanner.acquisition.libvirt import LibvirtGuest
+
+                self.guest = LibvirtGuest(libvirt, libvirt_uri)
             if self.guest is not None:
                 self._stack.callback(self.guest.close)
             source = self._source(ram, driver, domain, kvmi_socket, access)
@@ -86,6 +106,8 @@ class GuestTarget(Target):
             return LibvmiMemory(ram, driver, probe=probe)
         assert self.guest is not None
         if access == "file":
+            if not isinstance(self.guest, QemuGuest):
+                raise InvalidArgument("target.guest.access", "file access needs the guest's QMP socket or RAM file")
             return LibvmiMemory(self.guest.ram_path(), driver, probe=probe)
         return QemuProcessMemory(self.guest.ram_layout(), probe=probe, through_process=access == "process")
 
@@ -104,6 +126,8 @@ class GuestTarget(Target):
             kvmi_socket=str(params.get("kvmi_socket") or ""),
             domain=str(params.get("domain") or ""),
             access=str(params.get("access") or "auto"),
+            libvirt=str(params.get("libvirt") or ""),
+            libvirt_uri=str(params.get("libvirt_uri") or ""),
             os_params={k: params[k] for k in ("os", "kernel") if params.get(k)},
             profile_cache=profile_cache,
         )
