@@ -437,6 +437,14 @@ class LabGuest:
             raise LabError(f"qmp {command}: guest is not running")
         return self._qmp.execute(command, arguments, timeout)
 
+    def events(self) -> list[dict[str, Any]]:
+        """QMP events QEMU sent on the lab's monitor so far (oldest first), taken out of the queue."""
+        if self._qmp is None:
+            raise LabError("events: guest is not running")
+        self.qmp("query-status")  # reads whatever QEMU sent before this reply
+        taken, self._qmp.events[:] = list(self._qmp.events), []
+        return taken
+
     def pause(self) -> None:
         self.qmp("stop")
 

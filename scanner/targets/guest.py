@@ -14,6 +14,7 @@ verdict's details record the mode and how long the guest was paused.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from scanner.acquisition.live import PauseRecord, QemuGuest
 from scanner.acquisition.memory.base import MemorySource
 from scanner.acquisition.memory.qemuproc import QemuProcessMemory
+from scanner.acquisition.memory.snapshot import RamSnapshot, available_memory, to_copy
 from scanner.acquisition.memory.vmi import LibvmiMemory
 from scanner.errors import InvalidArgument
 from scanner.targets.awareness import memory_view
@@ -91,7 +93,9 @@ class GuestTarget(Target):
             source = self._source(ram, driver, domain, kvmi_socket, access)
             self._stack.callback(source.close)
             self.source = source
-            self.memory = memory_view(source, os_params or {}, profile_cache)
+            self._os_params, self._profile_cache = os_params or {}, profile_cache
+            self._snapshot = ""
+            self.memory = memory_view(source, self._os_params, profile_cache)
         except BaseException:
             self._stack.close()
             raise
@@ -134,8 +138,25 @@ class GuestTarget(Target):
 
     def plan(self) -> Iterator[Unit | Skipped]:
         if self.consistency == "paused" and self.guest is not None:
-            self._pause = self._stack.enter_context(self.guest.paused(self.max_pause))
+            self._pause_for_scan()
         yield from self.memory.plan()
+
+    def _pause_for_scan(self) -> None:
+        """Paused mode: the guest is held only while its RAM is copied into a host snapshot,
+        then resumed, and the copy is scanned. Where host memory cannot hold the copy, the
+        guest stays paused for the scan (bounded by ``max_pause``), as the details say."""
+        assert self.guest is not None
+        needed = to_copy(self.source)
+        if needed > available_memory() // 2:
+            self._snapshot = f"none: {needed} bytes to copy, more than half the host's available memory"
+            self._pause = self._stack.enter_context(self.guest.paused(self.max_pause))
+            return
+        with self.guest.paused(self.max_pause) as record:
+            snapshot = RamSnapshot(self.source, threads=max(2, os.cpu_count() or 1))
+        self._pause = record
+        self._stack.callback(snapshot.close)
+        self._snapshot = f"memfd, {needed} bytes copied while paused"
+        self.memory = memory_view(snapshot, self._os_params, self._profile_cache)
 
     def finish(self) -> None:
         """Resume the guest as soon as the last window is scanned."""
@@ -147,6 +168,8 @@ class GuestTarget(Target):
             out["paused_seconds"] = f"{self._pause.paused_seconds:.3f}"
             out["pause_cut_short"] = str(self._pause.cut_short).lower()
             out["guest_was_running"] = str(self._pause.was_running).lower()
+        if self._snapshot:
+            out["snapshot"] = self._snapshot
         return out
 
     def close(self) -> None:

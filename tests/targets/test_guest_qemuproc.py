@@ -97,10 +97,20 @@ def test_untouched_guest_pages_are_not_faulted_in(tmp_path, rules):
     assert after == before, f"the scan faulted in {after - before} pages of guest RAM"
 
 
-def test_paused_mode_pauses_through_qmp_and_resumes(anon_guest, rules):
+def test_paused_mode_holds_the_guest_only_while_its_ram_is_copied(anon_guest, rules):
+    anon_guest.events()  # forget earlier events
+    began = time.time()
     verdict = scan(rules, {"qmp": str(anon_guest.scanner_qmp_path), "consistency": "paused"})
-    assert verdict.kind is VerdictKind.MALICIOUS
-    assert float(verdict.details["paused_seconds"]) > 0 and verdict.details["pause_cut_short"] == "false"
+    ended = time.time()
+    events = [
+        (e["event"], e["timestamp"]["seconds"] + e["timestamp"]["microseconds"] / 1e6) for e in anon_guest.events()
+    ]
+    assert verdict.kind is VerdictKind.MALICIOUS and verdict.coverage.complete
+    assert verdict.details["snapshot"].startswith("memfd") and verdict.details["pause_cut_short"] == "false"
+    assert [name for name, _ in events] == ["STOP", "RESUME"]  # QEMU's own record of the pause
+    (_, stopped), (_, resumed) = events
+    assert began <= stopped < resumed <= ended
+    assert resumed - stopped < (ended - began) / 2  # resumed long before the scan ended
     assert anon_guest.status() == "running"
 
 

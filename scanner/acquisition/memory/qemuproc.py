@@ -215,6 +215,39 @@ class QemuProcessMemory(MemorySource):
             return self._process_window(host, address, length, lambda h, n: holes_within(holes, h, h + n))
         return self._file_window(i, backing, address - r.physical, address, length)
 
+    def read_into(self, address: int, length: int, dst: memoryview) -> list[tuple[int, int]]:
+        """Copy ``[address, address + length)`` (inside one range) into ``dst`` in one pass,
+        writing nothing where pages are untouched or file holes; those runs are returned
+        (physical addresses), so a copy into a sparse file stays sparse."""
+        i = self._locate(address)
+        if i < 0 or address + length > self._ranges_by_start[i].physical + self._ranges_by_start[i].length:
+            raise UnreadableError(self.name, address, length, "outside the address map")
+        r, backing = self._ranges_by_start[i], self._backings[i]
+        self._check_alive(address, length)
+        host = r.host + address - r.physical
+        if backing is None:
+            absent, fd, base = self._absent(host, length), self._mem, host
+        elif backing.fd < 0:
+            absent, fd, base = [], self._mem, host
+        else:
+            start = backing.offset + address - r.physical
+            absent, fd, base = holes_within(self._file_holes(i, backing), start, start + length), backing.fd, start
+        skipped: list[tuple[int, int]] = []
+        position = base
+        for a, b in [*absent, (base + length, base + length)]:
+            if a > position:
+                self._read_run(fd, dst, position - base, a - position, position, address)
+            if b > a:
+                skipped.append((address + a - base, address + b - base))
+            position = max(position, b)
+        return skipped
+
+    def _read_run(self, fd: int, dst: memoryview, at: int, length: int, offset: int, address: int) -> None:
+        if fd == self._mem:
+            self._read_process(dst, at, length, offset, address)
+        else:
+            _pread(fd, dst, at, length, offset, self.name)
+
     def _check_alive(self, address: int, length: int) -> None:
         gone = self._probe() if self._probe else ""
         if not gone and self.watch.exited():
