@@ -1,7 +1,7 @@
 """Live scan of lab guests that have used their RAM vs dump over QMP + the `yara` CLI.
 
 For each size (default 512, 2048 and 4096 MiB) boots a lab guest whose init first fills all but
-128 MiB of its RAM with random bytes (then frees them: the RAM keeps them, as in a guest that has
+128 MiB + 1/16 of its RAM with random bytes (then frees them: the RAM keeps them, as in a guest that has
 used its memory), with two marker processes, RAM in a shared file. In the same run, on that guest:
 
 - **baseline**: QMP ``dump-guest-memory`` (QEMU stops the guest while it dumps), then the
@@ -36,7 +36,9 @@ from scanner.lab import LabGuest
 from scanner.rulesets import compile_path
 from scanner.targets import TargetSpec, build_target
 
-KEEP_FREE_MIB = 128  # what the fill leaves for the guest's kernel and processes
+def keep_free_mib(size: int) -> int:
+    """What the fill leaves for the guest's kernel, initramfs and processes."""
+    return 128 + size // 16
 TARGET_WARM, TARGET_COLD, TARGET_PROCESS = 4.0, 2.0, 0.8
 
 
@@ -89,7 +91,7 @@ def measure(size: int, rules: Any, compiled: Path, work: Path, threads: int) -> 
     profiles = work / f"profiles-{size}"
     began = time.perf_counter()
     with LabGuest.start(
-        memory_mib=size, markers=2, variant=f"bench{size}", fill_mib=size - KEEP_FREE_MIB, timeout=1800
+        memory_mib=size, markers=2, variant=f"bench{size}", fill_mib=size - keep_free_mib(size), timeout=1800
     ) as guest:
         print(f"{size} MiB guest booted and filled under {guest.accel} in {time.perf_counter() - began:.0f} s")
         return [

@@ -8,7 +8,8 @@ memory: any stock guest; ``file``: the one ``memory-backend-file`` through LibVM
 as physical addresses; ``process``: everything through ``/proc/PID/mem``); ``domain`` for the
 kvm/xen drivers; ``driver`` (``file``;
 ``kvm``/``xen`` where the host has them); ``consistency`` (``running``: scan while the guest runs,
-the default; ``paused``: pause, scan, resume, the pause bounded by ``max_pause_seconds``). The
+the default; ``paused``: pause, copy guest RAM into a host snapshot, resume, scan the copy, the
+pause bounded by ``max_pause_seconds``; ``snapshot`` ``off``: stay paused for the whole scan). The
 verdict's details record the mode and how long the guest was paused.
 """
 
@@ -71,12 +72,14 @@ class GuestTarget(Target):
         access: str = "auto",
         libvirt: str = "",
         libvirt_uri: str = "",
+        snapshot: bool = True,
         os_params: Mapping[str, Any] | None = None,
         profile_cache: Path | None = None,
     ) -> None:
         """``os_params``: ``os`` (auto/processes/physical) and ``kernel``, as for memory images."""
         _check_params(ram, qmp, libvirt, domain, consistency, max_pause, access)
         self.consistency = consistency
+        self.snapshot = snapshot
         self.max_pause = max_pause
         self._stack = ExitStack()
         self._pause: PauseRecord | None = None
@@ -132,6 +135,7 @@ class GuestTarget(Target):
             access=str(params.get("access") or "auto"),
             libvirt=str(params.get("libvirt") or ""),
             libvirt_uri=str(params.get("libvirt_uri") or ""),
+            snapshot=str(params.get("snapshot") or "auto") != "off",
             os_params={k: params[k] for k in ("os", "kernel") if params.get(k)},
             profile_cache=profile_cache,
         )
@@ -147,6 +151,10 @@ class GuestTarget(Target):
         guest stays paused for the scan (bounded by ``max_pause``), as the details say."""
         assert self.guest is not None
         needed = to_copy(self.source)
+        if not self.snapshot:
+            self._snapshot = "off: the guest stays paused for the scan"
+            self._pause = self._stack.enter_context(self.guest.paused(self.max_pause))
+            return
         if needed > available_memory() // 2:
             self._snapshot = f"none: {needed} bytes to copy, more than half the host's available memory"
             self._pause = self._stack.enter_context(self.guest.paused(self.max_pause))
