@@ -36,9 +36,12 @@ from scanner.lab import LabGuest
 from scanner.rulesets import compile_path
 from scanner.targets import TargetSpec, build_target
 
+
 def keep_free_mib(size: int) -> int:
     """What the fill leaves for the guest's kernel, initramfs and processes."""
     return 128 + size // 16
+
+
 TARGET_WARM, TARGET_COLD, TARGET_PROCESS = 4.0, 2.0, 0.8
 
 
