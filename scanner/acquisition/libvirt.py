@@ -45,34 +45,15 @@ class LibvirtGuest:
 
     def __init__(self, domain: str, uri: str = DEFAULT_URI) -> None:
         self._libvirt, self._qemu = _binding()
-        self.uri = uri or DEFAULT_URI
         self._gone = ""
-        self._libvirt.registerErrorHandler(lambda *_: None, None)  # no stderr noise: errors raise
+        self._conn, self._dom, self.uri = running_domain(domain, uri)
         try:
-            self._conn = self._libvirt.open(self.uri)
-        except self._libvirt.libvirtError as e:
-            raise Unavailable(f"libvirt {self.uri}: cannot connect to libvirtd: {_first_line(e)}") from e
-        try:
-            self._dom = self._lookup(domain)
             self.name, self.uuid = self._dom.name(), self._dom.UUIDString()
-            if not self._dom.isActive():
-                raise FailedPrecondition(f"libvirt domain {self.name}: not running")
             self.pid = qemu_pid(self.uuid)
             self._watch = ProcessWatch(self.pid)
         except BaseException:
             self._conn.close()
             raise
-
-    def _lookup(self, domain: str) -> Any:
-        try:
-            try:
-                return self._conn.lookupByUUIDString(str(uuid.UUID(domain)))
-            except ValueError:
-                return self._conn.lookupByName(domain)
-        except self._libvirt.libvirtError as e:
-            if e.get_error_code() == self._libvirt.VIR_ERR_NO_DOMAIN:
-                raise NotFound(f"libvirt {self.uri}: no domain {domain!r}") from e
-            raise Unavailable(f"libvirt {self.uri}: {_first_line(e)}") from e
 
     def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         """One QMP command through libvirtd."""
@@ -125,6 +106,33 @@ class LibvirtGuest:
         self._watch.close()
         with contextlib.suppress(Exception):
             self._conn.close()
+
+
+def running_domain(domain: str, uri: str = DEFAULT_URI) -> tuple[Any, Any, str]:
+    """(connection, domain, uri) of the running domain named ``domain`` (name or UUID)."""
+    libvirt, _ = _binding()
+    uri = uri or DEFAULT_URI
+    libvirt.registerErrorHandler(lambda *_: None, None)  # no stderr noise: errors raise
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        raise Unavailable(f"libvirt {uri}: cannot connect to libvirtd: {_first_line(e)}") from e
+    try:
+        try:
+            try:
+                dom = conn.lookupByUUIDString(str(uuid.UUID(domain)))
+            except ValueError:
+                dom = conn.lookupByName(domain)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NotFound(f"libvirt {uri}: no domain {domain!r}") from e
+            raise Unavailable(f"libvirt {uri}: {_first_line(e)}") from e
+        if not dom.isActive():
+            raise FailedPrecondition(f"libvirt domain {dom.name()}: not running")
+    except BaseException:
+        conn.close()
+        raise
+    return conn, dom, uri
 
 
 def qemu_pid(domain_uuid: str) -> int:

@@ -78,9 +78,15 @@ class LibvirtLab:
                 time.sleep(0.1)
 
     def start_domain(
-        self, memory_mib: int = 256, markers: int = 1, variant: str = "libvirt", timeout: float = 180.0
+        self,
+        memory_mib: int = 256,
+        markers: int = 1,
+        variant: str = "libvirt",
+        timeout: float = 180.0,
+        disk: Path | None = None,
     ) -> LabDomain:
-        """Create a transient TCG domain with no NIC booting the lab image; wait for READY."""
+        """Create a transient TCG domain with no NIC booting the lab image; wait for READY.
+        ``disk``: a qcow2 image (in a directory QEMU may read) attached as ``vda`` (virtio)."""
         image = build_image(cache_dir())
         name = f"avscan-lab-{uuid.uuid4().hex[:12]}"
         home = self.workdir / name
@@ -97,6 +103,7 @@ class LibvirtLab:
             initrd=escape(str(initrd)),
             cmdline=escape(append),
             console=escape(str(console)),
+            disk=DISK_XML.format(path=escape(str(disk))) if disk is not None else "",
         )
         dom = self._conn.createXML(xml, 0)
         self._domains.append(dom)
@@ -171,10 +178,18 @@ DOMAIN_XML = """<domain type='qemu'>
   <on_reboot>destroy</on_reboot>
   <devices>
     <serial type='file'><source path='{console}'/><target port='0'/></serial>
-    <memballoon model='none'/>
+    <memballoon model='none'/>{disk}
   </devices>
 </domain>
 """
+
+
+DISK_XML = """
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{path}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>"""
 
 
 def _wait_pid(pidfile: Path, deadline: float) -> int:

@@ -6,6 +6,7 @@ The oracle for every address is libvirt's own reader of guest-physical memory
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +37,22 @@ def lab():
 
 
 @pytest.fixture(scope="module")
-def domain(lab):
-    return lab.start_domain(memory_mib=256, markers=2, variant="libvirt")
+def disk_image(lab):
+    """A qcow2 image (made by mkfs.ext4 -d and qemu-img) holding one EICAR file."""
+    tree = lab.workdir / "tree"
+    (tree / "srv").mkdir(parents=True)
+    (tree / "srv" / "sample.com").write_bytes(eicar())
+    (tree / "srv" / "readme.txt").write_text("nothing to see\n")
+    raw, image = lab.workdir / "disk.raw", lab.workdir / "disk.qcow2"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(raw), "32M"], check=True)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(image)], check=True)
+    raw.unlink()
+    return image
+
+
+@pytest.fixture(scope="module")
+def domain(lab, disk_image):
+    return lab.start_domain(memory_mib=256, markers=2, variant="libvirt", disk=disk_image)
 
 
 def avscan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -54,6 +69,27 @@ def avscan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_default_domain_has_anonymous_ram_and_no_network(domain):
     xml = domain.dom.XMLDesc(0)
     assert "<interface" not in xml and "memoryBacking" not in xml
+
+
+def test_running_domains_disk_is_scanned_through_a_backup_export_leaving_its_image_unchanged(lab, domain, disk_image):
+    import libvirt
+
+    before = hashlib.sha256(disk_image.read_bytes()).hexdigest()
+    chain_before = domain.dom.XMLDesc(0).count("<source file=")
+    engine = Engine(EngineSettings(threads=2))
+    try:
+        spec = TargetSpec("disk", {"libvirt": domain.uuid, "device": "vda", "libvirt_uri": lab.uri})
+        with build_target(spec) as target:
+            verdict = engine.scan(compile_path(REPO / "signatures"), target)
+    finally:
+        engine.close()
+    assert verdict.kind is VerdictKind.MALICIOUS and verdict.coverage.complete
+    assert {f.context.get("path") for f in verdict.findings} == {"/srv/sample.com"}
+    assert "backup pull" in verdict.details["disk.live"] or "released" in verdict.details["disk.live"]
+    assert hashlib.sha256(disk_image.read_bytes()).hexdigest() == before  # not one byte of the image written
+    assert domain.dom.XMLDesc(0).count("<source file=") == chain_before  # no overlay left in the chain
+    assert domain.dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE  # the backup job ended
+    assert domain.dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
 
 
 def test_domain_by_name_is_scanned_live_and_findings_sit_where_libvirt_reads_them(lab, domain):
