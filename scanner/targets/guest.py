@@ -180,5 +180,16 @@ class GuestTarget(Target):
             out["snapshot"] = self._snapshot
         return out
 
+    def accounting(self) -> Mapping[str, int]:
+        """QEMU's own bookkeeping of guest RAM (its RAM blocks) against the bytes of them mapped in
+        guest-physical space and scanned; a block's bytes the guest cannot see at this moment (a
+        legacy area shadowed by ROM) are counted, not scanned."""
+        out = dict(self.memory.accounting())
+        if isinstance(self.source, QemuProcessMemory):
+            layout = self.source.layout
+            out["qemu.ram_block_bytes"] = sum(layout.block_sizes.values())
+            out["qemu.ram_mapped_bytes"] = layout.mapped
+        return out
+
     def close(self) -> None:
         self._stack.close()

@@ -220,6 +220,8 @@ def test_ram_above_4_gib_keeps_its_guest_physical_addresses(tmp_path, rules):
     assert max(p + n for p, n in starts[:-1]) == 2 * GIB
     assert heads(verdict) == [low, high]
     assert saved.read_bytes() == eicar()
+    assert verdict.coverage.accounting["qemu.ram_block_bytes"] == 3 * GIB  # QEMU's RAM block
+    assert verdict.coverage.accounting["qemu.ram_mapped_bytes"] == 3 * GIB - (256 << 10)  # less ROM-shadowed
     assert verdict.coverage.complete
 
 
