@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import ctypes
 import os
 import select
 import threading
@@ -291,7 +292,8 @@ class QemuProcessMemory(MemorySource):
 
     def _read_process(self, view: memoryview, at: int, length: int, host: int, address: int) -> None:
         try:
-            _pread(self._mem, view, at, length, host, self.name)
+            if not _vm_read(self.pid, view, at, length, host):
+                _pread(self._mem, view, at, length, host, self.name)
         except UnreadableError as e:
             reason = f"guest stopped: QEMU process {self.pid} exited" if self.watch.exited() else e.reason
             raise UnreadableError(self.name, address + at, length, reason) from e
@@ -407,6 +409,29 @@ def _zero(view: memoryview, at: int, length: int) -> None:
         n = min(length, len(_ZEROS))
         view[at : at + n] = _ZEROS[:n]
         at, length = at + n, length - n
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_VM_READV = getattr(_LIBC, "process_vm_readv", None)
+
+
+def _vm_read(pid: int, view: memoryview, at: int, length: int, host: int) -> bool:
+    """``process_vm_readv`` straight into ``view[at:at + length]`` (one copy, fewer than a
+    ``pread`` of ``/proc/PID/mem``); False where it cannot (then the caller preads)."""
+    if _VM_READV is None or length <= 0:
+        return False
+    target = (ctypes.c_char * length).from_buffer(view[at : at + length])
+    local = _Iovec(ctypes.addressof(target), length)
+    remote = _Iovec(host, length)
+    try:
+        done = int(_VM_READV(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0))
+    finally:
+        del target
+    return done == length
 
 
 def _pread(fd: int, view: memoryview, at: int, length: int, offset: int, where: str) -> None:
