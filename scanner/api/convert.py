@@ -77,11 +77,10 @@ def target_spec(target: scans_pb2.Target) -> TargetSpec:
         return TargetSpec("guest", guest_params)
     if which == "disk":
         d = target.disk
-        if not d.path and not (d.qmp_socket and d.device):
-            raise InvalidArgument("target.disk.path", "give an image path, or qmp_socket and device")
-        return TargetSpec(
-            "disk", {"path": d.path, "format": d.format or "auto", "qmp": d.qmp_socket, "device": d.device}
-        )
+        if not d.path and not ((d.qmp_socket or d.libvirt_domain) and d.device):
+            raise InvalidArgument("target.disk.path", "give an image path, or qmp_socket or libvirt_domain and device")
+        params = {"path": d.path, "format": d.format or "auto", "qmp": d.qmp_socket, "device": d.device}
+        return TargetSpec("disk", {**params, "libvirt": d.libvirt_domain, "libvirt_uri": d.libvirt_uri})
     raise InvalidArgument("target", "set one target kind (files, memory, guest, disk)")
 
 
@@ -126,6 +125,8 @@ def target_message(spec: TargetSpec) -> scans_pb2.Target:
             format=params.get("format", ""),
             qmp_socket=params.get("qmp", ""),
             device=params.get("device", ""),
+            libvirt_domain=params.get("libvirt", ""),
+            libvirt_uri=params.get("libvirt_uri", ""),
         )
         return scans_pb2.Target(disk=disk)
     return scans_pb2.Target()

@@ -81,6 +81,7 @@ def serve(ctx: click.Context, listen: str | None) -> None:
 @click.option("--guest-ram", multiple=True, help="A live guest's RAM file (QEMU memory-backend-file).")
 @click.option("--guest-qmp", multiple=True, help="A live guest's QMP socket (finds its RAM file).")
 @click.option("--guest-libvirt", multiple=True, help="A running libvirt domain on this host, by name or UUID.")
+@click.option("--libvirt-disk", multiple=True, help="DOMAIN:DEV, a running libvirt domain's disk (e.g. vm1:vda).")
 @click.option("--libvirt-uri", default="qemu:///system", show_default=True, help="libvirt connection URI.")
 @click.option("--pause", is_flag=True, help="Pause live guests while scanning (needs --guest-qmp or --guest-libvirt).")
 @click.option("--max-pause", default=30.0, show_default=True, help="Upper bound of a pause, seconds.")
@@ -100,6 +101,7 @@ def scan(
     guest_ram: tuple[str, ...],
     guest_qmp: tuple[str, ...],
     guest_libvirt: tuple[str, ...],
+    libvirt_disk: tuple[str, ...],
     libvirt_uri: str,
     pause: bool,
     max_pause: float,
@@ -116,6 +118,11 @@ def scan(
     awareness = {"os": os_mode, **({"kernel": kernel} if kernel else {})}
     specs += [TargetSpec("memory", {"path": m, "format": fmt, **awareness}) for m in memory]
     specs += [TargetSpec("disk", {"path": d, "format": disk_format}) for d in disk]
+    for item in libvirt_disk:
+        domain, _, device = item.rpartition(":")
+        if not domain or not device:
+            raise click.BadParameter(f"{item!r}: expected DOMAIN:DEV, e.g. vm1:vda", param_hint="--libvirt-disk")
+        specs.append(TargetSpec("disk", {"libvirt": domain, "device": device, "libvirt_uri": libvirt_uri}))
     consistency = "paused" if pause else "running"
     live = [{"ram": r} for r in guest_ram] + [{"qmp": q} for q in guest_qmp]
     live += [{"libvirt": d, "libvirt_uri": libvirt_uri} for d in guest_libvirt]

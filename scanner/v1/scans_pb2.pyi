@@ -91,16 +91,20 @@ class GuestTarget(_message.Message):
     def __init__(self, ram_path: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., driver: _Optional[str] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., max_pause_seconds: _Optional[float] = ..., domain: _Optional[str] = ..., kvmi_socket: _Optional[str] = ..., os: _Optional[_Union[OsAwareness, str]] = ..., kernel_path: _Optional[str] = ..., libvirt_domain: _Optional[str] = ..., libvirt_uri: _Optional[str] = ...) -> None: ...
 
 class DiskTarget(_message.Message):
-    __slots__ = ("path", "format", "qmp_socket", "device")
+    __slots__ = ("path", "format", "qmp_socket", "device", "libvirt_domain", "libvirt_uri")
     PATH_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     QMP_SOCKET_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LIBVIRT_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    LIBVIRT_URI_FIELD_NUMBER: _ClassVar[int]
     path: str
     format: str
     qmp_socket: str
     device: str
-    def __init__(self, path: _Optional[str] = ..., format: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    libvirt_domain: str
+    libvirt_uri: str
+    def __init__(self, path: _Optional[str] = ..., format: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., device: _Optional[str] = ..., libvirt_domain: _Optional[str] = ..., libvirt_uri: _Optional[str] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("files", "memory", "guest", "disk")

@@ -92,6 +92,15 @@ def test_running_domains_disk_is_scanned_through_a_backup_export_leaving_its_ima
     assert domain.dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
 
 
+
+def test_cli_scans_a_domains_disk_by_name_and_device(lab, domain, disk_image, tmp_path):
+    before = hashlib.sha256(disk_image.read_bytes()).hexdigest()
+    result = avscan("--libvirt-disk", f"{domain.name}:vda", "--libvirt-uri", lab.uri, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "EICAR_Test_File" in result.stdout and "/srv/sample.com" in result.stdout
+    assert hashlib.sha256(disk_image.read_bytes()).hexdigest() == before
+
+
 def test_domain_by_name_is_scanned_live_and_findings_sit_where_libvirt_reads_them(lab, domain):
     engine = Engine(EngineSettings(threads=2))
     try:
