@@ -37,7 +37,7 @@ def test_overlapping_ranges_and_ranges_past_their_block_are_refused():
     overlapping = FLAT + "  0000000000001000-0000000000001fff (prio 0, ram): pc.ram @0000000000500000\n"
     with pytest.raises(SourceError, match="overlapping"):
         parse_flatview(overlapping, ["pc.ram"])
-    with pytest.raises(SourceError, match="past the end of block pc.ram"):
+    with pytest.raises(SourceError, match=r"past the end of block pc\.ram"):
         check_blocks(parse_flatview(FLAT, ["pc.ram"]), {"pc.ram": 2 << 30})
 
 

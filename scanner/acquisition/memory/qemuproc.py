@@ -6,8 +6,9 @@ hugetlbfs or regular file for ``memory-backend-*``). Given the guest's RAM layou
 source reads guest-physical memory at those host addresses:
 
 - **private (anonymous) RAM** through ``process_vm_readv`` (``pread`` on ``/proc/PID/mem`` where
-  that fails) into per-thread buffers that are reused; ``/proc/PID/pagemap`` tells which pages were never touched (neither present nor
-  swapped): those are zero and are filled in, never read, so the scan faults nothing in;
+  that fails) into per-thread buffers that are reused; ``/proc/PID/pagemap`` tells which pages
+  were never touched (neither present nor swapped): those are zero and are filled in, never
+  read, so the scan faults nothing in;
 - **shared RAM** (memfd, hugetlbfs, a file) through the file itself (``/proc/PID/map_files``):
   zero-copy windows where the filesystem maps at page granularity, a ``pread`` copy on hugetlbfs,
   and the file's holes asked for once (never per window: ``SEEK_HOLE`` on a populated tmpfs file
