@@ -70,10 +70,21 @@ class RamSnapshot(MemorySource):
             whole = memoryview(dst)
             try:
                 with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="snapshot") as pool:
-                    found = list(pool.map(lambda p: copy_piece(source, p[0], p[1], whole[p[0] : p[0] + p[1]]), pieces))
+                    found = list(pool.map(lambda p: self._piece(source, p[0], p[1], whole), pieces))
             finally:
                 whole.release()
         return sorted(h for piece in found for h in piece)
+
+    def _piece(self, source: MemorySource, address: int, length: int, whole: memoryview) -> list[tuple[int, int]]:
+        """Allocate the piece's pages that will hold data in one call (page faults on a fresh
+        shared mapping, one per page, halve the copy rate), then copy."""
+        position = address
+        for a, b in [*sorted(source.holes(address, length)), (address + length, address + length)]:
+            lo, hi = position - position % PAGE, -(-a // PAGE) * PAGE
+            if hi > lo:
+                os.posix_fallocate(self._fd, lo, min(hi, address + length) - lo)
+            position = max(position, b)
+        return copy_piece(source, address, length, whole[address : address + length])
 
     def _ranges(self) -> Sequence[PhysRange]:
         return self._map_ranges
