@@ -7,11 +7,12 @@ near (window size x threads), not the image size.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from scanner import native
@@ -30,11 +31,20 @@ def open_noatime(path: str | os.PathLike[str], flags: int = os.O_RDONLY) -> int:
 
 
 @contextmanager
-def file_window(fd: int, offset: int, length: int, where: str, holes: bool = False) -> Iterator[memoryview]:
+def file_window(
+    fd: int,
+    offset: int,
+    length: int,
+    where: str,
+    holes: bool = False,
+    known: Sequence[tuple[int, int]] | None = None,
+) -> Iterator[memoryview]:
     """A read-only view of ``length`` bytes at ``offset`` of the open file ``fd``.
 
     ``holes``: the file may be sparse and its holes must stay holes (a guest's RAM file): whole
-    pages inside holes read as zero without being touched (``native.map_file``).
+    pages inside holes read as zero without being touched (``native.map_file``). ``known``: the
+    file's holes as the caller already asked for them (sorted), so they are not asked for again
+    per window (``SEEK_HOLE`` on a populated tmpfs file costs time in proportion to the file).
 
     Raises :class:`UnreadableError` if the range lies outside the file (it shrank, or a header
     lied about it) or cannot be mapped.
@@ -52,7 +62,7 @@ def file_window(fd: int, offset: int, length: int, where: str, holes: bool = Fal
         # holes over the whole pages the range touches: a page the range covers only in part
         # can still lie wholly in a hole, and must not be touched either
         first, last = offset - offset % mmap.PAGESIZE, -(-(offset + length) // mmap.PAGESIZE) * mmap.PAGESIZE
-        found = file_holes(fd, first, last - first)
+        found = file_holes(fd, first, last - first) if known is None else holes_within(known, first, last)
         if found:
             with _sparse_window(fd, offset, length, where, found) as view:
                 yield view
@@ -73,6 +83,18 @@ def file_window(fd: int, offset: int, length: int, where: str, holes: bool = Fal
         # a caller that kept a view keeps the mapping alive until its last reference goes
         with contextlib.suppress(BufferError):
             mm.close()
+
+
+def holes_within(holes: Sequence[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of sorted ``holes`` inside ``[start, end)``."""
+    i = max(0, bisect.bisect_right(holes, start, key=lambda h: h[0]) - 1)
+    out: list[tuple[int, int]] = []
+    for a, b in holes[i:]:
+        if a >= end:
+            break
+        if b > start:
+            out.append((max(a, start), min(b, end)))
+    return out
 
 
 @contextmanager

@@ -13,7 +13,9 @@ the reply are kept in :attr:`QmpClient.events` (oldest first), never mistaken fo
 from __future__ import annotations
 
 import json
+import select
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,28 @@ class QmpClient:
         if "QMP" not in greeting:
             raise QmpError("connect", f"unexpected greeting {greeting!r}")
         self.execute("qmp_capabilities")
+
+    def peer_pid(self) -> int:
+        """The process id of the QEMU at the other end (``SO_PEERCRED``), 0 if the kernel cannot tell."""
+        if self._sock is None:
+            raise QmpError("peer", "not connected")
+        creds = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, _uid, _gid = struct.unpack("3i", creds)
+        return int(pid)
+
+    def closed(self) -> bool:
+        """True once QEMU has closed its end of the socket (checked without a round trip)."""
+        if self._sock is None:
+            return True
+        try:
+            ready, _, _ = select.select([self._sock], [], [], 0)
+            if not ready:
+                return False
+            return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
     def close(self) -> None:
         if self._sock is not None:

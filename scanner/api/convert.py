@@ -90,17 +90,18 @@ def target_spec(target: scans_pb2.Target) -> TargetSpec:
             "kvmi_socket": g.kvmi_socket,
             "os": _os_mode(g.os, "target.guest.os"),
             "kernel": g.kernel_path,
+            "libvirt": g.libvirt_domain,
+            "libvirt_uri": g.libvirt_uri,
         }
         return TargetSpec("guest", guest_params)
     if which == "disk":
         d = target.disk
-        if not d.path and not (d.qmp_socket and d.device):
-            raise InvalidArgument("target.disk.path", "give an image path, or qmp_socket and device")
+        if not d.path and not ((d.qmp_socket or d.libvirt_domain) and d.device):
+            raise InvalidArgument("target.disk.path", "give an image path, or qmp_socket or libvirt_domain and device")
         _path(d.path, "target.disk.path", exists=True)
         _path(d.qmp_socket, "target.disk.qmp_socket", exists=True)
-        return TargetSpec(
-            "disk", {"path": d.path, "format": d.format or "auto", "qmp": d.qmp_socket, "device": d.device}
-        )
+        params = {"path": d.path, "format": d.format or "auto", "qmp": d.qmp_socket, "device": d.device}
+        return TargetSpec("disk", {**params, "libvirt": d.libvirt_domain, "libvirt_uri": d.libvirt_uri})
     raise InvalidArgument("target", "set one target kind (files, memory, guest, disk)")
 
 
@@ -149,6 +150,8 @@ def target_message(spec: TargetSpec) -> scans_pb2.Target:
             kvmi_socket=params.get("kvmi_socket", ""),
             os=_OS_ENUMS.get(str(params.get("os", "auto")), scans_pb2.OS_AWARENESS_AUTO),
             kernel_path=text(params.get("kernel", "")),
+            libvirt_domain=params.get("libvirt", ""),
+            libvirt_uri=params.get("libvirt_uri", ""),
         )
         return scans_pb2.Target(guest=guest)
     if spec.kind == "disk":
@@ -157,6 +160,8 @@ def target_message(spec: TargetSpec) -> scans_pb2.Target:
             format=params.get("format", ""),
             qmp_socket=text(params.get("qmp", "")),
             device=params.get("device", ""),
+            libvirt_domain=params.get("libvirt", ""),
+            libvirt_uri=params.get("libvirt_uri", ""),
         )
         return scans_pb2.Target(disk=disk)
     return scans_pb2.Target()

@@ -133,7 +133,10 @@ def serve(ctx: click.Context, listen: str | None, metrics_listen: str | None) ->
 @click.option("--disk-format", default="auto", show_default=True, help="raw, qcow2, vmdk, vhdx, vhd, vdi or auto.")
 @click.option("--guest-ram", multiple=True, help="A live guest's RAM file (QEMU memory-backend-file).")
 @click.option("--guest-qmp", multiple=True, help="A live guest's QMP socket (finds its RAM file).")
-@click.option("--pause", is_flag=True, help="Pause live guests while scanning (needs --guest-qmp).")
+@click.option("--guest-libvirt", multiple=True, help="A running libvirt domain on this host, by name or UUID.")
+@click.option("--libvirt-disk", multiple=True, help="DOMAIN:DEV, a running libvirt domain's disk (e.g. vm1:vda).")
+@click.option("--libvirt-uri", default="qemu:///system", show_default=True, help="libvirt connection URI.")
+@click.option("--pause", is_flag=True, help="Pause live guests while scanning (needs --guest-qmp or --guest-libvirt).")
 @click.option("--max-pause", default=30.0, show_default=True, help="Upper bound of a pause, seconds.")
 @click.option("--rules", type=click.Path(path_type=Path, exists=True), help="Scan with the YARA sources at PATH.")
 @click.option("--json", "as_json", is_flag=True, help="One ECS JSON object per finding on stdout.")
@@ -158,6 +161,9 @@ def scan(
     disk_format: str,
     guest_ram: tuple[str, ...],
     guest_qmp: tuple[str, ...],
+    guest_libvirt: tuple[str, ...],
+    libvirt_disk: tuple[str, ...],
+    libvirt_uri: str,
     pause: bool,
     max_pause: float,
     rules: Path | None,
@@ -185,8 +191,14 @@ def scan(
     awareness = {"os": os_mode, **({"kernel": kernel} if kernel else {})}
     specs += [TargetSpec("memory", {"path": m, "format": fmt, **awareness}) for m in memory]
     specs += [TargetSpec("disk", {"path": d, "format": disk_format}) for d in disk]
+    for item in libvirt_disk:
+        domain, _, device = item.rpartition(":")
+        if not domain or not device:
+            raise click.BadParameter(f"{item!r}: expected DOMAIN:DEV, e.g. vm1:vda", param_hint="--libvirt-disk")
+        specs.append(TargetSpec("disk", {"libvirt": domain, "device": device, "libvirt_uri": libvirt_uri}))
     consistency = "paused" if pause else "running"
     live = [{"ram": r} for r in guest_ram] + [{"qmp": q} for q in guest_qmp]
+    live += [{"libvirt": d, "libvirt_uri": libvirt_uri} for d in guest_libvirt]
     specs += [TargetSpec("guest", {**g, "consistency": consistency, "max_pause_seconds": max_pause}) for g in live]
     report = local_scan.Report(as_json, infected, not no_summary, print_strings, host_name)
     with local_scan.tee(log_file):

@@ -47,7 +47,9 @@ from scanner.lab.image import LabImage, build_image, cache_dir
 QEMU = "qemu-system-x86_64"
 SHM_DIR = Path("/dev/shm")  # noqa: S108 - guest RAM must be a shared-memory file
 SHM_PREFIX = "avscan-lab-"
-MIN_MEMORY_MIB, MAX_MEMORY_MIB = 64, 2048  # all RAM below the 32-bit PCI hole on q35
+MIN_MEMORY_MIB, MAX_MEMORY_MIB = 64, 4096
+LOW_RAM_LIMIT = 0xB0000000  # q35 keeps RAM up to this size below 4 GiB; larger RAM splits at 2 GiB
+RAM_KINDS = ("file", "anonymous", "memfd")  # the RAM file of the lab; plain -m; memory-backend-memfd
 MAX_MARKERS = 64
 _VARIANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _live: set[LabGuest] = set()
@@ -64,6 +66,15 @@ def sweep_stale_shm() -> None:
 def _check_variant(name: str, variant: str) -> None:
     if not _VARIANT_RE.match(variant):
         raise InvalidArgument(name, f"{variant!r}: expected 1-64 of [A-Za-z0-9._-]")
+
+
+def _check_ram(ram: str, fill_mib: int, memory_mib: int, clonable: bool) -> None:
+    if ram not in RAM_KINDS:
+        raise InvalidArgument("ram", f"{ram!r}: expected one of {', '.join(RAM_KINDS)}")
+    if not 0 <= fill_mib <= memory_mib - 64:
+        raise InvalidArgument("fill_mib", f"{fill_mib}: expected 0..{memory_mib - 64}")
+    if clonable and ram != "file":
+        raise InvalidArgument("ram", "a clonable guest keeps its RAM in a file")
 
 
 def _check_host() -> None:
@@ -87,8 +98,12 @@ class LabGuest:
         bus: str = "virtio",
         load_modules: bool = False,
         clonable: bool = False,
+        ram: str = "file",
+        fill_mib: int = 0,
     ) -> None:
         self.image = image
+        self.ram = ram
+        self.fill_mib = fill_mib
         self.load_modules = load_modules
         self.disk = disk
         self.disk_bus = bus
@@ -129,6 +144,8 @@ class LabGuest:
         disk_bus: str = "virtio",
         load_modules: bool = False,
         clonable: bool = False,
+        ram: str = "file",
+        fill_mib: int = 0,
     ) -> LabGuest:
         """Build the image if needed, boot, and wait for READY (``timeout`` seconds under TCG).
 
@@ -137,7 +154,13 @@ class LabGuest:
         attaches a qcow2 image as drive ``labdisk`` (``disk_bus``: ``virtio`` or ``ide``).
         ``load_modules`` makes init insmod the image's kernel modules (``image.GUEST_MODULES``) first.
         ``clonable`` adds the command port (ttyS1) a template and its clones need; no ``disk`` then.
+        ``ram``: ``file`` (shared RAM file :attr:`ram_path`, the default), ``anonymous`` (plain
+        ``-m``, as QEMU, libvirt and OpenStack start guests) or ``memfd`` (``memory-backend-memfd``).
+        ``fill_mib``: before its processes start, init writes that many MiB of random bytes to a
+        tmpfs and deletes them, so that much guest RAM holds non-zero data (a guest that has used
+        its memory).
         """
+        _check_ram(ram, fill_mib, memory_mib, clonable)
         if disk_bus not in ("virtio", "ide"):
             raise InvalidArgument("disk_bus", f"{disk_bus!r}: expected virtio or ide")
         if not MIN_MEMORY_MIB <= memory_mib <= MAX_MEMORY_MIB:
@@ -153,7 +176,7 @@ class LabGuest:
         cache = cache or cache_dir()
         image = build_image(cache, flavour)
         for accel in accel_mod.candidates(cache, image.key):
-            guest = cls(image, memory_mib, markers, variant, disk, disk_bus, load_modules, clonable)
+            guest = cls(image, memory_mib, markers, variant, disk, disk_bus, load_modules, clonable, ram, fill_mib)
             _live.add(guest)
             try:
                 guest._boot(accel, kvm_timeout if accel == "kvm" else timeout)
@@ -292,6 +315,8 @@ class LabGuest:
             append += " avscan.modules=1"
         if self.clonable:
             append += " avscan.clonable=1"
+        if self.fill_mib:
+            append += f" avscan.fill={self.fill_mib}"
         return [
             QEMU,
             "-nodefaults",
@@ -299,7 +324,7 @@ class LabGuest:
             "-display",
             "none",
             "-machine",
-            "q35,memory-backend=mem",
+            "q35" if self.ram == "anonymous" else "q35,memory-backend=mem",
             "-accel",
             accel,
             *(["-cpu", "host"] if accel == "kvm" else []),
@@ -307,8 +332,7 @@ class LabGuest:
             size,
             "-smp",
             "1",
-            "-object",
-            f"memory-backend-file,id=mem,size={size},mem-path={self.ram_path},share=on",
+            *self._ram_args(size),
             "-kernel",
             str(self.image.kernel),
             "-initrd",
@@ -325,6 +349,13 @@ class LabGuest:
             *self._disk_args(),
             *(["-incoming", "defer"] if incoming else []),
         ]
+
+    def _ram_args(self, size: str) -> list[str]:
+        if self.ram == "anonymous":
+            return []
+        if self.ram == "memfd":
+            return ["-object", f"memory-backend-memfd,id=mem,size={size},share=on"]
+        return ["-object", f"memory-backend-file,id=mem,size={size},mem-path={self.ram_path},share=on"]
 
     def _disk_args(self) -> list[str]:
         if self.disk is None:
@@ -406,6 +437,14 @@ class LabGuest:
             raise LabError(f"qmp {command}: guest is not running")
         return self._qmp.execute(command, arguments, timeout)
 
+    def events(self) -> list[dict[str, Any]]:
+        """QMP events QEMU sent on the lab's monitor so far (oldest first), taken out of the queue."""
+        if self._qmp is None:
+            raise LabError("events: guest is not running")
+        self.qmp("query-status")  # reads whatever QEMU sent before this reply
+        taken, self._qmp.events[:] = list(self._qmp.events), []
+        return taken
+
     def pause(self) -> None:
         self.qmp("stop")
 
@@ -448,9 +487,11 @@ class LabGuest:
     def dump_raw(self, path: Path, timeout: float = 120.0) -> None:
         """Write guest-physical memory ``[0, memory_mib MiB)`` to ``path`` (``pmemsave``).
 
-        All RAM sits below 2 GiB for the sizes allowed here, so this is the whole of RAM
-        (the legacy ROM window 0xA0000-0xFFFFF reads as the device, not the RAM file).
+        For guests up to ``LOW_RAM_LIMIT`` all RAM sits below the PCI hole, so this is the whole
+        of RAM (the legacy ROM window 0xA0000-0xFFFFF reads as the device, not the RAM file).
         """
+        if self.memory_mib << 20 > LOW_RAM_LIMIT:
+            raise LabError(f"dump_raw: a {self.memory_mib} MiB guest has RAM above 4 GiB; use dump_elf")
         self.qmp("pmemsave", {"val": 0, "size": self.memory_mib << 20, "filename": str(path)}, timeout)
 
     # -- what the guest said ---------------------------------------------------------------

@@ -171,12 +171,16 @@ class DiskTarget(Target):
         policy: FilePolicy | None = None,
         qmp: str = "",
         device: str = "",
+        libvirt: str = "",
+        libvirt_uri: str = "",
     ) -> None:
         if fmt not in FORMATS:
             raise InvalidArgument("target.disk.format", f"{fmt!r}: expected one of {', '.join(FORMATS)}")
-        if bool(qmp) != bool(device):
+        if libvirt and (qmp or path or not device):
+            raise InvalidArgument("target.disk.libvirt", "a libvirt domain's disk needs device and no path or qmp")
+        if bool(qmp) != bool(device) and not libvirt:
             raise InvalidArgument("target.disk.device" if qmp else "target.disk.qmp", "qmp and device go together")
-        if not path and not qmp:
+        if not path and not qmp and not libvirt:
             raise InvalidArgument("target.disk.path", "give an image path, or qmp and device for a live guest")
         if path and qmp:
             raise InvalidArgument("target.disk.path", "give either an image path or qmp and device, not both")
@@ -185,6 +189,7 @@ class DiskTarget(Target):
         self.policy = policy or FilePolicy()
         self.qmp = qmp
         self.device = device
+        self.libvirt, self.libvirt_uri = libvirt, libvirt_uri
         self._lock = threading.Lock()
         self._stack = ExitStack()
         self._details: dict[str, str] = {}
@@ -196,7 +201,7 @@ class DiskTarget(Target):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], policy: FilePolicy) -> DiskTarget:
-        for key in ("path", "format", "qmp", "device"):
+        for key in ("path", "format", "qmp", "device", "libvirt", "libvirt_uri"):
             if key in params and not isinstance(params[key], str):
                 raise InvalidArgument(f"target.disk.{key}", "must be a string")
         return cls(
@@ -205,13 +210,15 @@ class DiskTarget(Target):
             policy=policy,
             qmp=params.get("qmp") or "",
             device=params.get("device") or "",
+            libvirt=params.get("libvirt") or "",
+            libvirt_uri=params.get("libvirt_uri") or "",
         )
 
     def identity(self) -> bytes | None:
         """The image files' stamps (every file of the backing chain), when all are settled; None
         for a live guest's disk (its frozen base was written until the snapshot). The first
         answer, taken before ``plan()`` reads anything, is what the files' identities build on."""
-        if self.qmp:
+        if self.qmp or self.libvirt:
             return None
         _, _, chain = self._open()
         now = settled_identity("disk", [self.path, self.format, self.policy], chain.files)
@@ -248,6 +255,14 @@ class DiskTarget(Target):
             yield from self._volume(volume, walker)
 
     def _image(self) -> tuple[Path, str]:
+        if self.libvirt:  # a point-in-time export through libvirt's backup API: no file of the guest is touched
+            from scanner.acquisition.disk.libvirt_backup import LibvirtDiskExport
+
+            self._live = LibvirtDiskExport(self.libvirt, self.device, self.libvirt_uri)
+            self._stack.callback(self._live.release)
+            frozen = self._live.freeze()
+            self._details.update(self._live.details())
+            return frozen.path, frozen.format
         if not self.qmp:
             return Path(self.path), self.format
         from scanner.acquisition.disk.live import LiveDisk

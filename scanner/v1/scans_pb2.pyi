@@ -65,7 +65,7 @@ class MemoryTarget(_message.Message):
     def __init__(self, path: _Optional[str] = ..., format: _Optional[str] = ..., os: _Optional[_Union[OsAwareness, str]] = ..., kernel_path: _Optional[str] = ...) -> None: ...
 
 class GuestTarget(_message.Message):
-    __slots__ = ("ram_path", "qmp_socket", "driver", "consistency", "max_pause_seconds", "domain", "kvmi_socket", "os", "kernel_path")
+    __slots__ = ("ram_path", "qmp_socket", "driver", "consistency", "max_pause_seconds", "domain", "kvmi_socket", "os", "kernel_path", "libvirt_domain", "libvirt_uri")
     RAM_PATH_FIELD_NUMBER: _ClassVar[int]
     QMP_SOCKET_FIELD_NUMBER: _ClassVar[int]
     DRIVER_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,8 @@ class GuestTarget(_message.Message):
     KVMI_SOCKET_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
     KERNEL_PATH_FIELD_NUMBER: _ClassVar[int]
+    LIBVIRT_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    LIBVIRT_URI_FIELD_NUMBER: _ClassVar[int]
     ram_path: str
     qmp_socket: str
     driver: str
@@ -84,19 +86,25 @@ class GuestTarget(_message.Message):
     kvmi_socket: str
     os: OsAwareness
     kernel_path: str
-    def __init__(self, ram_path: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., driver: _Optional[str] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., max_pause_seconds: _Optional[float] = ..., domain: _Optional[str] = ..., kvmi_socket: _Optional[str] = ..., os: _Optional[_Union[OsAwareness, str]] = ..., kernel_path: _Optional[str] = ...) -> None: ...
+    libvirt_domain: str
+    libvirt_uri: str
+    def __init__(self, ram_path: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., driver: _Optional[str] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., max_pause_seconds: _Optional[float] = ..., domain: _Optional[str] = ..., kvmi_socket: _Optional[str] = ..., os: _Optional[_Union[OsAwareness, str]] = ..., kernel_path: _Optional[str] = ..., libvirt_domain: _Optional[str] = ..., libvirt_uri: _Optional[str] = ...) -> None: ...
 
 class DiskTarget(_message.Message):
-    __slots__ = ("path", "format", "qmp_socket", "device")
+    __slots__ = ("path", "format", "qmp_socket", "device", "libvirt_domain", "libvirt_uri")
     PATH_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     QMP_SOCKET_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LIBVIRT_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    LIBVIRT_URI_FIELD_NUMBER: _ClassVar[int]
     path: str
     format: str
     qmp_socket: str
     device: str
-    def __init__(self, path: _Optional[str] = ..., format: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    libvirt_domain: str
+    libvirt_uri: str
+    def __init__(self, path: _Optional[str] = ..., format: _Optional[str] = ..., qmp_socket: _Optional[str] = ..., device: _Optional[str] = ..., libvirt_domain: _Optional[str] = ..., libvirt_uri: _Optional[str] = ...) -> None: ...
 
 class Target(_message.Message):
     __slots__ = ("files", "memory", "guest", "disk")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scanner.acquisition.hostfile import open_host_file
-from scanner.acquisition.mapped import file_holes, file_window, pread_gather
+from scanner.acquisition.mapped import file_holes, file_window, holes_within, pread_gather
 from scanner.acquisition.memory.base import MemorySource, PhysRange
 from scanner.acquisition.mounts import filesystem
 from scanner.errors import InvalidArgument, SourceError, Unavailable, UnreadableError
@@ -59,6 +59,8 @@ class LibvmiMemory(MemorySource):
         self._lock = threading.Lock()  # one LibVMI handle is not safe for concurrent reads
         self._fd = -1
         self._mappable = False
+        self._holes: list[tuple[int, int]] | None = None
+        self._holes_lock = threading.Lock()
         if driver == "file":
             self._open_file(target)
         else:
@@ -95,7 +97,7 @@ class LibvmiMemory(MemorySource):
         its hole pages read as the zero page, never allocated in the guest's RAM file (LibVMI's
         reads go through a plain mapping of the file, which allocates every hole page they touch)."""
         self._check_alive(address, length)
-        with file_window(self._fd, address, length, self.name, holes=True) as view:
+        with file_window(self._fd, address, length, self.name, holes=True, known=self._file_holes()) as view:
             yield view
         self._check_alive(address, length)  # the guest may have gone while we scanned: a gap, not data
 
@@ -125,7 +127,16 @@ class LibvmiMemory(MemorySource):
 
     def holes(self, address: int, length: int) -> Sequence[tuple[int, int]]:
         """Holes of the RAM file (FILE mode): memory the guest never wrote, skipped unread."""
-        return file_holes(self._fd, address, length) if self._fd >= 0 else ()
+        return holes_within(self._file_holes(), address, address + length) if self._fd >= 0 else ()
+
+    def _file_holes(self) -> list[tuple[int, int]]:
+        """The RAM file's holes, asked for once per scan (at its first window, after any pause):
+        ``SEEK_HOLE`` per window made a scan of populated tmpfs RAM quadratic in its size. A hole
+        the running guest fills later reads as zeros, as if that page had been read earlier."""
+        with self._holes_lock:
+            if self._holes is None:
+                self._holes = file_holes(self._fd, 0, self._size, limit=1 << 20)
+            return self._holes
 
     def _check_alive(self, address: int, length: int) -> None:
         gone = self._probe() if self._probe else ""

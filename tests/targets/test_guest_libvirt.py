@@ -1,0 +1,144 @@
+"""libvirt domains scanned live: a private libvirtd, a default domain (TCG, anonymous RAM, no NIC).
+
+The oracle for every address is libvirt's own reader of guest-physical memory
+(``virDomainMemoryPeek``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scanner.engine import Engine, EngineSettings
+from scanner.errors import Unavailable
+from scanner.lab import eicar
+from scanner.lab.pytest_plugin import lab_unavailable
+from scanner.rulesets import compile_path
+from scanner.targets import TargetSpec, build_target
+from scanner.verdicts import VerdictKind
+
+pytestmark = pytest.mark.lab
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def lab():
+    from scanner.lab.libvirt import LibvirtLab
+
+    try:
+        with LibvirtLab.start() as started:
+            yield started
+    except Unavailable as e:
+        lab_unavailable(e.message)
+
+
+@pytest.fixture(scope="module")
+def disk_image(lab):
+    """A qcow2 image (made by mkfs.ext4 -d and qemu-img) holding one EICAR file."""
+    tree = lab.workdir / "tree"
+    (tree / "srv").mkdir(parents=True)
+    (tree / "srv" / "sample.com").write_bytes(eicar())
+    (tree / "srv" / "readme.txt").write_text("nothing to see\n")
+    raw, image = lab.workdir / "disk.raw", lab.workdir / "disk.qcow2"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(raw), "32M"], check=True)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(image)], check=True)
+    raw.unlink()
+    return image
+
+
+@pytest.fixture(scope="module")
+def domain(lab, disk_image):
+    return lab.start_domain(memory_mib=256, markers=2, variant="libvirt", disk=disk_image)
+
+
+def avscan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scanner", "--state-dir", str(cwd / "state"), "scan", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_default_domain_has_anonymous_ram_and_no_network(domain):
+    xml = domain.dom.XMLDesc(0)
+    assert "<interface" not in xml and "memoryBacking" not in xml
+
+
+def test_running_domains_disk_is_scanned_through_a_backup_export_leaving_its_image_unchanged(lab, domain, disk_image):
+    import libvirt
+
+    before = hashlib.sha256(disk_image.read_bytes()).hexdigest()
+    chain_before = domain.dom.XMLDesc(0).count("<source file=")
+    engine = Engine(EngineSettings(threads=2))
+    try:
+        spec = TargetSpec("disk", {"libvirt": domain.uuid, "device": "vda", "libvirt_uri": lab.uri})
+        with build_target(spec) as target:
+            verdict = engine.scan(compile_path(REPO / "signatures"), target)
+    finally:
+        engine.close()
+    assert verdict.kind is VerdictKind.MALICIOUS and verdict.coverage.complete
+    assert {f.context.get("path") for f in verdict.findings} == {"/srv/sample.com"}
+    assert "backup pull" in verdict.details["disk.live"] or "released" in verdict.details["disk.live"]
+    assert hashlib.sha256(disk_image.read_bytes()).hexdigest() == before  # not one byte of the image written
+    assert domain.dom.XMLDesc(0).count("<source file=") == chain_before  # no overlay left in the chain
+    assert domain.dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE  # the backup job ended
+    assert domain.dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+
+
+
+def test_cli_scans_a_domains_disk_by_name_and_device(lab, domain, disk_image, tmp_path):
+    before = hashlib.sha256(disk_image.read_bytes()).hexdigest()
+    result = avscan("--libvirt-disk", f"{domain.name}:vda", "--libvirt-uri", lab.uri, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "EICAR_Test_File" in result.stdout and "/srv/sample.com" in result.stdout
+    assert hashlib.sha256(disk_image.read_bytes()).hexdigest() == before
+
+
+def test_domain_by_name_is_scanned_live_and_findings_sit_where_libvirt_reads_them(lab, domain):
+    engine = Engine(EngineSettings(threads=2))
+    try:
+        spec = TargetSpec("guest", {"libvirt": domain.name, "libvirt_uri": lab.uri})
+        with build_target(spec) as target:
+            verdict = engine.scan(compile_path(REPO / "signatures"), target)
+    finally:
+        engine.close()
+    assert verdict.kind is VerdictKind.MALICIOUS and verdict.coverage.complete
+    assert verdict.details["memory.format"] == "qemu-process"
+    marked = [f for f in verdict.findings if f.rule == "EICAR_Test_File"]
+    heads = sorted(s.address for f in marked for s in f.strings if s.identifier == "$head")
+    assert len(heads) == domain.markers
+    for address in heads:
+        assert domain.peek(address, len(eicar())) == eicar()
+    assert {p for f in marked for p in f.context.get("process", "").split(",")} == {"avscan-marker"}
+
+
+def test_cli_pauses_through_libvirt_by_uuid_and_resumes(lab, domain, tmp_path):
+    import libvirt
+
+    result = avscan("--guest-libvirt", domain.uuid, "--libvirt-uri", lab.uri, "--pause", "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert '"EICAR_Test_File"' in result.stdout
+    assert domain.dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+
+
+@pytest.mark.parametrize(
+    ("which", "reason"),
+    [("unknown-domain", "no domain 'avscan-no-such-domain'"), ("libvirtd-down", "cannot connect to libvirtd")],
+)
+def test_refusals_are_one_line_errors_never_clean(lab, tmp_path, which, reason):
+    if which == "unknown-domain":
+        args = ("--guest-libvirt", "avscan-no-such-domain", "--libvirt-uri", lab.uri)
+    else:
+        args = ("--guest-libvirt", "x", "--libvirt-uri", f"qemu:///system?socket={tmp_path}/no-libvirtd-sock")
+    result = avscan(*args, cwd=tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "Verdict: ERROR" in result.stdout and reason in out
+    assert "Traceback" not in out and "CLEAN" not in out
