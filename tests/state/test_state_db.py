@@ -1,10 +1,12 @@
-"""The SQLite state: scan lifecycle, request_id dedupe, findings round trip, audit trail."""
+"""The state on both backends (SQLite, PostgreSQL): scan lifecycle, request_id dedupe, findings
+round trip, audit trail."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.samples import default_files, marker_rule, sample_dir, sparse_image
@@ -15,15 +17,28 @@ from scanner.engine.settings import EngineSettings
 from scanner.errors import NotFound
 from scanner.rulesets.model import RulesetFile
 from scanner.state.db import Database
+from scanner.state.postgres import PostgresDatabase
 from scanner.targets import TargetSpec
 from scanner.verdicts import Coverage, Finding, Gap, GapKind, StringMatch, Verdict, VerdictKind
+from tests.support.postgres import fresh_database, postgres
+
+__all__ = ["postgres"]
 
 SPEC = TargetSpec("files", {"paths": ["/srv/data"]})
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
+    """Opens the state again on the same storage, as a restarted appliance would."""
+    if request.param == "sqlite":
+        return lambda: Database(tmp_path / "state" / "state.sqlite3")
+    url = fresh_database(request.getfixturevalue("postgres"))
+    return lambda: PostgresDatabase(url, host="h1", appliance="a1")
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "state" / "state.sqlite3")
+def db(opener: Callable[[], Any]) -> Iterator[Any]:
+    database = opener()
     yield database
     database.close()
 
@@ -44,14 +59,14 @@ def finding(unit: str, data: bytes) -> Finding:
     )
 
 
-def test_create_resume_and_finish(db: Database, tmp_path: Path) -> None:
+def test_create_resume_and_finish(db: Database, opener: Callable[[], Any]) -> None:
     record, created = db.create_scan(SPEC, {"unit_timeout_seconds": 5}, "alice")
     assert created and record.state == "QUEUED" and record.attempts == 0
     assert [r.id for r in db.resumable()] == [record.id]
 
     db.mark_running(record.id, "sha256:" + "1" * 64)
     db.close()
-    reopened = Database(tmp_path / "state" / "state.sqlite3")  # a restart sees the same row
+    reopened = opener()  # a restart sees the same row
     try:
         running = reopened.get_scan(record.id)
         assert (running.state, running.attempts, running.ruleset_digest) == (
