@@ -12,9 +12,11 @@ from scanner.config import Config
 from scanner.engine import Engine, Ruleset
 from scanner.engine.cache import ResultCache
 from scanner.errors import FailedPrecondition
+from scanner.fleet.manager import FleetScanManager
 from scanner.jobs.manager import ScanManager
 from scanner.rulesets.store import RulesetStore
-from scanner.state.db import Database
+from scanner.state.backends import open_state
+from scanner.state.postgres import PostgresDatabase
 
 if TYPE_CHECKING:
     from scanner.vcenter.service import VCenterService
@@ -26,7 +28,7 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(config.state_dir / "state.sqlite3")
+        self.db = open_state(config.state, config.state_dir, config.fleet)
         self.store = RulesetStore(config.state_dir / "rulesets", audit=self.db.audit)
         self.cache = self._cache(config)
         self.engine = Engine(config.engine, self.cache)
@@ -38,6 +40,11 @@ class App:
             config.max_concurrent_scans,
             profile_cache=config.state_dir / "profiles",
         )
+        if isinstance(self.db, PostgresDatabase):  # a fleet: the queue is the shared PostgreSQL
+            self.scans = FleetScanManager(
+                self.db, self.engine, self.ruleset, config.files, config.max_concurrent_scans,
+                config.state_dir / "profiles", config.fleet,
+            )  # fmt: skip
         self.vcenter: VCenterService | None = None
         if config.vcenter is not None:
             from scanner.vcenter.service import VCenterService

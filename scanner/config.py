@@ -16,6 +16,8 @@ from typing import Any
 from scanner.engine.cache import CacheSettings
 from scanner.engine.settings import EngineSettings, MiB
 from scanner.errors import ConfigError
+from scanner.fleet.settings import FleetSettings
+from scanner.state.settings import StateSettings
 from scanner.targets.files import FilePolicy
 from scanner.vcenter.settings import VCenterSettings, settings_from
 
@@ -54,6 +56,8 @@ class Config:
     shutdown_grace: float = 10.0
     max_upload_bytes: int = 64 * MiB
     vcenter: VCenterSettings | None = None  # [vcenter]: triggers, verdicts and quarantine in vCenter
+    state: StateSettings = field(default_factory=StateSettings)  # [state] url: the fleet's PostgreSQL
+    fleet: FleetSettings = field(default_factory=FleetSettings)  # [fleet]: this appliance's host
 
     @property
     def open_local(self) -> bool:
@@ -79,6 +83,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
 
 def _from_dict(raw: dict[str, Any]) -> Config:
     known = {"server", "auth", "state_dir", "signatures_dir", "engine", "files", "jobs", "limits", "cache", "vcenter"}
+    known |= {"state", "fleet"}
     _no_unknown("", raw, known)
     server = _table(raw, "server", {"listen", "reflection", "tls"})
     kwargs: dict[str, Any] = {}
@@ -96,6 +101,8 @@ def _from_dict(raw: dict[str, Any]) -> Config:
     kwargs["engine"] = _section(raw, "engine", EngineSettings)
     kwargs["files"] = _section(raw, "files", FilePolicy)
     kwargs["cache"] = _section(raw, "cache", CacheSettings)
+    kwargs["state"] = _section(raw, "state", StateSettings)
+    kwargs["fleet"] = _section(raw, "fleet", FleetSettings)
     jobs = _table(raw, "jobs", {"max_concurrent_scans", "shutdown_grace"})
     if "max_concurrent_scans" in jobs:
         kwargs["max_concurrent_scans"] = _typed("jobs.max_concurrent_scans", jobs["max_concurrent_scans"], int)

@@ -8,13 +8,15 @@ Contract (the same as the SQLite :class:`scanner.state.db.Database`, plus the fl
   runs, a lease (``lease_owner``, ``lease_until``). ``resumable`` lists this host's unfinished
   scans except those leased by another live appliance; ``mark_running`` takes the lease;
   ``finish_scan`` is fenced: an appliance whose lease was taken over records nothing.
-- Committing a scan sends ``NOTIFY avscan_jobs, '<host>'`` so idle appliances wake at once.
+- Committing a scan notifies the channel of its host (:func:`channel`), so that host's idle
+  appliances wake at once; no other appliance is woken.
 - The schema is versioned (:mod:`scanner.state.migrations`) and migrated on open.
 Calls block and are thread-safe (a connection pool): async code runs them off the event loop.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import time
@@ -36,7 +38,11 @@ COLUMNS = (
     "seq, id, request_id, target_kind, target_params, options, requested_by, state, created_at,"
     " started_at, finished_at, attempts, ruleset_digest, verdict"
 )
-CHANNEL = "avscan_jobs"
+
+
+def channel(host: str) -> str:
+    """The NOTIFY channel of one host's jobs: only that host's appliances are woken."""
+    return "avscan_jobs_" + hashlib.sha256(host.encode()).hexdigest()[:24]
 
 
 class PostgresDatabase:
@@ -63,13 +69,12 @@ class PostgresDatabase:
             open=False,
             name=f"avscan-state-{self.appliance}",
         )
-        try:
-            self._pool.open(wait=True, timeout=15)
-            with self.connection() as conn:
+        try:  # one direct connection first: a wrong URL fails now, with its reason
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
                 migrate(conn, self.where)
-        except BaseException:
-            self._pool.close()
-            raise
+        except psycopg.Error as e:
+            raise Unavailable(f"state at {self.where}: {str(e).strip()}") from e
+        self._pool.open(wait=False)
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
@@ -109,7 +114,7 @@ class PostgresDatabase:
                 row,
             ).fetchone()
             if inserted is not None:
-                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, host or self.host))
+                conn.execute("SELECT pg_notify(%s, '')", (channel(host or self.host),))
                 return record_from_row(inserted), True
             existing = conn.execute(f"SELECT {COLUMNS} FROM scans WHERE request_id = %s", (request_id,)).fetchone()
         assert existing is not None
@@ -185,8 +190,9 @@ class PostgresDatabase:
                 " WHERE id = %s",
                 (state, state, scan_id),
             )
-            if state == "QUEUED":
-                conn.execute("SELECT pg_notify(%s, host) FROM scans WHERE id = %s", (CHANNEL, scan_id))
+            row = conn.execute("SELECT host FROM scans WHERE id = %s", (scan_id,)).fetchone()
+            if state == "QUEUED" and row is not None:
+                conn.execute("SELECT pg_notify(%s, '')", (channel(str(row[0])),))
 
     def finish_scan(self, scan_id: str, state: str, verdict: Verdict | None) -> bool:
         """Record the final state, verdict and findings in one transaction, unless another appliance
