@@ -1,0 +1,137 @@
+"""Appliances of one fleet on a real PostgreSQL: the real service killed -9 mid-scan, the fleet
+view, routing by placement, and the config that selects all this."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.samples import EICAR_RULE, eicar, sparse_image
+
+from scanner.app import App
+from scanner.config import load_config
+from scanner.errors import ConfigError
+from scanner.fleet.manager import FleetScanManager
+from scanner.state.postgres import PostgresDatabase
+from scanner.targets import TargetSpec
+from scanner.verdicts import VerdictKind
+from tests.support.postgres import PostgresServer, fresh_database, postgres
+
+__all__ = ["postgres"]
+SLOW_ENGINE = '[engine]\nthreads = 1\nchunk_size = 65536\noverlap = 4096\nskip_zero_blocks = false\n'
+
+
+@pytest.fixture
+def url(postgres: PostgresServer) -> str:
+    return fresh_database(postgres)
+
+
+def fleet_toml(path: Path, url: str, host: str, name: str, extra: str = "") -> Path:
+    path.write_text(
+        f'state_dir = "{path.parent / name}"\n[state]\nurl = "{url}"\n'
+        f'[fleet]\nhost = "{host}"\nname = "{name}"\nlease_seconds = 2\npoll_seconds = 0.2\n'
+        f"[jobs]\nmax_concurrent_scans = 1\n{extra}"
+    )
+    return path
+
+
+def wait_for(what: str, check: object, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def observer(url: str) -> Iterator[PostgresDatabase]:
+    db = PostgresDatabase(url, host="esx1", appliance="observer")
+    yield db
+    db.close()
+
+
+def test_kill_9_of_an_appliance_mid_scan_loses_nothing_and_the_scan_is_recorded_once(
+    tmp_path: Path, url: str, observer: PostgresDatabase
+) -> None:
+    image = sparse_image(tmp_path / "guest.raw", 1 << 30, {(1 << 30) - 4096: eicar()})
+    config_a = fleet_toml(tmp_path / "a.toml", url, "esx1", "a", SLOW_ENGINE)
+    a = subprocess.Popen(
+        [sys.executable, "-m", "scanner", "--config", str(config_a), "serve", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        record, _ = observer.create_scan(TargetSpec("memory", {"path": str(image)}), {}, "soc", request_id="r1")
+        wait_for("appliance a to run the scan", lambda: observer.get_scan(record.id).state == "RUNNING")
+        os.kill(a.pid, signal.SIGKILL)
+    finally:
+        a.kill()
+        a.wait()
+    assert observer.get_scan(record.id).state == "RUNNING"  # dead, but its lease still stands
+
+    b = App(load_config(fleet_toml(tmp_path / "b.toml", url, "esx1", "b")))
+
+    async def run_b() -> None:
+        await asyncio.to_thread(b.prepare)
+        await b.scans.start()
+        await asyncio.to_thread(wait_for, "b to finish it", lambda: observer.get_scan(record.id).state == "DONE")
+        await b.scans.shutdown(0)
+
+    try:
+        asyncio.run(run_b())
+    finally:
+        b.close()
+    done = observer.get_scan(record.id)
+    assert done.attempts == 2, "run by a, then once more by b after a's lease expired"
+    assert done.verdict is not None and done.verdict.kind is VerdictKind.MALICIOUS
+    assert [f.rule for f in observer.findings(record.id)] == [EICAR_RULE]
+    assert len(observer.list_scans(100, None, None)) == 1
+
+
+def test_the_fleet_view_lists_appliances_and_routes_a_guest_to_its_host(tmp_path: Path, url: str) -> None:
+    a = App(load_config(fleet_toml(tmp_path / "a.toml", url, "esx1", "a")))
+    b = App(load_config(fleet_toml(tmp_path / "b.toml", url, "esx2", "b")))
+    assert isinstance(a.scans, FleetScanManager) and isinstance(b.scans, FleetScanManager)
+    fleet_a, fleet_b = a.scans, b.scans
+    guest = TargetSpec("guest", {"domain": "vm1", "ram": "/nowhere/on/esx1"})
+
+    async def scenario() -> tuple[str, str, list[tuple[str, str, bool]], list[tuple[str, bool]]]:
+        await fleet_a.start()
+        await fleet_b.start()
+        view = [(i.name, i.host, i.alive) for i in await asyncio.to_thread(fleet_a.registry.fleet)]
+        await asyncio.to_thread(fleet_a.registry.place, "domain:vm1", "esx2")
+        on_b = await fleet_a.submit(guest, {}, "soc")  # accepted on a, its paths mean nothing on esx1
+        await asyncio.to_thread(fleet_a.registry.place, "domain:vm1", "esx3")  # vMotion to a host of its own
+        on_c = await fleet_a.submit(guest, {}, "soc")
+        await fleet_b.shutdown(0)
+        after = [(i.name, i.alive) for i in await asyncio.to_thread(fleet_a.registry.fleet)]
+        await fleet_a.shutdown(0)
+        return on_b.id, on_c.id, view, after
+
+    try:
+        first, second, view, after = asyncio.run(scenario())
+        assert a.db.host_of(first) == "esx2"  # type: ignore[attr-defined]
+        assert a.db.host_of(second) == "esx3"  # type: ignore[attr-defined]
+    finally:
+        a.close()
+        b.close()
+    assert view == [("a", "esx1", True), ("b", "esx2", True)]
+    assert after == [("a", True), ("b", False)]
+
+
+def test_config_selects_the_postgresql_state_and_refuses_a_bad_url(tmp_path: Path, url: str) -> None:
+    config = load_config(fleet_toml(tmp_path / "f.toml", url, "esx9", "n9"))
+    assert (config.state.url, config.fleet.host_identity, config.fleet.appliance) == (url, "esx9", "n9")
+    assert load_config(None, state_dir=tmp_path).state.url == ""  # absent: SQLite under state_dir
+    (tmp_path / "bad.toml").write_text('[state]\nurl = "mysql://x"\n')
+    with pytest.raises(ConfigError, match=r"state.url must be a postgresql:// URL"):
+        load_config(tmp_path / "bad.toml")
+    (tmp_path / "bad2.toml").write_text("[fleet]\nlease_seconds = 0\n")
+    with pytest.raises(ConfigError, match=r"fleet.lease_seconds must be between 1 and 3600"):
+        load_config(tmp_path / "bad2.toml")
