@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ from scanner.app import App
 from scanner.config import Config
 from scanner.engine.settings import EngineSettings
 from scanner.errors import NotFound
+from scanner.fleet.settings import FleetSettings
 from scanner.rulesets.model import RulesetFile
 from scanner.state.db import Database
 from scanner.state.postgres import PostgresDatabase
+from scanner.state.settings import StateSettings
 from scanner.targets import TargetSpec
 from scanner.verdicts import Coverage, Finding, Gap, GapKind, StringMatch, Verdict, VerdictKind
 from tests.support.postgres import fresh_database, postgres
@@ -138,9 +141,15 @@ def test_unknown_scan_is_not_found(db: Database) -> None:
         db.get_scan("nope")
 
 
-def test_audit_records_push_activate_rollback_scan_start_and_cancel(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_audit_records_push_activate_rollback_scan_start_and_cancel(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     slow = EngineSettings(threads=1, chunk_size=64 * 1024, overlap=4096, skip_zero_blocks=False)
     config = Config(listen="127.0.0.1:0", state_dir=tmp_path / "state", max_concurrent_scans=1, engine=slow)
+    if backend == "postgres":  # the fleet's state and queue: the same audit trail
+        url = fresh_database(request.getfixturevalue("postgres"))
+        config = replace(config, state=StateSettings(url), fleet=FleetSettings(host="h1"))
     app = App(config)
     try:
         app.prepare()
