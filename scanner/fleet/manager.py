@@ -7,6 +7,9 @@ Contract (on top of :mod:`scanner.jobs.manager`'s):
   sleeps until NOTIFY or ``poll_seconds``. A heartbeat task renews the appliance's registration
   and the leases of its running scans every third of ``lease_seconds``; a scan whose lease was
   taken over is cancelled here (its result would be fenced out anyway).
+- ``watch`` of a scan queued or running elsewhere (another appliance, or not claimed yet) follows
+  its state in the database every ``poll_seconds`` and yields its findings once it is final
+  (live progress is only streamed by the appliance running it).
 - ``start`` queues again what this appliance held before a restart; ``shutdown`` records
   interrupted scans as INTERRUPTED (claimable by the host's other appliances or the next start).
 """
@@ -17,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +29,8 @@ from scanner.errors import FailedPrecondition, ScannerError
 from scanner.fleet.queue import JobQueue
 from scanner.fleet.registry import Registry
 from scanner.fleet.settings import FleetSettings
-from scanner.jobs.live import LiveScan
-from scanner.jobs.manager import RulesetResolver, ScanManager
+from scanner.jobs.live import Event, LiveScan
+from scanner.jobs.manager import FINAL_STATES, RulesetResolver, ScanManager
 from scanner.state.db import ScanRecord
 from scanner.state.postgres import PostgresDatabase
 from scanner.targets import FilePolicy, TargetSpec
@@ -84,6 +88,15 @@ class FleetScanManager(ScanManager):
         if created:
             await asyncio.to_thread(self.pg.audit, actor, "scan.start", record.id, f"{spec.describe()} on {host}")
         return record
+
+    async def watch(self, scan_id: str) -> AsyncIterator[Event]:
+        while scan_id not in self._live:
+            record = await asyncio.to_thread(self.pg.get_scan, scan_id)
+            if record.state in FINAL_STATES:
+                break
+            await asyncio.sleep(self.settings.poll_seconds)  # polls the shared state: no wake-up for others' scans
+        async for event in super().watch(scan_id):
+            yield event
 
     async def _dispatch(self) -> None:
         while self._accepting:
