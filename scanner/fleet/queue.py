@@ -41,6 +41,7 @@ class JobQueue:
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
         self._listener: Any = None
+        self._closed = False
 
     def claim(self) -> ScanRecord | None:
         """Lease the next scan of our host to us; None when there is none."""
@@ -80,17 +81,26 @@ class JobQueue:
         import psycopg
 
         try:
+            if self._closed:
+                return False
             if self._listener is None or self._listener.closed:
                 self._listener = psycopg.connect(self.db.url, autocommit=True, connect_timeout=10)
                 self._listener.execute(f'LISTEN "{channel(self.db.host)}"')
             return any(True for _ in self._listener.notifies(timeout=timeout, stop_after=1))
         except psycopg.Error as e:
+            if self._closed:
+                return False  # closed under us at shutdown
             log.warning("job queue listener at %s: %s", self.db.where, e)
-            self.close()
+            self._drop()
             time.sleep(min(timeout, 1.0))  # back off before reconnecting; the caller polls anyway
             return False
 
     def close(self) -> None:
+        """Stop listening for good (a ``wait`` in progress returns)."""
+        self._closed = True
+        self._drop()
+
+    def _drop(self) -> None:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
