@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from support.samples import EICAR_RULE, eicar, sparse_image
 
 from scanner.app import App
+from scanner.cli.main import cli
 from scanner.config import load_config
 from scanner.errors import ConfigError
 from scanner.fleet.manager import FleetScanManager
@@ -25,7 +27,9 @@ from scanner.verdicts import VerdictKind
 from tests.support.postgres import PostgresServer, fresh_database, postgres
 
 __all__ = ["postgres"]
-SLOW_ENGINE = '[engine]\nthreads = 1\nchunk_size = 65536\noverlap = 4096\nskip_zero_blocks = false\n'
+SLOW_ENGINE = (
+    "[engine]\nthreads = 1\nchunk_size = 65536\noverlap = 4096\nskip_zero_blocks = false\n[cache]\nenabled = false\n"
+)
 
 
 @pytest.fixture
@@ -123,6 +127,15 @@ def test_the_fleet_view_lists_appliances_and_routes_a_guest_to_its_host(tmp_path
         b.close()
     assert view == [("a", "esx1", True), ("b", "esx2", True)]
     assert after == [("a", True), ("b", False)]
+    shown = CliRunner().invoke(cli, ["--config", str(tmp_path / "a.toml"), "fleet"])
+    assert shown.exit_code == 0, shown.output
+    assert [line.split()[:3] for line in shown.output.splitlines()[1:]] == [
+        ["a", "esx1", "down"],
+        ["b", "esx2", "down"],
+    ]
+    (tmp_path / "alone.toml").write_text(f'state_dir = "{tmp_path / "alone"}"\n')
+    alone = CliRunner().invoke(cli, ["--config", str(tmp_path / "alone.toml"), "fleet"])
+    assert alone.exit_code == 1 and "has no [state] url" in alone.output
 
 
 def test_config_selects_the_postgresql_state_and_refuses_a_bad_url(tmp_path: Path, url: str) -> None:
@@ -135,3 +148,35 @@ def test_config_selects_the_postgresql_state_and_refuses_a_bad_url(tmp_path: Pat
     (tmp_path / "bad2.toml").write_text("[fleet]\nlease_seconds = 0\n")
     with pytest.raises(ConfigError, match=r"fleet.lease_seconds must be between 1 and 3600"):
         load_config(tmp_path / "bad2.toml")
+
+
+def test_a_live_appliance_keeps_its_long_scan_past_many_leases(
+    tmp_path: Path, url: str, observer: PostgresDatabase
+) -> None:
+    """The heartbeat renews the lease: the host's other appliance never takes the scan over."""
+    image = sparse_image(tmp_path / "guest.raw", 16 << 30)  # sparse: minutes to scan, no disk used
+    a = App(load_config(fleet_toml(tmp_path / "a.toml", url, "esx1", "a", SLOW_ENGINE)))
+    b = App(load_config(fleet_toml(tmp_path / "b.toml", url, "esx1", "b")))
+    lease = a.config.fleet.lease_seconds
+
+    async def scenario() -> tuple[int, str]:
+        await asyncio.to_thread(a.prepare)
+        await asyncio.to_thread(b.prepare)
+        await a.scans.start()
+        record = await a.scans.submit(TargetSpec("memory", {"path": str(image)}), {}, "soc")
+        await asyncio.to_thread(wait_for, "a to run it", lambda: observer.get_scan(record.id).state == "RUNNING")
+        await b.scans.start()
+        ends = time.monotonic() + 4 * lease  # several leases long, b idle and polling all along
+        while time.monotonic() < ends and observer.get_scan(record.id).state == "RUNNING":
+            await asyncio.sleep(0.1)
+        seen = await asyncio.to_thread(observer.get_scan, record.id)
+        await b.scans.shutdown(0)
+        await a.scans.shutdown(0)
+        return seen.attempts, seen.state
+
+    try:
+        attempts, state = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+    assert (attempts, state) == (1, "RUNNING"), "still a's first run"
