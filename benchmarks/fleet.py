@@ -10,7 +10,8 @@ clones are spread over all hosts) and triggers one scan per guest at
 - jobs lost (triggered but not DONE when the fleet is idle) and duplicate runs
   (``attempts > 1``): both must be 0;
 - the result cache hit ratio over all windows, with the fleet's shared cache (PostgreSQL) and,
-  as the baseline of the same run, with one private SQLite cache per appliance;
+  as the baseline of the same run, with one private SQLite cache per appliance (largest size);
+- PostgreSQL connections held by the appliances at the end of the run;
 - every size's figures next to the smallest size's (the baseline): how they grow.
 
 ``--simulate HOSTSxVMS`` (default 100x50) then measures the queue's polling cost at that scale:
@@ -49,6 +50,7 @@ class Run:
     duplicates: int
     hit_ratio: float
     seconds: float
+    connections: int
 
 
 def write_guests(root: Path, guests: int, goldens: int, blocks: int) -> list[Path]:
@@ -127,6 +129,11 @@ def run_fleet(url: str, work: Path, guests: list[Path], size: int, rate: float, 
         while time.time() < deadline and len(driver.list_scans(len(ids) + 1, None, "DONE")) < len(ids):
             time.sleep(0.2)
         seconds = time.time() - began
+        with driver.connection() as conn:  # every appliance's, not the driver's own
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        connections = int(row[0]) if row else 0
         records = [driver.get_scan(i) for i in ids]
     finally:
         for proc in procs:
@@ -147,6 +154,7 @@ def run_fleet(url: str, work: Path, guests: list[Path], size: int, rate: float, 
         duplicates=sum(1 for r in records if r.attempts > 1),
         hit_ratio=hits / (hits + misses) if hits + misses else 0.0,
         seconds=seconds,
+        connections=connections,
     )
 
 
@@ -194,14 +202,14 @@ def fresh(server: object, name: str) -> str:
 def report(runs: list[Run]) -> bool:
     base = runs[0]
     print(f"{'appliances':>10} {'cache':>8} {'p50 s':>7} {'p99 s':>7} {'p99/base':>8} {'lost':>5} {'dup':>4}"
-          f" {'hit ratio':>9} {'jobs/s':>7}")  # fmt: skip
+          f" {'hit ratio':>9} {'jobs/s':>7} {'conns':>5}")  # fmt: skip
     ok = True
     for run in runs:
         ok &= run.lost == 0 and run.duplicates == 0
         print(
             f"{run.appliances:>10} {'fleet' if run.shared_cache else 'private':>8} {run.p50:7.3f} {run.p99:7.3f}"
             f" {run.p99 / base.p99:7.2f}x {run.lost:5d} {run.duplicates:4d} {run.hit_ratio:9.3f}"
-            f" {GUESTS / run.seconds:7.1f}"
+            f" {GUESTS / run.seconds:7.1f} {run.connections:5d}"
         )
     return ok
 
@@ -217,7 +225,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--guests", type=int, default=400)
-    parser.add_argument("--goldens", type=int, default=4)
+    parser.add_argument("--goldens", type=int, default=40)
     parser.add_argument("--blocks", type=int, default=8, help="MiB per guest image")
     parser.add_argument("--rate", type=float, default=10.0, help="triggers per second")
     parser.add_argument("--simulate", default="100x50")
@@ -232,11 +240,12 @@ def main() -> int:
         server = start_postgres(root / "pg")
         try:
             guests = write_guests(root, args.guests, args.goldens, args.blocks)
-            url = fresh(server, "private")
-            runs = [run_fleet(url, root / "p", guests, args.sizes[0], args.rate, False, args.goldens)]
+            runs = []
             for size in args.sizes:
                 url = fresh(server, f"fleet{size}")
                 runs.append(run_fleet(url, root / f"f{size}", guests, size, args.rate, True, args.goldens))
+            url = fresh(server, "private")  # the baseline for the hit ratio: no cache shared
+            runs.append(run_fleet(url, root / "p", guests, args.sizes[-1], args.rate, False, args.goldens))
             ok = report(runs)
             hosts, vms = (int(x) for x in args.simulate.split("x"))
             p50, p99, rows = simulate(fresh(server, "sim"), hosts, vms, 2000)
