@@ -7,6 +7,8 @@ Contract (on top of :mod:`scanner.jobs.manager`'s):
   sleeps until NOTIFY or ``poll_seconds``. A heartbeat task renews the appliance's registration
   and the leases of its running scans every third of ``lease_seconds``; a scan whose lease was
   taken over is cancelled here (its result would be fenced out anyway).
+- ``cancel`` of a scan running on another appliance flags it in the database; that appliance
+  stops it at its next renewal (within ``lease_seconds / 3``).
 - ``watch`` of a scan queued or running elsewhere (another appliance, or not claimed yet) follows
   its state in the database every ``poll_seconds`` and yields its findings once it is final
   (live progress is only streamed by the appliance running it).
@@ -98,6 +100,15 @@ class FleetScanManager(ScanManager):
         async for event in super().watch(scan_id):
             yield event
 
+    async def cancel(self, scan_id: str, actor: str) -> ScanRecord:
+        """A scan running on another appliance is flagged; its holder stops it within a renewal."""
+        record = await asyncio.to_thread(self.pg.get_scan, scan_id)
+        if record.state != "RUNNING" or scan_id in self._live:
+            return await super().cancel(scan_id, actor)
+        await asyncio.to_thread(self.queue.request_cancel, scan_id)
+        await asyncio.to_thread(self.pg.audit, actor, "scan.cancel", scan_id, "asked of the appliance running it")
+        return await asyncio.to_thread(self.pg.get_scan, scan_id)
+
     async def _dispatch(self) -> None:
         while self._accepting:
             await self._slots.acquire()
@@ -135,15 +146,16 @@ class FleetScanManager(ScanManager):
             await asyncio.sleep(self.settings.lease_seconds / 3)
             try:
                 running = set(self._running)
-                held = await asyncio.to_thread(self.queue.renew, running)
+                held, cancelled = await asyncio.to_thread(self.queue.renew, running)
                 await asyncio.to_thread(self.registry.heartbeat, len(running), self._active_digest())
             except ScannerError as e:
                 log.warning("fleet heartbeat: %s", e.message)
                 continue
-            for scan_id in running - held:
+            for scan_id in (running - held) | cancelled:
                 live = self._live.get(scan_id)
                 if live is not None and scan_id in self._running:
-                    log.warning("scan %s: lease taken over by another appliance; stopping it here", scan_id)
+                    why = "cancelled on another appliance" if scan_id in cancelled else "lease taken over"
+                    log.warning("scan %s: %s; stopping it here", scan_id, why)
                     live.cancel.set()
 
     def _active_digest(self) -> str:

@@ -6,6 +6,7 @@ Contract:
   statement: two appliances never hold the same scan; a scan of another host is never taken.
 - A lease lasts ``lease_seconds`` from the claim or the last ``renew``; an appliance that dies
   (kill -9, host down) stops renewing, and its scans are claimable again only once it expired.
+- ``request_cancel`` flags a running scan; its holder sees the flag at its next ``renew``.
 - ``recover`` gives back what this appliance held in a previous life (it restarted: nothing runs).
 - ``wait`` blocks until a scan for this host is committed (LISTEN on the host's channel) or
   ``timeout`` passes; a lost connection counts as a timeout and is reopened on the next call.
@@ -54,17 +55,27 @@ class JobQueue:
             conn.execute("DELETE FROM findings WHERE scan_id = %s", (record.id,))
         return record
 
-    def renew(self, scan_ids: set[str]) -> set[str]:
-        """Extend our leases on ``scan_ids``; returns those we still hold (others were taken over)."""
+    def renew(self, scan_ids: set[str]) -> tuple[set[str], set[str]]:
+        """Extend our leases on ``scan_ids``; returns those we still hold (others were taken over)
+        and, among them, those a cancel was asked for on another appliance."""
         if not scan_ids:
-            return set()
+            return set(), set()
         with self.db.connection() as conn:
             rows = conn.execute(
                 "UPDATE scans SET lease_until = now() + make_interval(secs => %s)"
-                " WHERE id = ANY(%s) AND state = 'RUNNING' AND lease_owner = %s RETURNING id",
+                " WHERE id = ANY(%s) AND state = 'RUNNING' AND lease_owner = %s RETURNING id, cancel_requested",
                 (self.db.lease_seconds, list(scan_ids), self.db.appliance),
             ).fetchall()
-        return {str(r[0]) for r in rows}
+        return {str(r[0]) for r in rows}, {str(r[0]) for r in rows if r[1]}
+
+    def request_cancel(self, scan_id: str) -> bool:
+        """Ask the appliance running ``scan_id`` to cancel it at its next renewal; False if not running."""
+        with self.db.connection() as conn:
+            row = conn.execute(
+                "UPDATE scans SET cancel_requested = TRUE WHERE id = %s AND state = 'RUNNING' RETURNING id",
+                (scan_id,),
+            ).fetchone()
+        return row is not None
 
     def recover(self) -> int:
         """Queue again what this appliance held before it restarted; returns how many."""

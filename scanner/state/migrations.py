@@ -86,6 +86,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "a cancel asked on one appliance reaches the appliance running the scan",
+        "ALTER TABLE scans ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE",
+    ),
 )
 
 

@@ -180,3 +180,31 @@ def test_a_live_appliance_keeps_its_long_scan_past_many_leases(
         a.close()
         b.close()
     assert (attempts, state) == (1, "RUNNING"), "still a's first run"
+
+
+def test_a_cancel_asked_on_one_appliance_stops_the_scan_running_on_another(
+    tmp_path: Path, url: str, observer: PostgresDatabase
+) -> None:
+    image = sparse_image(tmp_path / "guest.raw", 16 << 30)
+    a = App(load_config(fleet_toml(tmp_path / "a.toml", url, "esx1", "a", SLOW_ENGINE)))
+    b = App(load_config(fleet_toml(tmp_path / "b.toml", url, "esx2", "b")))
+
+    async def scenario() -> tuple[str, str]:
+        await asyncio.to_thread(a.prepare)
+        await a.scans.start()
+        await b.scans.start()
+        record = await a.scans.submit(TargetSpec("memory", {"path": str(image)}), {}, "soc")
+        await asyncio.to_thread(wait_for, "a to run it", lambda: observer.get_scan(record.id).state == "RUNNING")
+        asked = await b.scans.cancel(record.id, "dave")  # b (another host) does not run it
+        await asyncio.to_thread(wait_for, "a to stop it", lambda: observer.get_scan(record.id).state == "CANCELLED")
+        await b.scans.shutdown(0)
+        await a.scans.shutdown(0)
+        return asked.state, record.id
+
+    try:
+        asked, scan_id = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+    assert asked == "RUNNING"
+    assert ("dave", "scan.cancel", scan_id) in [(r.actor, r.action, r.subject) for r in observer.audit_log()]
