@@ -19,7 +19,7 @@ from support.samples import EICAR_RULE, eicar, sparse_image
 from scanner.app import App
 from scanner.cli.main import cli
 from scanner.config import load_config
-from scanner.errors import ConfigError
+from scanner.errors import ConfigError, Unavailable
 from scanner.fleet.manager import FleetScanManager
 from scanner.state.postgres import PostgresDatabase
 from scanner.targets import TargetSpec
@@ -208,3 +208,42 @@ def test_a_cancel_asked_on_one_appliance_stops_the_scan_running_on_another(
         b.close()
     assert asked == "RUNNING"
     assert ("dave", "scan.cancel", scan_id) in [(r.actor, r.action, r.subject) for r in observer.audit_log()]
+
+
+def test_a_postgres_restart_under_a_running_fleet_loses_no_scan(
+    tmp_path: Path, url: str, postgres: PostgresServer
+) -> None:
+    """Scans committed before the restart and after it all end DONE, each with a verdict."""
+    images = [sparse_image(tmp_path / f"g{i}.raw", 128 << 20, {i * 4096: eicar()}) for i in range(12)]
+    a = App(load_config(fleet_toml(tmp_path / "a.toml", url, "esx1", "a", SLOW_ENGINE)))
+    unfinished_at_restart: list[str] = []
+    spec = [TargetSpec("memory", {"path": str(p)}) for p in images]
+
+    async def scenario() -> list[str]:
+        await asyncio.to_thread(a.prepare)
+        await a.scans.start()
+        ids = [(await a.scans.submit(s, {}, "soc")).id for s in spec[:6]]
+        await asyncio.to_thread(wait_for, "a to run one", lambda: a.db.get_scan(ids[0]).state == "RUNNING")
+        unfinished_at_restart.extend(i for i in ids if a.db.get_scan(i).state != "DONE")
+        await asyncio.to_thread(postgres.restart)
+        for s in spec[6:]:
+            for _ in range(100):  # the pool reconnects; a refused submit acknowledged nothing
+                try:
+                    ids.append((await a.scans.submit(s, {}, "soc")).id)
+                    break
+                except Unavailable:
+                    await asyncio.sleep(0.1)
+        await asyncio.to_thread(
+            wait_for, "every scan to finish", lambda: all(a.db.get_scan(i).state == "DONE" for i in ids)
+        )
+        await a.scans.shutdown(0)
+        return ids
+
+    try:
+        ids = asyncio.run(scenario())
+        records = [a.db.get_scan(i) for i in ids]
+    finally:
+        a.close()
+    assert len(unfinished_at_restart) >= 2, "the restart came mid-load"
+    assert len(records) == 12
+    assert all(r.verdict is not None and r.verdict.kind is VerdictKind.MALICIOUS for r in records)
