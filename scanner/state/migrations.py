@@ -91,6 +91,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         "a cancel asked on one appliance reaches the appliance running the scan",
         "ALTER TABLE scans ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE",
     ),
+    Migration(
+        4,
+        "the outgoing event documents of a scan, committed with its final state",
+        """
+        CREATE TABLE scan_events (
+            seq BIGSERIAL PRIMARY KEY,
+            scan_id TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        )
+        """,
+    ),
 )
 
 

@@ -21,7 +21,7 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -150,6 +150,12 @@ class PostgresDatabase:
             rows = conn.execute(sql, args).fetchall()
         return [record_from_row(r) for r in rows]
 
+    def state_counts(self) -> dict[str, int]:
+        """How many scans of the whole fleet are in each state (metrics)."""
+        with self.connection() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) FROM scans GROUP BY state").fetchall()
+        return {str(state): int(n) for state, n in rows}
+
     def resumable(self) -> list[ScanRecord]:
         """This host's unfinished scans, except those another appliance holds a live lease on."""
         with self.connection() as conn:
@@ -194,9 +200,13 @@ class PostgresDatabase:
             if state == "QUEUED" and row is not None:
                 conn.execute("SELECT pg_notify(%s, '')", (channel(str(row[0])),))
 
-    def finish_scan(self, scan_id: str, state: str, verdict: Verdict | None) -> bool:
-        """Record the final state, verdict and findings in one transaction, unless another appliance
-        holds the scan's lease (ours expired and it took the scan over): then nothing, and False."""
+    def finish_scan(
+        self, scan_id: str, state: str, verdict: Verdict | None, events: Sequence[Mapping[str, Any]] = ()
+    ) -> bool:
+        """Record the final state, verdict, findings and the scan's outgoing ``events`` (documents
+        for event sinks, in ``scan_events``; no relay reads that table yet) in one transaction,
+        unless another appliance holds the scan's lease (ours expired and it took the scan over):
+        then nothing, and False."""
         body = json.dumps(verdict_to_dict(verdict)) if verdict else None
         with self.connection() as conn, conn.transaction():
             row = conn.execute(
@@ -212,6 +222,12 @@ class PostgresDatabase:
                     cur.executemany(
                         "INSERT INTO findings (scan_id, seq, body) VALUES (%s, %s, %s)",
                         [(scan_id, i, json.dumps(finding_to_dict(f))) for i, f in enumerate(verdict.findings)],
+                    )
+            if events:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO scan_events (scan_id, body) VALUES (%s, %s)",
+                        [(scan_id, json.dumps(dict(e), sort_keys=True)) for e in events],
                     )
         return True
 

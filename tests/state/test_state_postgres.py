@@ -44,7 +44,7 @@ def test_a_database_migrated_by_a_newer_appliance_is_refused(url: str) -> None:
     PostgresDatabase(url, host="h").close()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("INSERT INTO schema_version (version, description) VALUES (99, 'from the future')")
-    with pytest.raises(Unavailable, match=r"schema version 99 is newer than this appliance knows \(3\)"):
+    with pytest.raises(Unavailable, match=r"schema version 99 is newer than this appliance knows \(4\)"):
         PostgresDatabase(url, host="h")
 
 
@@ -92,18 +92,33 @@ def test_a_postgres_restart_mid_load_loses_no_acknowledged_scan(url: str, postgr
 
 
 def test_a_database_of_an_older_appliance_is_upgraded_in_place(url: str) -> None:
-    """Version 2 (before cancel flags) with a scan in it: opening applies 3 and keeps the scan."""
+    """Version 2 (before cancel flags and events) with a scan in it: opening applies 3 and 4 and keeps the scan."""
     db = PostgresDatabase(url, host="h")
     record, _ = db.create_scan(SPEC, {}, "old")
     db.close()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ALTER TABLE scans DROP COLUMN cancel_requested")
-        conn.execute("DELETE FROM schema_version WHERE version = 3")
+        conn.execute("DROP TABLE scan_events")
+        conn.execute("DELETE FROM schema_version WHERE version >= 3")
     upgraded = PostgresDatabase(url, host="h")
     try:
         assert upgraded.get_scan(record.id).requested_by == "old"
         with psycopg.connect(url) as conn:
-            assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (3,)
+            assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (4,)
             assert conn.execute("SELECT cancel_requested FROM scans").fetchall() == [(False,)]
     finally:
         upgraded.close()
+
+
+def test_events_and_state_counts_are_committed_with_the_final_state(url: str) -> None:
+    db = PostgresDatabase(url, host="h")
+    try:
+        done, _ = db.create_scan(SPEC, {}, "soc")
+        db.create_scan(SPEC, {}, "soc")
+        db.finish_scan(done.id, "DONE", None, [{"event": {"kind": "alert"}, "n": 1}])
+        assert db.state_counts() == {"DONE": 1, "QUEUED": 1}
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT scan_id, body FROM scan_events").fetchall()
+        assert rows == [(done.id, '{"event": {"kind": "alert"}, "n": 1}')]
+    finally:
+        db.close()
