@@ -12,6 +12,7 @@ from scanner.config import Config
 from scanner.engine import Engine, Ruleset
 from scanner.engine.cache import ResultCache
 from scanner.errors import FailedPrecondition
+from scanner.fleet.manager import FleetScanManager
 from scanner.jobs.manager import ScanManager
 from scanner.outputs.metrics import Metrics, Readers
 from scanner.outputs.queue import EventQueue
@@ -19,7 +20,8 @@ from scanner.outputs.relay import EventRelay
 from scanner.outputs.sinks import build_sink
 from scanner.rulesets.compiler import CompileLimits
 from scanner.rulesets.store import RulesetStore
-from scanner.state.db import Database
+from scanner.state.backends import open_state
+from scanner.state.postgres import PostgresDatabase
 
 if TYPE_CHECKING:
     from scanner.vcenter.service import VCenterService
@@ -31,7 +33,7 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database(config.state_dir / "state.sqlite3")
+        self.db = open_state(config.state, config.state_dir, config.fleet)
         self.store = RulesetStore(
             config.state_dir / "rulesets",
             audit=self.db.audit,
@@ -40,15 +42,22 @@ class App:
         )
         self.cache = self._cache(config)
         self.engine = Engine(config.engine, self.cache)
-        self.scans = ScanManager(
-            self.db,
-            self.engine,
-            self.ruleset,
-            config.files,
-            config.max_concurrent_scans,
-            profile_cache=config.state_dir / "profiles",
-            limits=config.jobs,
-        )
+        self.scans: ScanManager
+        if isinstance(self.db, PostgresDatabase):  # a fleet: the queue is the shared PostgreSQL
+            self.scans = FleetScanManager(
+                self.db, self.engine, self.ruleset, config.files, config.max_concurrent_scans,
+                config.state_dir / "profiles", config.fleet, config.jobs,
+            )  # fmt: skip
+        else:
+            self.scans = ScanManager(
+                self.db,
+                self.engine,
+                self.ruleset,
+                config.files,
+                config.max_concurrent_scans,
+                profile_cache=config.state_dir / "profiles",
+                limits=config.jobs,
+            )
         self.vcenter: VCenterService | None = None
         if config.vcenter is not None:
             from scanner.vcenter.service import VCenterService

@@ -17,8 +17,10 @@ from typing import Any
 from scanner.engine.cache import CacheSettings
 from scanner.engine.settings import EngineSettings, MiB
 from scanner.errors import ConfigError
+from scanner.fleet.settings import FleetSettings
 from scanner.jobs.settings import JobLimits
 from scanner.rulesets.signing import TrustedKeys, public_key_bytes
+from scanner.state.settings import StateSettings
 from scanner.targets.files import FilePolicy
 from scanner.vcenter.settings import VCenterSettings, settings_from
 
@@ -79,6 +81,8 @@ class Config:
     metrics_listen: str = ""  # [server] metrics_listen: host:port of the Prometheus /metrics endpoint
     log_format: str = "text"  # [logging] format: text or json (ECS)
     log_level: str = "INFO"  # [logging] level
+    state: StateSettings = field(default_factory=StateSettings)  # [state] url: the fleet's PostgreSQL
+    fleet: FleetSettings = field(default_factory=FleetSettings)  # [fleet]: this appliance's host
 
     @property
     def open_local(self) -> bool:
@@ -87,7 +91,7 @@ class Config:
 
 
 TOP_KEYS = {"server", "auth", "state_dir", "signatures_dir", "engine", "files", "jobs", "limits", "cache", "vcenter",
-            "events", "logging", "signatures"}
+            "events", "logging", "signatures", "state", "fleet"}
 SERVER_KEYS = {"listen", "reflection", "tls", "metrics_listen"}
 TLS_KEYS = {"cert", "key", "client_ca"}
 TOKEN_KEYS = {"name", "sha256", "roles"}
@@ -108,7 +112,8 @@ def accepted_keys() -> set[str]:
     keys |= {f"limits.{k}" for k in LIMITS_KEYS} | {f"logging.{k}" for k in LOGGING_KEYS}
     keys |= {f"jobs.{f.name}" for f in fields(JobLimits)}
     keys |= {"signatures.trusted_keys.id", "signatures.trusted_keys.public_key", "signatures.slow_rule_seconds"}
-    for section, cls in (("engine", EngineSettings), ("files", FilePolicy), ("cache", CacheSettings)):
+    for section, cls in (("engine", EngineSettings), ("files", FilePolicy), ("cache", CacheSettings),
+                         ("state", StateSettings), ("fleet", FleetSettings)):  # fmt: skip
         keys |= {f"{section}.{f.name}" for f in fields(cls)}
     keys |= {f"vcenter.{f}" for f in VCenterSettings.__dataclass_fields__ if f not in ("password", "policy")}
     keys |= {f"vcenter.policy.{f}" for f in QuarantinePolicy.__dataclass_fields__}
@@ -177,6 +182,8 @@ def _from_dict(raw: dict[str, Any]) -> Config:
     kwargs["engine"] = _section(raw, "engine", EngineSettings)
     kwargs["files"] = _section(raw, "files", FilePolicy)
     kwargs["cache"] = _section(raw, "cache", CacheSettings)
+    kwargs["state"] = _section(raw, "state", StateSettings)
+    kwargs["fleet"] = _section(raw, "fleet", FleetSettings)
     limits_keys = {f.name for f in fields(JobLimits)}
     jobs = _table(raw, "jobs", JOBS_KEYS | limits_keys)
     try:
@@ -195,7 +202,17 @@ def _from_dict(raw: dict[str, Any]) -> Config:
         if not isinstance(raw["vcenter"], dict):
             raise ConfigError("vcenter: must be a table")
         kwargs["vcenter"] = settings_from(raw["vcenter"])
+    _consistent(kwargs)
     return Config(**kwargs)
+
+
+def _consistent(kwargs: Mapping[str, Any]) -> None:
+    """Settings that each parse but do not work together."""
+    if kwargs.get("event_sinks") and kwargs["state"].url:
+        raise ConfigError(
+            "[[events.sinks]] with [state] url: events are not yet delivered from a PostgreSQL state; "
+            "use the SQLite state (no [state] url) on appliances that send events"
+        )
 
 
 def _events_and_logging(raw: dict[str, Any]) -> dict[str, Any]:

@@ -224,6 +224,16 @@ cli.add_command(remote.scans)
 cli.add_command(vcenter_cli.vcenter)
 
 
+@cli.command("fleet")
+@click.pass_context
+def fleet_view(ctx: click.Context) -> None:
+    """The appliances sharing this config's PostgreSQL state ([state] url), alive or down."""
+    from scanner.cli.fleet import fleet_lines
+
+    for line in fleet_lines(_config(ctx)):
+        click.echo(line)
+
+
 def main() -> None:
     cli(prog_name="avscan")
 

@@ -97,18 +97,9 @@ class ScanManager:
     async def submit(self, spec: TargetSpec, options: dict[str, Any], actor: str, request_id: str = "") -> ScanRecord:
         if not self._accepting:
             raise FailedPrecondition("the service is shutting down; not accepting scans")
-        if request_id:  # a retry gets the scan already started; another request under its id is refused
-            existing = await asyncio.to_thread(self.db.find_request, request_id)
-            if existing is not None:
-                same_target = existing.target.kind == spec.kind and _comparable(existing.target.params) == _comparable(
-                    spec.params
-                )
-                if not same_target or _comparable(existing.options) != _comparable(options):
-                    raise AlreadyExists(
-                        f"request_id {request_id!r} was used for a different request (scan {existing.id}); "
-                        "use a new request_id"
-                    )
-                return existing
+        existing = await self._retried(request_id, spec, options)
+        if existing is not None:
+            return existing
         await call_bounded(lambda: self._check_target(spec), self.limits.open_timeout, "opening the target")
         pinned = str(options.get("ruleset_digest", ""))
         if pinned:
@@ -118,6 +109,23 @@ class ScanManager:
             self._enqueue(record.id)
             await asyncio.to_thread(self.db.audit, actor, "scan.start", record.id, spec.describe())
         return record
+
+    async def _retried(self, request_id: str, spec: TargetSpec, options: dict[str, Any]) -> ScanRecord | None:
+        """The scan already started under ``request_id`` (a retry gets it); another request under
+        the same id is refused (AIP-155)."""
+        if not request_id:
+            return None
+        existing = await asyncio.to_thread(self.db.find_request, request_id)
+        if existing is None:
+            return None
+        same_target = existing.target.kind == spec.kind and _comparable(existing.target.params) == _comparable(
+            spec.params
+        )
+        if not same_target or _comparable(existing.options) != _comparable(options):
+            raise AlreadyExists(
+                f"request_id {request_id!r} was used for a different request (scan {existing.id}); use a new request_id"
+            )
+        return existing
 
     async def _give_up(self, record: ScanRecord) -> None:
         """A job that was started ``attempts`` times and never finished is not started again."""

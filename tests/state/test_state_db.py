@@ -1,10 +1,13 @@
-"""The SQLite state: scan lifecycle, request_id dedupe, findings round trip, audit trail."""
+"""The state on both backends (SQLite, PostgreSQL): scan lifecycle, request_id dedupe, findings
+round trip, audit trail."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.samples import default_files, marker_rule, sample_dir, sparse_image
@@ -13,17 +16,32 @@ from scanner.app import App
 from scanner.config import Config
 from scanner.engine.settings import EngineSettings
 from scanner.errors import NotFound
+from scanner.fleet.settings import FleetSettings
 from scanner.rulesets.model import RulesetFile
 from scanner.state.db import Database
+from scanner.state.postgres import PostgresDatabase
+from scanner.state.settings import StateSettings
 from scanner.targets import TargetSpec
 from scanner.verdicts import Coverage, Finding, Gap, GapKind, StringMatch, Verdict, VerdictKind
+from tests.support.postgres import fresh_database, postgres
+
+__all__ = ["postgres"]
 
 SPEC = TargetSpec("files", {"paths": ["/srv/data"]})
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
+    """Opens the state again on the same storage, as a restarted appliance would."""
+    if request.param == "sqlite":
+        return lambda: Database(tmp_path / "state" / "state.sqlite3")
+    url = fresh_database(request.getfixturevalue("postgres"))
+    return lambda: PostgresDatabase(url, host="h1", appliance="a1")
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "state" / "state.sqlite3")
+def db(opener: Callable[[], Any]) -> Iterator[Any]:
+    database = opener()
     yield database
     database.close()
 
@@ -44,14 +62,14 @@ def finding(unit: str, data: bytes) -> Finding:
     )
 
 
-def test_create_resume_and_finish(db: Database, tmp_path: Path) -> None:
+def test_create_resume_and_finish(db: Database, opener: Callable[[], Any]) -> None:
     record, created = db.create_scan(SPEC, {"unit_timeout_seconds": 5}, "alice")
     assert created and record.state == "QUEUED" and record.attempts == 0
     assert [r.id for r in db.resumable()] == [record.id]
 
     db.mark_running(record.id, "sha256:" + "1" * 64)
     db.close()
-    reopened = Database(tmp_path / "state" / "state.sqlite3")  # a restart sees the same row
+    reopened = opener()  # a restart sees the same row
     try:
         running = reopened.get_scan(record.id)
         assert (running.state, running.attempts, running.ruleset_digest) == (
@@ -123,9 +141,15 @@ def test_unknown_scan_is_not_found(db: Database) -> None:
         db.get_scan("nope")
 
 
-def test_audit_records_push_activate_rollback_scan_start_and_cancel(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_audit_records_push_activate_rollback_scan_start_and_cancel(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     slow = EngineSettings(threads=1, chunk_size=64 * 1024, overlap=4096, skip_zero_blocks=False)
     config = Config(listen="127.0.0.1:0", state_dir=tmp_path / "state", max_concurrent_scans=1, engine=slow)
+    if backend == "postgres":  # the fleet's state and queue: the same audit trail
+        url = fresh_database(request.getfixturevalue("postgres"))
+        config = replace(config, state=StateSettings(url), fleet=FleetSettings(host="h1"))
     app = App(config)
     try:
         app.prepare()

@@ -105,3 +105,15 @@ def postgres() -> Iterator[PostgresServer]:
             stop_postgres(server)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def fresh_database(server: PostgresServer) -> str:
+    """The URL of a new empty database on ``server`` (appliances of one fleet share it)."""
+    import uuid
+
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server.url("postgres"), autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    return server.url(name)

@@ -1,0 +1,1 @@
+"""A fleet of appliances on one PostgreSQL: the job queue, the registry, the scan manager."""
