@@ -133,7 +133,7 @@ class FleetScanManager(ScanManager):
         self._live[record.id] = live
         self._running.add(record.id)
         try:
-            if record.attempts >= self.limits.max_attempts:  # it hung or its appliance died each time
+            if record.attempts > self.limits.max_attempts:  # started (claim counts this one) and lost each time
                 await self._give_up(record)
             else:
                 await self._run(live)

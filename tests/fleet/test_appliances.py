@@ -135,7 +135,7 @@ def test_the_fleet_view_lists_appliances_and_routes_a_guest_to_its_host(tmp_path
     ]
     (tmp_path / "alone.toml").write_text(f'state_dir = "{tmp_path / "alone"}"\n')
     alone = CliRunner().invoke(cli, ["--config", str(tmp_path / "alone.toml"), "fleet"])
-    assert alone.exit_code == 1 and "has no [state] url" in alone.output
+    assert alone.exit_code == 2 and "has no [state] url" in alone.output  # an error: exit 2, as every CLI error
 
 
 def test_config_selects_the_postgresql_state_and_refuses_a_bad_url(tmp_path: Path, url: str) -> None:
