@@ -104,7 +104,13 @@ def check_not_older(new: BundleSignature | None, active: BundleSignature | None,
 
 
 def public_key_bytes(where: str, text: str) -> bytes:
-    """A trusted key from config: base64 of the 32 raw bytes, or a path to a PEM public key."""
+    """A trusted key from config: base64 of the 32 raw bytes, or a path to a PEM public key.
+
+    Base64 is tried first: a key's base64 may itself start with ``/`` (one key in 64 does), so a
+    leading slash alone does not make a path."""
+    raw = _raw_key(text)
+    if raw is not None:
+        return raw
     if text.startswith(("/", "./")) or text.endswith(".pem"):
         try:
             loaded = serialization.load_pem_public_key(Path(text).read_bytes())
@@ -120,6 +126,15 @@ def public_key_bytes(where: str, text: str) -> bytes:
     if len(raw) != 32:
         raise ConfigError(f"{where}: an Ed25519 public key is 32 bytes, got {len(raw)}")
     return raw
+
+
+def _raw_key(text: str) -> bytes | None:
+    """The 32 bytes ``text`` is the base64 of, or None."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

@@ -162,14 +162,17 @@ def test_a_rule_too_slow_for_the_reference_buffer_is_refused_unless_forced(tmp_p
             with pytest.raises(grpc.RpcError) as e:
                 client.push_ruleset(slow, "slow")
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert "perf/jumpy.yar:0: error: scanning the 16 MiB reference buffer took over the 1 s budget" in (
-                e.value.details()
-            )
+            # Which slow file crosses the budget first depends on the machine's load: any of the
+            # two may be named, the fast one never.
+            details = e.value.details() or ""
+            assert "error: scanning the 16 MiB reference buffer took over the 1 s budget" in details
+            assert "perf/" in details and "fine.yar" not in details
             checked = client.validate_ruleset(slow)
             assert not checked.ok
-            assert {d.file for d in checked.diagnostics if d.slow_pattern} == {"perf/jumpy.yar", "perf/loops.yar"}
+            flagged = {d.file for d in checked.diagnostics if d.slow_pattern}
+            assert flagged and flagged <= {"perf/jumpy.yar", "perf/loops.yar"}
             forced = client.push_ruleset(slow, "slow", force_slow_rules=True)
-            assert any(d.file == "perf/jumpy.yar" and d.slow_pattern for d in forced.diagnostics)
+            assert any(d.file.startswith("perf/") and d.slow_pattern for d in forced.diagnostics)
     finally:
         server.stop()
 
@@ -191,3 +194,13 @@ def test_trusted_keys_and_job_limits_come_from_config(tmp_path: Path, keys: dict
         ConfigError, match=r"signatures.trusted_keys\[0\].public_key: an Ed25519 public key is 32 bytes"
     ):
         load_config(path)
+
+
+def test_a_base64_key_starting_with_a_slash_is_a_key_not_a_path() -> None:
+    """One Ed25519 key in 64 has base64 starting with '/': it was once read as a PEM path."""
+    import base64
+
+    raw = bytes([0xFD]) + bytes(range(31))
+    text = base64.b64encode(raw).decode()
+    assert text.startswith("/")
+    assert public_key_bytes("signatures.trusted_keys[0].public_key", text) == raw
