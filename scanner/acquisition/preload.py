@@ -24,27 +24,35 @@ PARSERS = (
     "dissect.volume.lvm",
     "dissect.extfs",
     "dissect.xfs",
-    "dissect.ntfs",
     "dissect.fat",
 )
 _lock = threading.Lock()
+_missing: dict[str, str] | None = None  # what the first call could not import
 
 
 def preload(names: tuple[str, ...] = PARSERS) -> dict[str, str]:
-    """Import ``names`` (and the backend registries' modules); returns those that could not be
-    imported, with the reason."""
+    """Import ``names`` (and the backend registries' modules) once: the service calls it at start,
+    a disk target before its first open (the CLI has no start-up). Returns those that could not
+    be imported, with the reason."""
+    global _missing  # noqa: PLW0603 - one import pass per process
+    with _lock:
+        if _missing is None:
+            _missing = _import(names)
+        return dict(_missing)
+
+
+def _import(names: tuple[str, ...]) -> dict[str, str]:
     from scanner.acquisition.disk.containers import FORMATS
     from scanner.acquisition.disk.filesystems import FILESYSTEMS
     from scanner.acquisition.memory import REGISTRY
 
     modules = [*names, *FORMATS.values(), *FILESYSTEMS.values(), *(v.split(":")[0] for v in REGISTRY.values())]
     missing: dict[str, str] = {}
-    with _lock:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except ImportError as e:
-                missing[name] = str(e)
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            missing[name] = str(e)
     if missing:
         log.info("parsers not available: %s", ", ".join(sorted(missing)))
     return missing

@@ -33,7 +33,7 @@ from scanner.lab import accel as accel_mod
 from scanner.lab import debs, newc
 from scanner.lab.errors import LabError
 from scanner.lab.guest import LabGuest, _check_host, _live
-from scanner.lab.image import LabImage, _locked, cache_dir, guest_script
+from scanner.lab.image import LabImage, _locked, cache_dir, guest_script, load_image
 
 FORMAT = "avscan-lab-distro-1"
 SUITE = "bookworm"
@@ -120,16 +120,8 @@ def _entries(tarball: Path) -> list[newc.Entry]:
     return entries
 
 
-def _load(directory: Path) -> LabImage:
-    meta = json.loads((directory / "manifest.json").read_text())
-    return LabImage(
-        directory=directory,
-        key=directory.name,
-        kernel=directory / "vmlinuz",
-        initramfs=directory / "rootfs.cpio",
-        kernel_package=meta["kernel_package"],
-        busybox_package=meta["userland"],
-    )
+def _load_distro(directory: Path) -> LabImage:
+    return load_image(directory, initramfs="rootfs.cpio", userland="userland")
 
 
 def build_distro_image(cache: Path | None = None, flavour: str = debs.FLAVOUR) -> LabImage:
@@ -140,7 +132,7 @@ def build_distro_image(cache: Path | None = None, flavour: str = debs.FLAVOUR) -
     final = cache / "distro" / key
     with _locked(cache):
         if (final / "manifest.json").exists():
-            return _load(final)
+            return _load_distro(final)
         kernel_deb = debs.download(kernel_ref, cache / "debs")
         version = kernel_ref.name.removeprefix("linux-image-")
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +154,7 @@ def build_distro_image(cache: Path | None = None, flavour: str = debs.FLAVOUR) -
             tmp.replace(final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return _load(final)
+    return _load_distro(final)
 
 
 def with_kernel(image: LabImage, package: str, cache: Path | None = None) -> LabImage:

@@ -113,15 +113,17 @@ def initramfs_bytes(busybox: bytes, modules: dict[str, bytes] | None = None) -> 
     return gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
 
 
-def _load(directory: Path) -> LabImage:
+def load_image(directory: Path, initramfs: str = "initramfs.cpio.gz", userland: str = "busybox_package") -> LabImage:
+    """A built image from its cache directory (``manifest.json`` names its packages; ``userland``
+    is the manifest key of the userland's package)."""
     meta = json.loads((directory / "manifest.json").read_text())
     return LabImage(
         directory=directory,
         key=directory.name,
         kernel=directory / "vmlinuz",
-        initramfs=directory / "initramfs.cpio.gz",
+        initramfs=directory / initramfs,
         kernel_package=meta["kernel_package"],
-        busybox_package=meta["busybox_package"],
+        busybox_package=meta[userland],
     )
 
 
@@ -133,7 +135,7 @@ def build_image(cache: Path | None = None, flavour: str = debs.FLAVOUR) -> LabIm
     final = cache / "images" / key
     with _locked(cache):
         if (final / "manifest.json").exists():
-            return _load(final)
+            return load_image(final)
         kernel_deb = debs.download(kernel_ref, cache / "debs")
         busybox_deb = debs.download(busybox_ref, cache / "debs")
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -158,4 +160,4 @@ def build_image(cache: Path | None = None, flavour: str = debs.FLAVOUR) -> LabIm
             tmp.replace(final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return _load(final)
+    return load_image(final)

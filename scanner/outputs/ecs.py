@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from scanner.state.codec import coverage_to_dict
 from scanner.verdicts import Finding, Verdict, VerdictKind
 
 ECS_VERSION = "8.11.0"
@@ -147,33 +148,14 @@ def scan_documents(verdict: Verdict, facts: ScanFacts) -> list[dict[str, Any]]:
 
 
 def coverage_fields(verdict: Verdict) -> dict[str, Any]:
+    """The stored coverage (``state.codec``), with ``complete`` and gaps as named fields."""
     c = verdict.coverage
-    return {
-        "complete": c.complete,
-        "bytes_total": c.bytes_total,
-        "bytes_scanned": c.bytes_scanned,
-        "bytes_skipped": c.bytes_skipped,
-        "bytes_unreadable": c.bytes_unreadable,
-        "bytes_zero": c.bytes_zero,
-        "units_total": c.units_total,
-        "units_scanned": c.units_scanned,
-        "units_skipped": c.units_skipped,
-        "units_failed": c.units_failed,
-        "cache_hits": c.cache_hits,
-        "cache_misses": c.cache_misses,
-        "gaps": [
-            {
-                "kind": g.kind.value,
-                "unit": _text(g.unit),
-                "detail": _text(g.detail),
-                "offset": g.offset,
-                "length": g.length,
-            }
-            for g in c.gaps
-        ],
-        "gaps_truncated": c.gaps_truncated,
-        "accounting": dict(c.accounting),
-    }
+    fields = coverage_to_dict(c)
+    fields["gaps"] = [
+        {"kind": g.kind.value, "unit": _text(g.unit), "detail": _text(g.detail), "offset": g.offset, "length": g.length}
+        for g in c.gaps
+    ]
+    return {"complete": c.complete, **fields}
 
 
 def to_json(doc: Mapping[str, Any]) -> str:

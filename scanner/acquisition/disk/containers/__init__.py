@@ -14,11 +14,9 @@ a gap too, never zeros. Nesting is bounded (:data:`MAX_CHAIN`), so is the number
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import io
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import BinaryIO, cast
 
 from scanner.acquisition.disk.errors import DiskFormatError, MissingData, ReferenceRefused, TruncatedImage
 from scanner.acquisition.disk.image import Confinement, StrictFile, open_image
+from scanner.acquisition.preload import preload
 
 MAX_CHAIN = 16
 """Deepest nesting of containers (an overlay over a backing file over ...): deeper is an error."""
@@ -46,32 +45,6 @@ MAX_TABLE_BYTES = 64 * 1024 * 1024
 grain directory); ``FilePolicy.disk_max_table_bytes`` sets it. QEMU itself caps an L1 at 32 MiB."""
 
 
-PARSERS = (
-    "dissect.hypervisor.disk",
-    "dissect.volume.disk",
-    "dissect.volume.lvm",
-    "dissect.extfs",
-    "dissect.xfs",
-    "dissect.ntfs",
-    "dissect.fat",
-)
-_imports = threading.Lock()
-_loaded: list[bool] = []
-
-
-def load_parsers() -> None:
-    """Import the disk parser packages once, one thread at a time: two scans importing them for
-    the first time together deadlocked in the import system (dissect's packages import each
-    other's modules). A package that is missing is left to its user to report as unavailable."""
-    with _imports:
-        if _loaded:
-            return
-        for name in PARSERS:
-            with contextlib.suppress(ImportError):
-                importlib.import_module(name)
-        _loaded.append(True)
-
-
 @dataclass
 class Chain:
     """The files one disk is made of (top first), the references not opened, and their handles."""
@@ -86,7 +59,7 @@ class Chain:
 
     def open_top(self, path: Path) -> StrictFile:
         """The image the user named (see :func:`open_image`); loads the parsers first."""
-        load_parsers()
+        preload()  # first imports, one thread at a time (see scanner.acquisition.preload)
         return self._add(open_image(path))
 
     def open_ref(self, name: str, beside: Path) -> StrictFile:
