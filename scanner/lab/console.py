@@ -6,6 +6,8 @@ The lines (see ``guest/init``) are::
     AVSCAN-ROLE pid=<pid> role=marker|clean index=<n>
     AVSCAN-MAPS-BEGIN pid=<pid>  ...  /proc/<pid>/maps lines ...  AVSCAN-MAPS-END pid=<pid>
     AVSCAN-MODULES-BEGIN  ...  AVSCAN-MODULE <a /proc/modules line> ...  AVSCAN-MODULES-END
+    AVSCAN-IOMEM <a /proc/iomem line, its indent kept>  (only with avscan.lime)
+    AVSCAN-LIME-DONE device=<dev> | AVSCAN-LIME-ERROR device=<dev> reason=<why>
     AVSCAN-LAB-READY markers=<n> variant=<v>
 
 Kernel messages may be interleaved; anything that does not match is ignored.
@@ -26,6 +28,8 @@ _MODULES_BEGIN, _MODULES_END = "AVSCAN-MODULES-BEGIN", "AVSCAN-MODULES-END"
 _MODULE = re.compile(
     r"^AVSCAN-MODULE (\S+) (\d+) (-?\d+) (\S+) (Live|Loading|Unloading) (0x[0-9a-f]+)(?: \((\S*)\))?\s*$"
 )
+_IOMEM = re.compile(r"^AVSCAN-IOMEM ([0-9a-f]+)-([0-9a-f]+) : (.*)$")
+_LIME = re.compile(r"^AVSCAN-LIME-(DONE|ERROR) device=(\S*)(?: reason=(\S+))?$")
 _MAP = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ([r-][w-][x-][ps]) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$")
 
 
@@ -79,6 +83,29 @@ def parse_modules(text: str) -> list[GuestModule] | None:
         elif inside and (m := _MODULE.match(line)):
             acc.append(GuestModule(m[1], int(m[2]), int(m[3]), m[5], int(m[6], 16), m[7] or ""))
     return out
+
+
+@dataclass(frozen=True)
+class IomemRange:
+    """A top-level line of the guest's ``/proc/iomem``: ``[start, end]``, both inclusive."""
+
+    start: int
+    end: int
+    name: str
+
+
+def parse_iomem(text: str) -> list[IomemRange]:
+    """The top-level (unindented) resources of the guest's ``/proc/iomem``, in its order."""
+    lines = (raw.rstrip("\r") for raw in text.splitlines())
+    return [IomemRange(int(m[1], 16), int(m[2], 16), m[3].strip()) for line in lines if (m := _IOMEM.match(line))]
+
+
+def lime_outcome(text: str) -> tuple[bool, str] | None:
+    """``(done, why)`` of the guest's LiME dump (``why`` empty when done); ``None`` before it ended."""
+    for line in (raw.rstrip("\r") for raw in text.splitlines()):
+        if m := _LIME.match(line):
+            return m[1] == "DONE", m[3] or ""
+    return None
 
 
 def _maps_by_pid(lines: list[str]) -> dict[int, tuple[MapEntry, ...]]:

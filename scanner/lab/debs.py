@@ -159,3 +159,29 @@ def read_members(deb: Path, patterns: tuple[str, ...], max_size: int = 16 << 20)
             proc.kill()
     missing = [p for p in patterns if p not in found]
     raise LabError(f"{deb.name}: no member matches {', '.join(missing)}")
+
+
+def show_version(name: str, version: str | None) -> DebRef:
+    """``name`` at ``version`` (apt's candidate when ``None``), as apt knows it; updates apt's lists once if needed."""
+    spec = name if version is None else f"{name}={version}"
+    for attempt in range(2):
+        ref = _show(spec)
+        if ref is not None:
+            return ref
+        if attempt == 0:
+            try:
+                _apt_update_once()
+            except LabError as e:
+                raise Unavailable(f"unavailable: apt cannot resolve {spec}: {e}") from e
+    raise Unavailable(f"unavailable: apt does not know {spec}")
+
+
+def field(deb: Path, name: str) -> str:
+    """One control field of ``deb`` (``Depends``...), empty when absent."""
+    return _run(["dpkg-deb", "-f", str(deb), name]).strip()
+
+
+def unpack(deb: Path, root: Path) -> None:
+    """Unpack every file of ``deb`` under ``root`` (``dpkg-deb -x``; nothing is installed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    _run(["dpkg-deb", "-x", str(deb), str(root)])

@@ -39,16 +39,28 @@ from scanner.lab.clone import (
     work_done,
     workload_pids,
 )
-from scanner.lab.console import GuestModule, GuestProcess, is_ready, parse_modules, parse_processes
+from scanner.lab.console import (
+    GuestModule,
+    GuestProcess,
+    IomemRange,
+    is_ready,
+    lime_outcome,
+    parse_iomem,
+    parse_modules,
+    parse_processes,
+)
 from scanner.lab.debs import FLAVOURS
 from scanner.lab.errors import LabError
 from scanner.lab.image import LabImage, build_image, cache_dir
+from scanner.lab.lime import build_lime
 
 QEMU = "qemu-system-x86_64"
 SHM_DIR = Path("/dev/shm")  # noqa: S108 - guest RAM must be a shared-memory file
 SHM_PREFIX = "avscan-lab-"
 MIN_MEMORY_MIB, MAX_MEMORY_MIB = 64, 4096
 LOW_RAM_LIMIT = 0xB0000000  # q35 keeps RAM up to this size below 4 GiB; larger RAM splits at 2 GiB
+DISK_BUSES = ("virtio", "ide", "nvme")  # nvme: built into the cloud kernel, virtio-blk is a module there
+LIME_DEVICE = "nvme0n1"  # the disk a LiME guest dumps to
 RAM_KINDS = ("file", "anonymous", "memfd")  # the RAM file of the lab; plain -m; memory-backend-memfd
 MAX_MARKERS = 64
 _VARIANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -100,8 +112,11 @@ class LabGuest:
         clonable: bool = False,
         ram: str = "file",
         fill_mib: int = 0,
+        lime_initramfs: Path | None = None,
     ) -> None:
         self.image = image
+        self.initramfs = lime_initramfs or image.initramfs
+        self.lime = lime_initramfs is not None
         self.ram = ram
         self.fill_mib = fill_mib
         self.load_modules = load_modules
@@ -146,12 +161,13 @@ class LabGuest:
         clonable: bool = False,
         ram: str = "file",
         fill_mib: int = 0,
+        lime: bool = False,
     ) -> LabGuest:
         """Build the image if needed, boot, and wait for READY (``timeout`` seconds under TCG).
 
         With KVM, a boot that is not READY after ``kvm_timeout`` is retried under TCG. ``flavour``
         picks the Debian kernel: ``cloud-amd64`` (the default) or ``amd64``. ``disk``
-        attaches a qcow2 image as drive ``labdisk`` (``disk_bus``: ``virtio`` or ``ide``).
+        attaches a qcow2 image as drive ``labdisk`` (``disk_bus``: ``virtio``, ``ide`` or ``nvme``).
         ``load_modules`` makes init insmod the image's kernel modules (``image.GUEST_MODULES``) first.
         ``clonable`` adds the command port (ttyS1) a template and its clones need; no ``disk`` then.
         ``ram``: ``file`` (shared RAM file :attr:`ram_path`, the default), ``anonymous`` (plain
@@ -159,10 +175,15 @@ class LabGuest:
         ``fill_mib``: before its processes start, init writes that many MiB of random bytes to a
         tmpfs and deletes them, so that much guest RAM holds non-zero data (a guest that has used
         its memory).
+        ``lime``: once its workers are up, the guest dumps its memory with LiME's own kernel module
+        (built for the lab kernel, :mod:`scanner.lab.lime`) onto ``disk``, which must be on the
+        ``nvme`` bus (the cloud kernel's built-in disk driver); see :meth:`lime_ranges`.
         """
         _check_ram(ram, fill_mib, memory_mib, clonable)
-        if disk_bus not in ("virtio", "ide"):
-            raise InvalidArgument("disk_bus", f"{disk_bus!r}: expected virtio or ide")
+        if disk_bus not in DISK_BUSES:
+            raise InvalidArgument("disk_bus", f"{disk_bus!r}: expected one of {', '.join(DISK_BUSES)}")
+        if lime and (disk is None or disk_bus != "nvme"):
+            raise InvalidArgument("lime", "a LiME dump needs a disk on the nvme bus to write to")
         if not MIN_MEMORY_MIB <= memory_mib <= MAX_MEMORY_MIB:
             raise InvalidArgument("memory_mib", f"{memory_mib}: expected {MIN_MEMORY_MIB}..{MAX_MEMORY_MIB}")
         if not 0 <= markers <= MAX_MARKERS:
@@ -175,8 +196,11 @@ class LabGuest:
             raise InvalidArgument("flavour", f"{flavour!r}: expected one of {', '.join(FLAVOURS)}")
         cache = cache or cache_dir()
         image = build_image(cache, flavour)
+        initramfs = build_lime(image, cache).initramfs if lime else None
         for accel in accel_mod.candidates(cache, image.key):
-            guest = cls(image, memory_mib, markers, variant, disk, disk_bus, load_modules, clonable, ram, fill_mib)
+            guest = cls(
+                image, memory_mib, markers, variant, disk, disk_bus, load_modules, clonable, ram, fill_mib, initramfs
+            )
             _live.add(guest)
             try:
                 guest._boot(accel, kvm_timeout if accel == "kvm" else timeout)
@@ -317,6 +341,8 @@ class LabGuest:
             append += " avscan.clonable=1"
         if self.fill_mib:
             append += f" avscan.fill={self.fill_mib}"
+        if self.lime:
+            append += f" avscan.lime={LIME_DEVICE}"
         return [
             QEMU,
             "-nodefaults",
@@ -336,7 +362,7 @@ class LabGuest:
             "-kernel",
             str(self.image.kernel),
             "-initrd",
-            str(self.image.initramfs),
+            str(self.initramfs),
             "-append",
             append,
             "-serial",
@@ -362,6 +388,8 @@ class LabGuest:
             return []
         if self.disk_bus == "virtio":
             device = "virtio-blk-pci,drive=labdisk,id=labdisk-dev"
+        elif self.disk_bus == "nvme":
+            device = "nvme,drive=labdisk,id=labdisk-dev,serial=avscan-lab"
         else:
             device = "ide-hd,drive=labdisk,bus=ide.0,id=labdisk-dev"
         return ["-drive", f"file={self.disk},format=qcow2,if=none,id=labdisk", "-device", device]
@@ -523,6 +551,16 @@ class LabGuest:
         if found is None:
             raise LabError("the console has no AVSCAN-MODULES block")
         return found
+
+    def lime_ranges(self) -> list[IomemRange]:
+        """The guest's top-level ``System RAM`` resources, the ranges LiME dumped (a ``lime`` guest).
+
+        Raises :class:`LabError` when the guest's LiME dump failed or never ran.
+        """
+        outcome = lime_outcome(self.console_text())
+        if outcome is None or not outcome[0]:
+            raise LabError(f"the guest made no LiME dump: {outcome[1] if outcome else 'no AVSCAN-LIME line'}")
+        return [r for r in parse_iomem(self.console_text()) if r.name == "System RAM"]
 
     @property
     def marker_pids(self) -> list[int]:

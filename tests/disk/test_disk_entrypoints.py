@@ -12,6 +12,7 @@ from scanner.api.client import disk_target
 from scanner.targets.identity import SETTLE_NS
 from scanner.v1 import verdict_pb2
 from tests.disk import images
+from tests.disk.aged import aged
 from tests.disk.conftest import need
 from tests.support.samples import eicar
 from tests.support.service import Service
@@ -66,10 +67,26 @@ def test_grpc_disk_scan_reports_guest_path_and_sha256(tmp_path):
 
 def test_grpc_rescan_of_an_unchanged_image_gives_back_the_same_result_without_reading_it(tmp_path):
     """Through the service: the second scan of a settled, unchanged image is answered whole from
-    the appliance's result cache; touching the image makes the next scan read it again."""
-    image = qcow2_with_eicar(tmp_path)
-    time.sleep(SETTLE_NS / 1e9 + 0.2)  # nobody scans an image in the milliseconds after it was written
-    service = Service(tmp_path / "state")
+    the appliance's result cache; touching the image makes the next scan read it again.
+
+    The image is settled for real: its inode's ctime is an hour old (``aged``: set with debugfs on
+    a loop-mounted ext4), so the service, in its own process and on the real clock, sees an image
+    left alone, as users scan them; no sleep."""
+    with aged(qcow2_with_eicar(tmp_path), tmp_path) as image:
+        assert time.time_ns() - image.stat().st_ctime_ns > 10 * SETTLE_NS
+        runs = rescans(image, tmp_path / "state")
+    (first, found1), (again, found2), (touched, found3) = runs
+    assert "cache.reused" not in first.details and "cache.reused" in again.details
+    assert "cache.reused" not in touched.details
+    assert found1 == found2 == found3 and len(found1) == 1
+    assert again.kind == first.kind == verdict_pb2.VERDICT_KIND_MALICIOUS and again.coverage.complete
+    assert again.coverage.cache_hits == again.coverage.units_total == first.coverage.units_total
+    assert again.details["disk.format"] == "qcow2"
+
+
+def rescans(image: Path, state: Path) -> list[tuple[verdict_pb2.Verdict, list[tuple[str, str, str]]]]:
+    """Scan ``image`` three times through a service; touch it (ctime to now) before the third."""
+    service = Service(state)
     try:
         with service.client() as client:
             runs = []
@@ -81,10 +98,4 @@ def test_grpc_rescan_of_an_unchanged_image_gives_back_the_same_result_without_re
                 runs.append((done.verdict, [(f.rule, f.unit, f.context["sha256"]) for f in findings]))
     finally:
         service.close()
-    (first, found1), (again, found2), (touched, found3) = runs
-    assert "cache.reused" not in first.details and "cache.reused" in again.details
-    assert "cache.reused" not in touched.details
-    assert found1 == found2 == found3 and len(found1) == 1
-    assert again.kind == first.kind == verdict_pb2.VERDICT_KIND_MALICIOUS and again.coverage.complete
-    assert again.coverage.cache_hits == again.coverage.units_total == first.coverage.units_total
-    assert again.details["disk.format"] == "qcow2"
+    return runs

@@ -1,9 +1,11 @@
 """Hostile guests: a real lab dump corrupted on purpose. The scan ends quickly, INCOMPLETE, with the reason.
 
-Corruptions are written into a copy of the dump: a task list that loops back on itself (placed
-where Volatility 3's pslist finds the tasks), a VMA with an absurd range (found by the start and end
-the guest's own /proc/<pid>/maps printed), a maple tree pointing at itself and a process page
-table pointing outside guest RAM (these two still located through our own kernel view).
+Corruptions are written into a copy of the dump, each placed by someone other than the walker
+under test: a task list that loops back on itself (where Volatility 3's pslist finds the tasks), a
+VMA with an absurd range (found by the start and end the guest's own /proc/<pid>/maps printed), a
+maple tree pointing at itself and a process page table pointing outside guest RAM (both at the
+physical addresses Volatility 3 translates to, with its own task list, types and page tables:
+``volatility_plugins/avscan_placement.py``).
 "Quick" is counted in reads against the intact dump's scan, not in seconds.
 A ruleset that matches nothing is used, so the verdict shows coverage alone (CLEAN for the
 intact dump, INCOMPLETE for each corrupted one).
@@ -21,6 +23,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +40,9 @@ from scanner.verdicts import Verdict, VerdictKind
 from .conftest import Dumped
 
 pytestmark = pytest.mark.lab
+
+PLUGINS = Path(__file__).parent / "volatility_plugins"
+MAPLE_RANGE_64 = 2  # enum maple_type: an inner node with 64-bit pivots
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +96,15 @@ def bounded(reads: int, intact_reads: int) -> bool:
     return reads <= 2 * intact_reads
 
 
+def corrupted_at(dumped: Dumped, tmp_path: Path, edit: Callable[[bytearray], None]) -> Path:
+    """A copy of the raw dump (file offset = physical address) with ``edit`` applied to its bytes."""
+    data = bytearray(dumped.raw.read_bytes())
+    edit(data)
+    out = tmp_path / "corrupt.raw"
+    out.write_bytes(data)
+    return out
+
+
 def corrupted(dumped: Dumped, tmp_path: Path, edit: Callable[[LinuxKernel, bytearray], None]) -> Path:
     data = bytearray(dumped.raw.read_bytes())
     view = open_linux(RawMemory(str(dumped.raw))).kernel
@@ -100,32 +115,46 @@ def corrupted(dumped: Dumped, tmp_path: Path, edit: Callable[[LinuxKernel, bytea
     return out
 
 
-def volatility_tasks(dumped: Dumped, tmp_path: Path) -> list[int]:
-    """Virtual addresses of the task_structs in list order, from Volatility 3's linux.pslist
-    (with the ISF of the dump's own BTF): the corruption is placed where another implementation
-    finds the list, not where the walker under test says it is."""
-    detection = open_linux(RawMemory(str(dumped.raw)))
-    assert detection.kernel is not None and detection.profile is not None
-    write_isf(detection.profile, detection.kernel, tmp_path / "symbols")
-    (tmp_path / "cache").mkdir()
+def volatility(dumped: Dumped, tmp_path: Path, *plugin: str) -> list[dict[str, Any]]:
+    """Rows of a Volatility 3 plugin run on the dump's ELF core (with the ISF of the dump's own
+    BTF, and this directory's ``volatility_plugins``)."""
+    symbols, cache = tmp_path / "symbols", tmp_path / "cache"
+    if not symbols.exists():
+        detection = open_linux(RawMemory(str(dumped.raw)))
+        assert detection.kernel is not None and detection.profile is not None
+        write_isf(detection.profile, detection.kernel, symbols)
+        cache.mkdir()
     vol = shutil.which("vol", path=os.path.dirname(sys.executable))
     assert vol is not None, "volatility3 (a dev dependency) is not installed: run .ci/setup"
-    args = ["-s", str(tmp_path / "symbols"), "--cache-path", str(tmp_path / "cache"), "-f", str(dumped.elf)]
-    argv = [vol, "-q", "-r", "json", *args, "linux.pslist.PsList"]
+    args = ["-s", str(symbols), "-p", str(PLUGINS), "--cache-path", str(cache), "-f", str(dumped.elf)]
+    argv = [vol, "-q", "-r", "json", *args, *plugin]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    tasks = [canonical(int(row["OFFSET (V)"])) for row in json.loads(proc.stdout)]  # Volatility drops the sign bits
+    rows: list[dict[str, Any]] = json.loads(proc.stdout)
+    return rows
+
+
+def volatility_tasks(dumped: Dumped, tmp_path: Path) -> list[int]:
+    """Virtual addresses of the task_structs in list order, from Volatility 3's linux.pslist:
+    the corruption is placed where another implementation finds the list, not where the walker
+    under test says it is."""
+    rows = volatility(dumped, tmp_path, "linux.pslist.PsList")
+    tasks = [canonical(int(row["OFFSET (V)"])) for row in rows]  # Volatility drops the sign bits
     assert len(tasks) > 8
     return tasks
 
 
+def volatility_placement(dumped: Dumped, tmp_path: Path) -> dict[str, int]:
+    """Where the first marker's maple tree root, that root's slot 0 and its page table are
+    (physical addresses, and the root word), as Volatility 3 finds them."""
+    pid = dumped.guest.marker_pids[0]
+    [row] = volatility(dumped, tmp_path, "avscan_placement.MmPlacement", "--pid", str(pid))
+    assert row["PID"] == pid
+    return {k: int(v) for k, v in row.items() if k != "__children"}
+
+
 def poke(view: LinuxKernel, data: bytearray, virtual: int, value: int) -> None:
     struct.pack_into("<Q", data, view.kmem.physical(virtual), value)
-
-
-def marker(view: LinuxKernel, dumped: Dumped) -> tuple[int, int]:
-    proc = next(p for p in view.processes().processes if p.pid == dumped.guest.marker_pids[0])
-    return proc.task, proc.mm
 
 
 def reasons(verdict: Verdict) -> str:
@@ -152,9 +181,7 @@ def test_task_list_looping_back_on_itself(
     assert bounded(reads, intact_reads)
 
 
-def test_vma_with_an_absurd_range(
-    dumped: Dumped, nothing: LoadedRuleset, tmp_path: Path, intact_reads: int
-) -> None:
+def test_vma_with_an_absurd_range(dumped: Dumped, nothing: LoadedRuleset, tmp_path: Path, intact_reads: int) -> None:
     def edit(view: LinuxKernel, data: bytearray) -> None:
         # The guest's own /proc/<pid>/maps says where the marker's first VMA starts and ends; its
         # vm_area_struct is found by those two words in memory (a byte search, not the walker).
@@ -180,33 +207,40 @@ def test_vma_with_an_absurd_range(
 def test_maple_tree_pointing_at_itself(
     dumped: Dumped, nothing: LoadedRuleset, tmp_path: Path, intact_reads: int
 ) -> None:
-    def edit(view: LinuxKernel, data: bytearray) -> None:
-        _, mm = marker(view, dumped)
-        root_at = mm + view.layout["mm.mm_mt"] + view.layout["mt.ma_root"]
-        root = view.kmem.u64(root_at)
-        # make the root an inner node (maple_range_64) whose first slot is the root itself
-        inner = (root & ~0xFF) | (2 << 3) | 2
-        poke(view, data, root_at, inner)
-        poke(view, data, (root & ~0xFF) + view.layout["mr64.slot"], inner)
+    at = volatility_placement(dumped, tmp_path)  # physical addresses, from Volatility 3
 
-    verdict, reads = scan(corrupted(dumped, tmp_path, edit), nothing)
+    def edit(data: bytearray) -> None:
+        (root,) = struct.unpack_from("<Q", data, at["MA_ROOT_AT"])
+        assert root == at["MA_ROOT"], "Volatility and the raw dump disagree on the root word"
+        node = root & ~0xFF
+        # Make the root an inner node (maple_range_64, root tag ...10) whose only slot (pivot 0 is
+        # the largest index) is a well-formed child pointer (tag ...100) to the node itself.
+        struct.pack_into("<Q", data, at["MA_ROOT_AT"], node | (MAPLE_RANGE_64 << 3) | 2)
+        struct.pack_into("<Q", data, at["PIVOT0_AT"], (1 << 64) - 1)
+        struct.pack_into("<Q", data, at["SLOT0_AT"], node | (MAPLE_RANGE_64 << 3) | 4)
+
+    verdict, reads = scan(corrupted_at(dumped, tmp_path, edit), nothing)
     assert verdict.kind is VerdictKind.INCOMPLETE
-    assert "memory map" in reasons(verdict)
+    assert f"pid {dumped.guest.marker_pids[0]}" in reasons(verdict)
+    assert "memory map: maple tree node visited twice (a cycle)" in reasons(verdict)
     assert bounded(reads, intact_reads)
 
 
 def test_page_tables_pointing_outside_ram(
     dumped: Dumped, nothing: LoadedRuleset, tmp_path: Path, intact_reads: int
 ) -> None:
-    def edit(view: LinuxKernel, data: bytearray) -> None:
-        proc = next(p for p in view.processes().processes if p.pid == dumped.guest.marker_pids[0])
-        pgd = view.kmem.physical(proc.pgd)
+    pgd = volatility_placement(dumped, tmp_path)["DTB"]  # the page table Volatility 3 walks
+
+    def edit(data: bytearray) -> None:
+        present = 0
         for index in range(256):  # every user-half entry that is present
             (entry,) = struct.unpack_from("<Q", data, pgd + 8 * index)
             if entry & PRESENT:
                 struct.pack_into("<Q", data, pgd + 8 * index, 0x7F_0000_0000 | PRESENT | WRITABLE)
+                present += 1
+        assert present, f"no present user entry in the page table at {pgd:#x}"
 
-    verdict, reads = scan(corrupted(dumped, tmp_path, edit), nothing)
+    verdict, reads = scan(corrupted_at(dumped, tmp_path, edit), nothing)
     assert verdict.kind is VerdictKind.INCOMPLETE
     assert f"pid {dumped.guest.marker_pids[0]}" in reasons(verdict)
     assert "outside guest memory" in reasons(verdict)

@@ -90,3 +90,23 @@ def test_console_parser_reads_processes_roles_and_maps() -> None:
         (0x5E5000, "rw-p", ""),
     ]
     assert is_ready(CONSOLE + "AVSCAN-LAB-READY markers=1 variant=0\r\n")
+
+
+def test_console_iomem_keeps_top_level_resources_and_the_lime_outcome() -> None:
+    from scanner.lab.console import IomemRange, lime_outcome, parse_iomem
+
+    text = (
+        "AVSCAN-IOMEM 00001000-0009fbff : System RAM\r\n"
+        "[    3.1] nvme nvme0: 1/0/0 default/read/poll queues\n"
+        "AVSCAN-IOMEM 00100000-07fd6fff : System RAM\n"
+        "AVSCAN-IOMEM   04400000-05201ef1 : Kernel code\n"
+        "AVSCAN-IOMEM 100000000-8ffffffff : PCI Bus 0000:00\n"
+    )
+    assert parse_iomem(text) == [
+        IomemRange(0x1000, 0x9FBFF, "System RAM"),
+        IomemRange(0x100000, 0x7FD6FFF, "System RAM"),
+        IomemRange(0x100000000, 0x8FFFFFFFF, "PCI Bus 0000:00"),
+    ]
+    assert lime_outcome(text) is None
+    assert lime_outcome(text + "AVSCAN-LIME-DONE device=nvme0n1\n") == (True, "")
+    assert lime_outcome(text + "AVSCAN-LIME-ERROR device=nvme0n1 reason=insmod\n") == (False, "insmod")
