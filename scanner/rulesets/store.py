@@ -117,6 +117,11 @@ class RulesetStore:
             ptr.clean_pointer_temps(root)
             self._refresh()
 
+    @property
+    def limits(self) -> CompileLimits:
+        """The bounds every compilation here runs under (this appliance's)."""
+        return self._limits
+
     # -- compile and store ---------------------------------------------------------------
 
     def validate(self, files: Iterable[RulesetFile]) -> builtins.list[Diagnostic]:
