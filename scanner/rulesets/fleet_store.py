@@ -160,7 +160,6 @@ class FleetRulesetStore:
             installed = PushOptions(trusted_source=True)  # shipped with the appliance, not pushed
             info = self.push(files, "default", f"default ruleset from {signatures}", actor, installed)
             if self._move(lambda current: None if current else self._activation(info, actor), "activate", actor):
-                self.db.audit(actor, "ruleset.activate", info.digest, f"version {info.version}: default for the fleet")
                 self.sync()
                 return info
         self.sync()
@@ -179,7 +178,6 @@ class FleetRulesetStore:
             check_not_older(info.signature, self._active_signature(), allow_rollback)
         self._materialize(stored)
         self.local.load(info.digest)
-        was = self._pointer()[0]
 
         def change(current: ptr.ActivePointer | None) -> ptr.ActivePointer | None:
             if current is not None and current.current.digest == info.digest:
@@ -187,30 +185,24 @@ class FleetRulesetStore:
             new = self._activation(info, actor)
             return current.activate(new.current) if current is not None else new
 
-        if self._move(change, "activate", actor):
-            before = f"version {was.current.version}" if was else "none"
-            detail = f"version {info.version} (was {before}) for the fleet"
-            self.db.audit(actor, "ruleset.activate", info.digest, detail)
+        self._move(change, "activate", actor)
         self.sync()
         return self.get(info.digest)
 
     def rollback(self, actor: str) -> RulesetInfo:
         """Go back to the fleet's previously active ruleset; FailedPrecondition if there is none."""
-        back: list[ptr.Activation] = []
+        back: list[str] = []
 
         def change(current: ptr.ActivePointer | None) -> ptr.ActivePointer | None:
             new = current.rolled_back(actor, self._clock()) if current else None
-            if current is None or new is None:
+            if new is None:
                 raise FailedPrecondition("rollback: no previously active ruleset")
-            back[:] = [current.current, new.current]
+            back.append(new.current.digest)
             return new
 
         self._move(change, "rollback", actor)
-        was, now = back
-        self.db.audit(actor, "ruleset.rollback", now.digest,
-                      f"version {now.version} (was version {was.version}) for the fleet")  # fmt: skip
         self.sync()
-        return self.get(now.digest)
+        return self.get(back[-1])
 
     # -- following -----------------------------------------------------------------------
 
@@ -347,7 +339,8 @@ class FleetRulesetStore:
     def _move(
         self, change: Callable[[ptr.ActivePointer | None], ptr.ActivePointer | None], action: str, actor: str
     ) -> bool:
-        """Apply ``change`` to the fleet's pointer under its row lock (None: leave it); NOTIFY."""
+        """Apply ``change`` to the fleet's pointer under its lock (None: leave it); record the
+        history row and the audit record, NOTIFY, all in one transaction."""
         with self.db.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('avscan_ruleset_pointer'))")
             current, generation = self._pointer(conn, lock=True)
@@ -365,6 +358,12 @@ class FleetRulesetStore:
                 " VALUES (%s, %s, %s, %s, %s, %s)",
                 (generation + 1, action, new.current.digest, new.current.version, actor, self.db.appliance),
             )
+            was = f"version {current.current.version}" if current is not None else "none"
+            conn.execute(
+                "INSERT INTO audit (at, actor, action, subject, detail) VALUES (%s, %s, %s, %s, %s)",
+                (time.time(), actor, f"ruleset.{action}", new.current.digest,
+                 f"version {new.current.version} (was {was}) for the fleet, on {self.db.appliance}"),
+            )  # fmt: skip
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(generation + 1)))
         return True
 

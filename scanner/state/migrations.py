@@ -176,8 +176,9 @@ def current_version(conn: Any) -> int:
     return int(row[0])
 
 
-def migrate(conn: Any, where: str) -> int:
-    """Bring the schema of ``conn`` (a psycopg connection) to the newest version; returns it."""
+def migrate(conn: Any, where: str, upto: int | None = None) -> int:
+    """Bring the schema of ``conn`` (a psycopg connection) to the newest version (or ``upto``,
+    for tests of upgrades); returns it."""
     newest = MIGRATIONS[-1].version
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
@@ -188,7 +189,7 @@ def migrate(conn: Any, where: str) -> int:
                 f" ({newest}); upgrade this appliance"
             )
         for step in MIGRATIONS:
-            if step.version > version:
+            if version < step.version <= (newest if upto is None else upto):
                 for statement in step.sql.split(";"):
                     if statement.strip():
                         conn.execute(statement)
