@@ -21,7 +21,9 @@ Contract:
   appliance's trusted keys, compiled by the local store under *its* limits, activated locally.
   Success or failure goes to ``ruleset_status`` (digest running, digest wanted, error), the audit
   log and the service log. On failure the appliance keeps the ruleset it ran; a failed generation
-  is not retried until the pointer moves again or the appliance restarts.
+  is not retried until the pointer moves again or the appliance restarts (a lost connection to
+  PostgreSQL is not a failure of the ruleset: it raises :class:`Unavailable` and the next turn
+  tries again).
 - ``active``/``load`` are what this appliance runs (so a verdict records the digest actually
   used), numbered with the fleet's versions; ``list``/``get`` are the fleet's.
 """
@@ -40,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scanner.errors import Diagnostic, FailedPrecondition, NotFound, ScannerError
+from scanner.errors import Diagnostic, FailedPrecondition, NotFound, ScannerError, Unavailable
 from scanner.rulesets import pointer as ptr
 from scanner.rulesets.compiler import check_limits, read_rule_tree
 from scanner.rulesets.model import DIGEST_PREFIX, LoadedRuleset, RulesetFile, RulesetInfo, digest_hex, ruleset_digest
@@ -220,6 +222,8 @@ class FleetRulesetStore:
                     self._follow(wanted)
                     running = wanted.digest
                     self._failed = None
+                except Unavailable:
+                    raise  # PostgreSQL away: nothing learned about the ruleset; the next turn retries
                 except ScannerError as e:
                     self._failed, error = (generation, wanted.digest), e.message
                     self._report_failure(wanted, running, error)

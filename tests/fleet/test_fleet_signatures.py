@@ -21,7 +21,7 @@ from scanner.api.client import Client, files_target
 from scanner.cli.main import cli
 from scanner.fleet.rollout import Rollout, rollout
 from scanner.state.postgres import PostgresDatabase
-from scanner.v1 import scans_pb2
+from scanner.v1 import scans_pb2, signatures_pb2
 from tests.support.postgres import PostgresServer, fresh_database, postgres
 
 __all__ = ["postgres"]
@@ -101,10 +101,12 @@ def test_a_ruleset_activated_on_one_appliance_runs_on_both_and_rolls_back_from_t
     target.mkdir()
     (target / "payload.bin").write_bytes(b"\x00" * 100 + marker.encode() + b"\x00" * 100)
     with a.client() as soc_a, b.client() as soc_b:
+        checked = soc_b.validate_ruleset(marker_rules(marker))
         pushed = soc_a.push_ruleset(marker_rules(marker), name="marker").ruleset
         soc_a.activate(digest=pushed.digest)
         both = wait_rollout(observer, "both on the new set", lambda s: set(running(s).values()) == {pushed.digest})
         listed_on_b = [r.digest for r in soc_b.list_rulesets() if r.active]
+        view_on_b = soc_b.ruleset_rollout()
         used, rules = scan_rules(soc_b, target)
         assert (used, rules) == (pushed.digest, {"fleet_marker"}), "b scans with the set pushed on a"
 
@@ -112,11 +114,18 @@ def test_a_ruleset_activated_on_one_appliance_runs_on_both_and_rolls_back_from_t
         rolled = wait_rollout(observer, "both rolled back", lambda s: set(running(s).values()) == {default.active})
         used_after, rules_after = scan_rules(soc_b, target)
     assert both.active == pushed.digest and listed_on_b == [pushed.digest]
+    assert [(x.appliance, x.state, x.running_digest) for x in view_on_b.appliances] == [
+        ("a", signatures_pb2.ROLLOUT_STATE_CURRENT, pushed.digest),
+        ("b", signatures_pb2.ROLLOUT_STATE_CURRENT, pushed.digest),
+    ]
     assert back.digest == default.active and rolled.active == default.active
     assert (used_after, rules_after) == (default.active, set())
     with observer.connection() as conn:
         history = conn.execute("SELECT action, digest FROM ruleset_activations ORDER BY generation").fetchall()
     assert history == [("activate", default.active), ("activate", pushed.digest), ("rollback", default.active)]
+    with observer.connection() as conn:
+        validations = conn.execute("SELECT digest, appliance, ok FROM ruleset_validations").fetchall()
+    assert checked.ok and validations == [(pushed.digest, "b", True)], "a validation on b is the fleet's record"
 
 
 def test_an_appliance_that_cannot_compile_keeps_its_ruleset_and_the_fleet_view_says_so(
@@ -138,6 +147,7 @@ def test_an_appliance_that_cannot_compile_keeps_its_ruleset_and_the_fleet_view_s
         used_on_b, rules_on_b = scan_rules(soc_b, target)
         used_on_a, rules_on_a = scan_rules(soc_a, target)
         shown = CliRunner().invoke(cli, ["--config", str(tmp_path / "b.toml"), "fleet"])
+        soc_view = soc_a.ruleset_rollout()  # the SOC's view, from either appliance
         audit = [(r.actor, r.action, r.subject) for r in observer.audit_log(50)]
         soc_a.rollback()
         healed = wait_rollout(observer, "b current again", lambda s: all(x.state == "current" for x in s.appliances))
@@ -150,6 +160,12 @@ def test_an_appliance_that_cannot_compile_keeps_its_ruleset_and_the_fleet_view_s
     b_line = next(line for line in shown.output.splitlines() if line.startswith("b "))
     assert default.active in b_line and "failed" in b_line and pushed.digest in b_line
     assert f"fleet ruleset: {pushed.digest}" in shown.output
+    assert soc_view.active_digest == pushed.digest
+    assert [(x.appliance, x.state, x.running_digest) for x in soc_view.appliances] == [
+        ("a", signatures_pb2.ROLLOUT_STATE_CURRENT, pushed.digest),
+        ("b", signatures_pb2.ROLLOUT_STATE_FAILED, default.active),
+    ]
+    assert "30000" in soc_view.appliances[1].error
     assert ("b", "ruleset.follow_failed", pushed.digest) in audit
     assert pushed.digest in b.output() and "cannot be activated here" in b.output()
     assert healed.active == default.active and healed.appliances[1].error == ""
