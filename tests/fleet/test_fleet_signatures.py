@@ -20,6 +20,7 @@ from support.service import Service
 from scanner.api.client import Client, files_target
 from scanner.cli.main import cli
 from scanner.fleet.rollout import Rollout, rollout
+from scanner.rulesets.pointer import Activation, ActivePointer, pointer_to_bytes
 from scanner.state.postgres import PostgresDatabase
 from scanner.v1 import scans_pb2, signatures_pb2
 from tests.support.postgres import PostgresServer, fresh_database, postgres
@@ -47,11 +48,14 @@ def observer(url: str) -> Iterator[PostgresDatabase]:
     db.close()
 
 
-def start(tmp_path: Path, url: str, services: list[Service], name: str, host: str, extra: str = "") -> Service:
+def start(
+    tmp_path: Path, url: str, services: list[Service], name: str, host: str, extra: str = "", poll: float = 0.2
+) -> Service:
+    """``poll``: the follower's safety-net poll; 3600 leaves only NOTIFY to carry a pointer move."""
     config = tmp_path / f"{name}.toml"
     config.write_text(
         f'[state]\nurl = "{url}"\n[fleet]\nhost = "{host}"\nname = "{name}"\n'
-        f"lease_seconds = 2\npoll_seconds = 0.2\n{extra}"
+        f"lease_seconds = {max(2.0, poll)}\npoll_seconds = {poll}\n{extra}"
     )
     service = Service(tmp_path / f"state-{name}", config)
     services.append(service)
@@ -83,7 +87,12 @@ def running(state: Rollout) -> dict[str, str]:
 def scan_rules(client: Client, directory: Path) -> tuple[str, set[str]]:
     """Scan ``directory`` through ``client``'s appliance: the digest used and the rules that hit."""
     started = client.start_scan(files_target(str(directory)))
-    done = client.wait(started.scan_id, timeout=120)
+    deadline = time.monotonic() + 120
+    done = client.get_scan(started.scan_id)  # polled: a watch of an unclaimed scan sleeps poll_seconds
+    while done.state in (scans_pb2.SCAN_STATE_QUEUED, scans_pb2.SCAN_STATE_RUNNING):
+        assert time.monotonic() < deadline, f"scan {started.scan_id} not done"
+        time.sleep(0.05)
+        done = client.get_scan(started.scan_id)
     assert done.state == scans_pb2.SCAN_STATE_DONE, done
     rules = {f.rule for page in client.findings(started.scan_id) for f in page.findings}
     return done.verdict.ruleset_digest, rules
@@ -92,8 +101,8 @@ def scan_rules(client: Client, directory: Path) -> tuple[str, set[str]]:
 def test_a_ruleset_activated_on_one_appliance_runs_on_both_and_rolls_back_from_the_other(
     tmp_path: Path, url: str, services: list[Service], observer: PostgresDatabase
 ) -> None:
-    a = start(tmp_path, url, services, "a", "esx1")
-    b = start(tmp_path, url, services, "b", "esx2")
+    a = start(tmp_path, url, services, "a", "esx1", poll=3600)  # only NOTIFY wakes the followers
+    b = start(tmp_path, url, services, "b", "esx2", poll=3600)
     default = wait_rollout(observer, "both on the default", lambda s: len(s.appliances) == 2 and all(
         x.state == "current" for x in s.appliances))  # fmt: skip
     marker = f"AVSCAN-FLEET-MARKER-{uuid.uuid4().hex}"
@@ -151,6 +160,12 @@ def test_an_appliance_that_cannot_compile_keeps_its_ruleset_and_the_fleet_view_s
         audit = [(r.actor, r.action, r.subject) for r in observer.audit_log(50)]
         soc_a.rollback()
         healed = wait_rollout(observer, "b current again", lambda s: all(x.state == "current" for x in s.appliances))
+        with observer.connection() as conn:  # a pointer move whose NOTIFY was lost: the poll catches it
+            conn.execute(
+                "UPDATE ruleset_pointer SET generation = generation + 1, doc = %s",
+                (pointer_to_bytes(ActivePointer(Activation(pushed.digest, pushed.version, "test", 0.0))).decode(),),
+            )
+        polled = wait_rollout(observer, "a polled", lambda s: running(s).get("a") == pushed.digest)
     b_status = next(x for x in split.appliances if x.appliance == "b")
     assert b_status.running == default.active and b_status.wanted == pushed.digest
     assert "30000" in b_status.error, b_status.error
@@ -169,3 +184,4 @@ def test_an_appliance_that_cannot_compile_keeps_its_ruleset_and_the_fleet_view_s
     assert ("b", "ruleset.follow_failed", pushed.digest) in audit
     assert pushed.digest in b.output() and "cannot be activated here" in b.output()
     assert healed.active == default.active and healed.appliances[1].error == ""
+    assert [x.state for x in polled.appliances] == ["current", "failed"]
