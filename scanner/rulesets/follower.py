@@ -3,8 +3,8 @@
 Contract: once started, :meth:`FleetRulesetStore.sync` runs when the pointer's NOTIFY arrives
 (:data:`scanner.rulesets.fleet_store.CHANNEL`) and at least every ``poll_seconds`` (a lost
 notification, a lost connection, or a PostgreSQL restart delays a move by at most that). Errors
-are logged and retried at the next turn; the thread never dies of them. ``stop`` returns within
-about ``poll_seconds``.
+are logged and retried at the next turn; the thread never dies of them. ``stop`` closes the
+listener, which ends a wait at once.
 """
 
 from __future__ import annotations
@@ -31,8 +31,12 @@ class RulesetFollower:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop following; closing the listener ends a wait in progress at once."""
         self._stop.set()
-        self._thread.join(self.poll_seconds + 5)
+        listener = self._listener
+        if listener is not None:
+            listener.close()
+        self._thread.join(10)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -55,6 +59,8 @@ class RulesetFollower:
             for _ in self._listener.notifies(timeout=self.poll_seconds, stop_after=1):
                 pass
         except psycopg.Error as e:
+            if self._stop.is_set():
+                return  # closed under us by stop()
             log.warning("ruleset listener at %s: %s", self.store.db.where, e)
             self._drop()
             self._stop.wait(min(self.poll_seconds, 1.0))
