@@ -90,8 +90,11 @@ class App:
 
     def _readers(self) -> Readers:
         def ruleset() -> tuple[int, float] | None:
-            active = [r for r in self.store.list() if r.active]
-            return (active[0].version, active[0].pushed_at) if active else None
+            running = self.store.active()  # what this appliance runs (in a fleet: maybe not the fleet's yet)
+            if running is None:
+                return None
+            info = self.store.get(running.digest)
+            return info.version, info.pushed_at
 
         events = self.events
         vcenter = self.vcenter
