@@ -58,7 +58,7 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
         async for message in request_iterator:
             upload.add(message.chunk)
         files = upload.files()
-        diagnostics = await asyncio.to_thread(self.app.store.validate, files)
+        diagnostics = await asyncio.to_thread(self.app.store.validate, files, current_identity.get().name)
         from scanner.rulesets.model import ruleset_digest
 
         return pb.ValidateRulesetResponse(

@@ -124,9 +124,11 @@ class RulesetStore:
 
     # -- compile and store ---------------------------------------------------------------
 
-    def validate(self, files: Iterable[RulesetFile]) -> builtins.list[Diagnostic]:
+    def validate(self, files: Iterable[RulesetFile], actor: str = "") -> builtins.list[Diagnostic]:
         """Compile ``files`` and return every error and warning (rules too slow on the
-        reference buffer are errors, as at push); store nothing."""
+        reference buffer are errors, as at push); store nothing (``actor``: for the fleet's
+        store, which records validations)."""
+        del actor
         return builtins.list(run_compiler(files, self._limits, probe=Probe()).diagnostics)
 
     def push(

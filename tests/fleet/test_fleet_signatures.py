@@ -133,8 +133,8 @@ def test_a_ruleset_activated_on_one_appliance_runs_on_both_and_rolls_back_from_t
         history = conn.execute("SELECT action, digest FROM ruleset_activations ORDER BY generation").fetchall()
     assert history == [("activate", default.active), ("activate", pushed.digest), ("rollback", default.active)]
     with observer.connection() as conn:
-        validations = conn.execute("SELECT digest, appliance, ok FROM ruleset_validations").fetchall()
-    assert checked.ok and validations == [(pushed.digest, "b", True)], "a validation on b is the fleet's record"
+        validations = conn.execute("SELECT digest, appliance, actor, ok FROM ruleset_validations").fetchall()
+    assert checked.ok and validations == [(pushed.digest, "b", "local", True)], "b's validation, for the fleet"
 
 
 def test_an_appliance_that_cannot_compile_keeps_its_ruleset_and_the_fleet_view_says_so(
