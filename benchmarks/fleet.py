@@ -14,6 +14,13 @@ clones are spread over all hosts) and triggers one scan per guest at
 - PostgreSQL connections held by the appliances at the end of the run;
 - every size's figures next to the smallest size's (the baseline): how they grow.
 
+Signatures to active everywhere (``--activations``, default 5, per size): the driver is the
+appliance the security team talks to: it pushes a new ruleset and activates it (the call returns
+once the ruleset runs on the driver: the single-appliance activation time, the baseline of the
+same run), and the clock runs until every appliance of the fleet reports that digest running in
+``ruleset_status`` (each compiled it itself, woken by NOTIFY). p50 and max per size, and the p50
+against the single-appliance p50.
+
 ``--simulate HOSTSxVMS`` (default 100x50) then measures the queue's polling cost at that scale:
 the state holds HOSTS x VMS finished scans plus one queued scan per host, and the driver times
 the idle claim every appliance issues every ``poll_seconds`` (the only periodic query besides the
@@ -105,12 +112,7 @@ def run_fleet(url: str, work: Path, guests: list[Path], size: int, rate: float, 
     from scanner.targets import TargetSpec
 
     hosts = [f"esx{k}" for k in range(size)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.fleet", "--appliance", url, host, str(work / host), str(int(shared))]
-        )
-        for host in hosts
-    ]
+    procs = spawn(url, work, hosts, shared)
     driver = PostgresDatabase(url, host="driver", appliance="driver")
     try:
         from scanner.fleet.registry import Registry
@@ -156,6 +158,77 @@ def run_fleet(url: str, work: Path, guests: list[Path], size: int, rate: float, 
         seconds=seconds,
         connections=connections,
     )
+
+
+@dataclass(frozen=True)
+class SignatureRun:
+    appliances: int
+    single: list[float]  # push + activate, returned: running on the pushing appliance
+    everywhere: list[float]  # push + activate until every appliance reports it running
+
+
+def spawn(url: str, work: Path, hosts: list[str], shared: bool) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.fleet", "--appliance", url, host, str(work / host), str(int(shared))]
+        )
+        for host in hosts
+    ]
+
+
+def run_signatures(url: str, work: Path, size: int, activations: int) -> SignatureRun:
+    """Push + activate ``activations`` new rulesets on the driver; time until all ``size`` run each."""
+    from scanner.fleet.rollout import rollout
+    from scanner.rulesets.compiler import CompileLimits
+    from scanner.rulesets.fleet_store import FleetRulesetStore
+    from scanner.rulesets.model import RulesetFile
+    from scanner.rulesets.store import RulesetStore
+    from scanner.state.postgres import PostgresDatabase
+
+    hosts = [f"esx{k}" for k in range(size)]
+    procs = spawn(url, work, hosts, False)
+    driver = PostgresDatabase(url, host="driver", appliance="driver")
+    store = FleetRulesetStore(driver, RulesetStore(work / "driver-rulesets", limits=CompileLimits(probe_seconds=60)))
+
+    def everyone_runs(digest: str) -> bool:
+        state = rollout(driver)
+        running = {a.appliance: a.running for a in state.appliances}
+        return all(running.get(h) == digest for h in hosts)
+
+    single, everywhere = [], []
+    try:
+        store.ensure_default(Path(__file__).resolve().parent.parent / "signatures", "bench")
+        deadline = time.time() + 300
+        while not everyone_runs(rollout(driver).active):  # each appliance compiles the default first
+            assert time.time() < deadline, "the fleet never came up"
+            time.sleep(0.05)
+        for i in range(activations):
+            marker = f"AVSCAN-BENCH-MARKER-{size}-{i}-{random.getrandbits(64):016x}"
+            rule = f'rule bench_{i} {{ strings: $m = "{marker}" condition: $m }}\n'
+            files = [RulesetFile("bench/marker.yar", rule.encode())]
+            began = time.perf_counter()
+            info = store.push(files, f"bench {i}", "", "bench")
+            store.activate(info.digest, "bench")
+            single.append(time.perf_counter() - began)
+            while not everyone_runs(info.digest):
+                assert time.perf_counter() - began < 300, f"{info.digest} never ran everywhere"
+                time.sleep(0.01)
+            everywhere.append(time.perf_counter() - began)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(60)
+        driver.close()
+    return SignatureRun(size, single, everywhere)
+
+
+def report_signatures(runs: list[SignatureRun]) -> None:
+    print(f"{'appliances':>10} {'single p50 s':>12} {'everywhere p50 s':>16} {'max s':>7} {'p50/single':>10}")
+    for run in runs:
+        single = statistics.median(run.single)
+        p50 = statistics.median(run.everywhere)
+        print(f"{run.appliances:>10} {single:12.3f} {p50:16.3f} {max(run.everywhere):7.3f} {p50 / single:9.2f}x")
 
 
 def simulate(url: str, hosts: int, vms: int, polls: int) -> tuple[float, float, int]:
@@ -229,6 +302,8 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=8, help="MiB per guest image")
     parser.add_argument("--rate", type=float, default=10.0, help="triggers per second")
     parser.add_argument("--simulate", default="100x50")
+    parser.add_argument("--activations", type=int, default=5, help="rulesets pushed and activated per size")
+    parser.add_argument("--sections", nargs="+", default=["jobs", "signatures"], choices=["jobs", "signatures"])
     args = parser.parse_args()
     GUESTS = args.guests
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -239,6 +314,15 @@ def main() -> int:
         os.chmod(root, 0o755)
         server = start_postgres(root / "pg")
         try:
+            ok = True
+            if "signatures" in args.sections:
+                signature_runs = [
+                    run_signatures(fresh(server, f"sig{size}"), root / f"s{size}", size, args.activations)
+                    for size in args.sizes
+                ]
+                report_signatures(signature_runs)
+            if "jobs" not in args.sections:
+                return 0
             guests = write_guests(root, args.guests, args.goldens, args.blocks)
             runs = []
             for size in args.sizes:

@@ -19,6 +19,8 @@ from scanner.outputs.queue import EventQueue
 from scanner.outputs.relay import EventRelay
 from scanner.outputs.sinks import build_sink
 from scanner.rulesets.compiler import CompileLimits
+from scanner.rulesets.fleet_store import FleetRulesetStore
+from scanner.rulesets.follower import RulesetFollower
 from scanner.rulesets.store import RulesetStore
 from scanner.state.backends import open_state
 from scanner.state.postgres import PostgresDatabase
@@ -34,12 +36,17 @@ class App:
         self.config = config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_state(config.state, config.state_dir, config.fleet)
-        self.store = RulesetStore(
+        fleet = isinstance(self.db, PostgresDatabase)
+        local = RulesetStore(
             config.state_dir / "rulesets",
-            audit=self.db.audit,
-            limits=CompileLimits(probe_seconds=config.rule_probe_seconds),
+            audit=None if fleet else self.db.audit,  # in a fleet, the fleet's store audits
+            limits=CompileLimits(probe_seconds=config.rule_probe_seconds, max_total_bytes=config.max_ruleset_bytes),
             trust=config.trusted_keys,
         )
+        self.store: RulesetStore | FleetRulesetStore = local
+        self.follower: RulesetFollower | None = None
+        if isinstance(self.db, PostgresDatabase):  # signatures once for the fleet; compiled here
+            self.store = FleetRulesetStore(self.db, local)
         self.cache = self._cache(config)
         self.engine = Engine(config.engine, self.cache)
         self.scans: ScanManager
@@ -83,8 +90,11 @@ class App:
 
     def _readers(self) -> Readers:
         def ruleset() -> tuple[int, float] | None:
-            active = [r for r in self.store.list() if r.active]
-            return (active[0].version, active[0].pushed_at) if active else None
+            running = self.store.active()  # what this appliance runs (in a fleet: maybe not the fleet's yet)
+            if running is None:
+                return None
+            info = self.store.get(running.digest)
+            return info.version, info.pushed_at
 
         events = self.events
         vcenter = self.vcenter
@@ -124,13 +134,17 @@ class App:
 
     def prepare(self) -> None:
         """Blocking start-up work: import the parsers once (``scanner.acquisition.preload``),
-        install the default ruleset on first start."""
+        install the default ruleset on first start (in a fleet: on the first appliance, and start
+        following the fleet's active ruleset)."""
         from scanner.acquisition.preload import preload
 
         preload()
         info = self.store.ensure_default(self.config.signatures_dir)
         if info is not None:
             log.info("activated default ruleset version %d (%s)", info.version, info.digest)
+        if isinstance(self.store, FleetRulesetStore):  # follow the fleet's pointer from now on
+            self.follower = RulesetFollower(self.store, self.config.fleet.poll_seconds)
+            self.follower.start()
 
     def ruleset(self, digest: str = "") -> Ruleset:
         """The pinned ruleset ``digest``, or the active one."""
@@ -150,6 +164,8 @@ class App:
         return ResultCache(where, config.cache.max_bytes)
 
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         self.engine.close(wait=not self.scans.stuck())  # a stuck reader is never waited for
         if self.events is not None:
             self.events.close()

@@ -75,6 +75,7 @@ class Config:
     jobs: JobLimits = field(default_factory=JobLimits)  # [jobs] cancel_grace, stall_timeout, ...
     trusted_keys: TrustedKeys = field(default_factory=TrustedKeys)  # [signatures] trusted_keys
     rule_probe_seconds: float = 5.0  # [signatures] a pushed ruleset's budget on the 16 MiB reference buffer
+    max_ruleset_bytes: int = 64 * MiB  # [signatures] largest ruleset this appliance compiles (all files)
     max_upload_bytes: int = 64 * MiB
     vcenter: VCenterSettings | None = None  # [vcenter]: triggers, verdicts and quarantine in vCenter
     event_sinks: tuple[Mapping[str, Any], ...] = ()  # [[events.sinks]]: where ECS documents go
@@ -111,7 +112,8 @@ def accepted_keys() -> set[str]:
     keys |= {f"auth.tokens.{k}" for k in TOKEN_KEYS} | {f"jobs.{k}" for k in JOBS_KEYS}
     keys |= {f"limits.{k}" for k in LIMITS_KEYS} | {f"logging.{k}" for k in LOGGING_KEYS}
     keys |= {f"jobs.{f.name}" for f in fields(JobLimits)}
-    keys |= {"signatures.trusted_keys.id", "signatures.trusted_keys.public_key", "signatures.slow_rule_seconds"}
+    keys |= {"signatures.trusted_keys.id", "signatures.trusted_keys.public_key", "signatures.slow_rule_seconds",
+             "signatures.max_ruleset_bytes"}
     for section, cls in (("engine", EngineSettings), ("files", FilePolicy), ("cache", CacheSettings),
                          ("state", StateSettings), ("fleet", FleetSettings)):  # fmt: skip
         keys |= {f"{section}.{f.name}" for f in fields(cls)}
@@ -238,7 +240,7 @@ def _events_and_logging(raw: dict[str, Any]) -> dict[str, Any]:
 def _signatures(raw: dict[str, Any]) -> dict[str, Any]:
     """``[signatures]``: ``trusted_keys = [{id = "...", public_key = "<base64 or PEM path>"}]``
     (any key makes signed pushes mandatory) and ``slow_rule_seconds`` (the probe budget)."""
-    table = _table(raw, "signatures", {"trusted_keys", "slow_rule_seconds"})
+    table = _table(raw, "signatures", {"trusted_keys", "slow_rule_seconds", "max_ruleset_bytes"})
     out: dict[str, Any] = {}
     keys: list[tuple[str, bytes]] = []
     for i, entry in enumerate(table.get("trusted_keys", [])):
@@ -263,6 +265,11 @@ def _signatures(raw: dict[str, Any]) -> dict[str, Any]:
         if seconds <= 0:
             raise ConfigError("signatures.slow_rule_seconds: must be positive")
         out["rule_probe_seconds"] = seconds
+    if "max_ruleset_bytes" in table:
+        size = _typed("signatures.max_ruleset_bytes", table["max_ruleset_bytes"], int)
+        if size <= 0:
+            raise ConfigError("signatures.max_ruleset_bytes: must be positive")
+        out["max_ruleset_bytes"] = size
     return out
 
 

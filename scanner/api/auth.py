@@ -40,6 +40,7 @@ METHOD_ROLES: dict[str, frozenset[str]] = {
     "/scanner.v1.SignatureService/ActivateRuleset": PUBLISH,
     "/scanner.v1.SignatureService/RollbackRuleset": PUBLISH,
     "/scanner.v1.SignatureService/ListRulesets": READ,
+    "/scanner.v1.SignatureService/GetRulesetRollout": READ,
     "/scanner.v1.ScanService/StartScan": OPERATE,
     "/scanner.v1.ScanService/CancelScan": OPERATE,
     "/scanner.v1.ScanService/ScanBytes": OPERATE,

@@ -96,6 +96,11 @@ class Client:
             if not token:
                 return out
 
+    def ruleset_rollout(self) -> signatures_pb2.GetRulesetRolloutResponse:
+        """Which ruleset each appliance of the fleet runs, against the fleet's active one."""
+        request = signatures_pb2.GetRulesetRolloutRequest()
+        return self.signatures.GetRulesetRollout(request, metadata=self.metadata, timeout=self.timeout)
+
     # scans
 
     def start_scan(

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from scanner.engine import Progress
 from scanner.errors import Diagnostic, InvalidArgument
+from scanner.fleet.rollout import Rollout
 from scanner.rulesets.model import RulesetInfo
 from scanner.rulesets.signing import BundleSignature
 from scanner.state.db import ScanRecord
@@ -290,6 +291,33 @@ def diagnostic_message(d: Diagnostic) -> signatures_pb2.Diagnostic:
     )
     return signatures_pb2.Diagnostic(
         severity=severity, file=d.file, line=d.line, message=d.message, slow_pattern=d.slow_pattern
+    )
+
+
+ROLLOUT_STATES = {
+    "current": signatures_pb2.ROLLOUT_STATE_CURRENT,
+    "lagging": signatures_pb2.ROLLOUT_STATE_LAGGING,
+    "failed": signatures_pb2.ROLLOUT_STATE_FAILED,
+    "unknown": signatures_pb2.ROLLOUT_STATE_UNKNOWN,
+}
+
+
+def rollout_message(state: Rollout) -> signatures_pb2.GetRulesetRolloutResponse:
+    return signatures_pb2.GetRulesetRolloutResponse(
+        active_digest=state.active,
+        active_version=state.version,
+        appliances=[
+            signatures_pb2.ApplianceRuleset(
+                appliance=a.appliance,
+                host=a.host,
+                running_digest=a.running,
+                wanted_digest=a.wanted,
+                state=ROLLOUT_STATES[a.state],
+                error=a.error,
+                updated_at=timestamp(a.updated_at),
+            )
+            for a in state.appliances
+        ],
     )
 
 

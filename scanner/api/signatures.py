@@ -9,12 +9,14 @@ from grpc import aio
 
 from scanner.api import pages
 from scanner.api.auth import current_identity
-from scanner.api.convert import diagnostic_message, ruleset_message
+from scanner.api.convert import diagnostic_message, rollout_message, ruleset_message
 from scanner.app import App
 from scanner.errors import InvalidArgument, ResourceExhausted
+from scanner.fleet.rollout import rollout
 from scanner.rulesets.model import RulesetFile
 from scanner.rulesets.signing import MAX_KEY_ID, BundleSignature
 from scanner.rulesets.store import PushOptions
+from scanner.state.postgres import PostgresDatabase
 from scanner.v1 import signatures_pb2 as pb
 from scanner.v1 import signatures_pb2_grpc
 
@@ -56,7 +58,7 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
         async for message in request_iterator:
             upload.add(message.chunk)
         files = upload.files()
-        diagnostics = await asyncio.to_thread(self.app.store.validate, files)
+        diagnostics = await asyncio.to_thread(self.app.store.validate, files, current_identity.get().name)
         from scanner.rulesets.model import ruleset_digest
 
         return pb.ValidateRulesetResponse(
@@ -91,6 +93,15 @@ class SignatureService(signatures_pb2_grpc.SignatureServiceServicer):
         page = newest[:size]
         token = pages.encode("rulesets", page[-1].version) if len(newest) > size else ""
         return pb.ListRulesetsResponse(rulesets=[ruleset_message(i) for i in page], next_page_token=token)
+
+    async def GetRulesetRollout(
+        self, request: pb.GetRulesetRolloutRequest, context: aio.ServicerContext
+    ) -> pb.GetRulesetRolloutResponse:
+        db = self.app.db
+        if not isinstance(db, PostgresDatabase):
+            return pb.GetRulesetRolloutResponse()
+        state = await asyncio.to_thread(rollout, db)
+        return rollout_message(state)
 
 
 def signature_from(message: pb.BundleSignature) -> BundleSignature:

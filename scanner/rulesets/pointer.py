@@ -56,6 +56,11 @@ def read_pointer(root: Path) -> ActivePointer | None:
         return None
     except OSError as e:
         raise FailedPrecondition(f"{path}: active ruleset pointer unreadable: {e}") from e
+    return pointer_from_bytes(raw, str(path))
+
+
+def pointer_from_bytes(raw: bytes | str, where: str) -> ActivePointer:
+    """Parse a pointer document; FailedPrecondition naming ``where`` if it is corrupt."""
     try:
         doc = json.loads(raw)
         if doc.get("format") != _FORMAT:
@@ -63,18 +68,23 @@ def read_pointer(root: Path) -> ActivePointer | None:
         return ActivePointer(_activation(doc["current"]), tuple(_activation(a) for a in doc["previous"]))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise FailedPrecondition(
-            f"{path}: active ruleset pointer is corrupt ({e}); activate a ruleset to replace it"
+            f"{where}: active ruleset pointer is corrupt ({e}); activate a ruleset to replace it"
         ) from e
 
 
-def write_pointer(root: Path, pointer: ActivePointer) -> None:
-    """Replace the pointer atomically (temp file, fsync, rename, fsync the directory)."""
+def pointer_to_bytes(pointer: ActivePointer) -> bytes:
+    """The pointer document (what ``active.json`` holds, and the fleet's pointer row)."""
     doc = {
         "format": _FORMAT,
         "current": asdict(pointer.current),
         "previous": [asdict(a) for a in pointer.previous],
     }
-    replace_atomically(root / POINTER_NAME, json.dumps(doc, indent=1).encode())
+    return json.dumps(doc, indent=1).encode()
+
+
+def write_pointer(root: Path, pointer: ActivePointer) -> None:
+    """Replace the pointer atomically (temp file, fsync, rename, fsync the directory)."""
+    replace_atomically(root / POINTER_NAME, pointer_to_bytes(pointer))
 
 
 def clean_pointer_temps(root: Path) -> list[Path]:

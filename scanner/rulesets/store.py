@@ -117,11 +117,18 @@ class RulesetStore:
             ptr.clean_pointer_temps(root)
             self._refresh()
 
+    @property
+    def limits(self) -> CompileLimits:
+        """The bounds every compilation here runs under (this appliance's)."""
+        return self._limits
+
     # -- compile and store ---------------------------------------------------------------
 
-    def validate(self, files: Iterable[RulesetFile]) -> builtins.list[Diagnostic]:
+    def validate(self, files: Iterable[RulesetFile], actor: str = "") -> builtins.list[Diagnostic]:
         """Compile ``files`` and return every error and warning (rules too slow on the
-        reference buffer are errors, as at push); store nothing."""
+        reference buffer are errors, as at push); store nothing (``actor``: for the fleet's
+        store, which records validations)."""
+        del actor
         return builtins.list(run_compiler(files, self._limits, probe=Probe()).diagnostics)
 
     def push(

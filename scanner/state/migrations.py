@@ -103,6 +103,66 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
+    Migration(
+        5,
+        "signatures once for the fleet: rulesets and their sources, validations, the active pointer"
+        " with its history, and which ruleset each appliance runs",
+        """
+        CREATE SEQUENCE ruleset_versions;
+        CREATE TABLE rulesets (
+            digest TEXT PRIMARY KEY,
+            version BIGINT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL,
+            pushed_by TEXT NOT NULL,
+            pushed_at DOUBLE PRECISION NOT NULL,
+            pushed_on TEXT NOT NULL,
+            rule_count INTEGER NOT NULL,
+            warnings TEXT NOT NULL,
+            signature TEXT,
+            force_slow_rules BOOLEAN NOT NULL DEFAULT FALSE
+        );
+        CREATE TABLE ruleset_files (
+            digest TEXT NOT NULL REFERENCES rulesets (digest),
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            data BYTEA NOT NULL,
+            PRIMARY KEY (digest, path)
+        );
+        CREATE TABLE ruleset_validations (
+            seq BIGSERIAL PRIMARY KEY,
+            digest TEXT NOT NULL,
+            appliance TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            ok BOOLEAN NOT NULL,
+            diagnostics TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE ruleset_pointer (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            generation BIGINT NOT NULL,
+            doc TEXT NOT NULL
+        );
+        CREATE TABLE ruleset_activations (
+            generation BIGINT PRIMARY KEY,
+            action TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            actor TEXT NOT NULL,
+            appliance TEXT NOT NULL,
+            at TIMESTAMPTZ NOT NULL DEFAULT now()
+        );
+        CREATE TABLE ruleset_status (
+            appliance TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            wanted_digest TEXT NOT NULL,
+            generation BIGINT NOT NULL,
+            error TEXT NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        )
+        """,
+    ),
 )
 
 
@@ -116,8 +176,9 @@ def current_version(conn: Any) -> int:
     return int(row[0])
 
 
-def migrate(conn: Any, where: str) -> int:
-    """Bring the schema of ``conn`` (a psycopg connection) to the newest version; returns it."""
+def migrate(conn: Any, where: str, upto: int | None = None) -> int:
+    """Bring the schema of ``conn`` (a psycopg connection) to the newest version (or ``upto``,
+    for tests of upgrades); returns it."""
     newest = MIGRATIONS[-1].version
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
@@ -128,7 +189,7 @@ def migrate(conn: Any, where: str) -> int:
                 f" ({newest}); upgrade this appliance"
             )
         for step in MIGRATIONS:
-            if step.version > version:
+            if version < step.version <= (newest if upto is None else upto):
                 for statement in step.sql.split(";"):
                     if statement.strip():
                         conn.execute(statement)

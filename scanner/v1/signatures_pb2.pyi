@@ -15,9 +15,22 @@ class DiagnosticSeverity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DIAGNOSTIC_SEVERITY_UNSPECIFIED: _ClassVar[DiagnosticSeverity]
     DIAGNOSTIC_SEVERITY_ERROR: _ClassVar[DiagnosticSeverity]
     DIAGNOSTIC_SEVERITY_WARNING: _ClassVar[DiagnosticSeverity]
+
+class RolloutState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLLOUT_STATE_UNSPECIFIED: _ClassVar[RolloutState]
+    ROLLOUT_STATE_CURRENT: _ClassVar[RolloutState]
+    ROLLOUT_STATE_LAGGING: _ClassVar[RolloutState]
+    ROLLOUT_STATE_FAILED: _ClassVar[RolloutState]
+    ROLLOUT_STATE_UNKNOWN: _ClassVar[RolloutState]
 DIAGNOSTIC_SEVERITY_UNSPECIFIED: DiagnosticSeverity
 DIAGNOSTIC_SEVERITY_ERROR: DiagnosticSeverity
 DIAGNOSTIC_SEVERITY_WARNING: DiagnosticSeverity
+ROLLOUT_STATE_UNSPECIFIED: RolloutState
+ROLLOUT_STATE_CURRENT: RolloutState
+ROLLOUT_STATE_LAGGING: RolloutState
+ROLLOUT_STATE_FAILED: RolloutState
+ROLLOUT_STATE_UNKNOWN: RolloutState
 
 class Diagnostic(_message.Message):
     __slots__ = ("severity", "file", "line", "message", "slow_pattern")
@@ -166,3 +179,35 @@ class ListRulesetsResponse(_message.Message):
     rulesets: _containers.RepeatedCompositeFieldContainer[Ruleset]
     next_page_token: str
     def __init__(self, rulesets: _Optional[_Iterable[_Union[Ruleset, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetRulesetRolloutRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ApplianceRuleset(_message.Message):
+    __slots__ = ("appliance", "host", "running_digest", "wanted_digest", "state", "error", "updated_at")
+    APPLIANCE_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    WANTED_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    appliance: str
+    host: str
+    running_digest: str
+    wanted_digest: str
+    state: RolloutState
+    error: str
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, appliance: _Optional[str] = ..., host: _Optional[str] = ..., running_digest: _Optional[str] = ..., wanted_digest: _Optional[str] = ..., state: _Optional[_Union[RolloutState, str]] = ..., error: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetRulesetRolloutResponse(_message.Message):
+    __slots__ = ("active_digest", "active_version", "appliances")
+    ACTIVE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIANCES_FIELD_NUMBER: _ClassVar[int]
+    active_digest: str
+    active_version: int
+    appliances: _containers.RepeatedCompositeFieldContainer[ApplianceRuleset]
+    def __init__(self, active_digest: _Optional[str] = ..., active_version: _Optional[int] = ..., appliances: _Optional[_Iterable[_Union[ApplianceRuleset, _Mapping]]] = ...) -> None: ...

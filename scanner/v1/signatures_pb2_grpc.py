@@ -61,6 +61,11 @@ class SignatureServiceStub:
                 request_serializer=scanner_dot_v1_dot_signatures__pb2.ListRulesetsRequest.SerializeToString,
                 response_deserializer=scanner_dot_v1_dot_signatures__pb2.ListRulesetsResponse.FromString,
                 _registered_method=True)
+        self.GetRulesetRollout = channel.unary_unary(
+                '/scanner.v1.SignatureService/GetRulesetRollout',
+                request_serializer=scanner_dot_v1_dot_signatures__pb2.GetRulesetRolloutRequest.SerializeToString,
+                response_deserializer=scanner_dot_v1_dot_signatures__pb2.GetRulesetRolloutResponse.FromString,
+                _registered_method=True)
 
 
 class SignatureServiceServicer:
@@ -107,6 +112,16 @@ class SignatureServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRulesetRollout(self, request, context):
+        """Which ruleset each appliance runs against the active one. In a fleet (PostgreSQL state) the
+        active ruleset is the fleet's, and every appliance compiles and activates it itself; one that
+        cannot keeps its previous ruleset and is listed as FAILED with the reason. A single appliance
+        lists nothing (its active ruleset is what it runs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SignatureServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +149,11 @@ def add_SignatureServiceServicer_to_server(servicer, server):
                     servicer.ListRulesets,
                     request_deserializer=scanner_dot_v1_dot_signatures__pb2.ListRulesetsRequest.FromString,
                     response_serializer=scanner_dot_v1_dot_signatures__pb2.ListRulesetsResponse.SerializeToString,
+            ),
+            'GetRulesetRollout': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRulesetRollout,
+                    request_deserializer=scanner_dot_v1_dot_signatures__pb2.GetRulesetRolloutRequest.FromString,
+                    response_serializer=scanner_dot_v1_dot_signatures__pb2.GetRulesetRolloutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +293,33 @@ class SignatureService:
             '/scanner.v1.SignatureService/ListRulesets',
             scanner_dot_v1_dot_signatures__pb2.ListRulesetsRequest.SerializeToString,
             scanner_dot_v1_dot_signatures__pb2.ListRulesetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRulesetRollout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scanner.v1.SignatureService/GetRulesetRollout',
+            scanner_dot_v1_dot_signatures__pb2.GetRulesetRolloutRequest.SerializeToString,
+            scanner_dot_v1_dot_signatures__pb2.GetRulesetRolloutResponse.FromString,
             options,
             channel_credentials,
             insecure,
