@@ -5,7 +5,8 @@ For each kernel of :data:`MATRIX` the fast busybox lab guest boots with that ker
 of its modules. From the dump, our process list (pid, ppid, uid, name), every VMA of every process
 (start, end, flags, offset, file) and the module list must equal Volatility's ``linux.pslist``,
 ``linux.proc.Maps`` and ``linux.lsmod`` (Volatility reads QEMU's ELF dump, we read the raw one),
-and the default scan (physical scan + attribution) must find the marker in its own process.
+and the default scan (physical scan + attribution) must find the marker in its own process. The
+profile made from the package's kernel image (``--kernel``) must equal the one made from memory.
 
 apt here offers ABIs 47 to 57 of each flavour (``apt-cache search linux-image-6.1``); the matrix
 takes the newest build of each flavour (57) and older ABIs of generic (47) and cloud (52). The
@@ -72,11 +73,16 @@ def test_walkers_equal_volatility_on_each_kernel(package: str, rules: LoadedRule
         guest.pause()
         guest.dump_raw(tmp_path / "guest.raw")
         guest.dump_elf(tmp_path / "guest.elf")
-        printed, markers = guest.modules(), guest.marker_pids
+        printed, markers, vmlinuz = guest.modules(), guest.marker_pids, guest.image.kernel
     detection = open_linux(RawMemory(str(tmp_path / "guest.raw")))
     kernel, profile = detection.kernel, detection.profile
     assert kernel is not None and profile is not None, detection.reason
     assert package.removeprefix("linux-image-") in detection.banner
+    # --kernel with the package's own vmlinuz (generic and rt ones are xz, cloud ones LZ4) gives
+    # the profile that memory gives
+    from_image = open_linux(RawMemory(str(tmp_path / "guest.raw")), kernel_image=vmlinuz)
+    assert from_image.profile is not None and from_image.profile.origin == "kernel image", from_image.reason
+    assert from_image.profile.btf_blob == profile.btf_blob and from_image.profile.layout == profile.layout
     vol = _volatility(tmp_path / "guest.elf", kernel, profile, tmp_path)
 
     listing = kernel.processes()
