@@ -5,7 +5,8 @@ For each kernel of :data:`MATRIX` the fast busybox lab guest boots with that ker
 of its modules. From the dump, our process list (pid, ppid, uid, name), every VMA of every process
 (start, end, flags, offset, file) and the module list must equal Volatility's ``linux.pslist``,
 ``linux.proc.Maps`` and ``linux.lsmod`` (Volatility reads QEMU's ELF dump, we read the raw one),
-and the default scan (physical scan + attribution) must find the marker in its own process. The
+and the default scan (physical scan + attribution) and the ``processes`` mode scan must find the
+marker in its own process only. The
 profile made from the package's kernel image (``--kernel``) must equal the one made from memory.
 
 apt here offers ABIs 47 to 57 of each flavour (``apt-cache search linux-image-6.1``); the matrix
@@ -52,18 +53,22 @@ def _volatility(guest_elf: Path, kernel: LinuxKernel, profile: Any, work: Path) 
     return {p: _vol(common, p) for p in plugins}
 
 
-def _default_scan(raw: Path, rules: LoadedRuleset, profiles: Path, markers: list[int]) -> None:
+def _scans(raw: Path, rules: LoadedRuleset, profiles: Path, markers: list[int]) -> None:
+    """The default mode (physical scan, findings attributed) and ``processes`` mode (one unit per
+    VMA) both find the marker in the marker process(es) only, with every process walked."""
     engine = Engine(EngineSettings(threads=2))
     try:
-        with memory_view(RawMemory(str(raw)), {"os": "auto"}, profiles) as target:
-            verdict = engine.scan(rules, target)
+        for mode in ("auto", "processes"):
+            with memory_view(RawMemory(str(raw)), {"os": mode}, profiles) as target:
+                verdict = engine.scan(rules, target)
+            assert verdict.kind is VerdictKind.MALICIOUS, mode
+            hits = [f for f in verdict.findings if f.rule == "EICAR_Test_File"]
+            assert {int(f.context["pid"]) for f in hits} == set(markers), (mode, [f.context for f in hits])
+            assert all(f.context["process"] == "avscan-marker" and "[heap]" in f.context["region"] for f in hits)
+            assert verdict.coverage.accounting.get("processes.failed", 0) == 0, mode
+            assert not verdict.coverage.gaps, (mode, verdict.coverage.gaps)
     finally:
         engine.close()
-    assert verdict.kind is VerdictKind.MALICIOUS
-    hits = [f for f in verdict.findings if f.rule == "EICAR_Test_File"]
-    assert {int(f.context["pid"]) for f in hits} == set(markers), [f.context for f in hits]
-    assert all(f.context["process"] == "avscan-marker" and "[heap]" in f.context["region"] for f in hits)
-    assert verdict.coverage.accounting["processes.failed"] == 0
 
 
 @pytest.mark.parametrize("package", MATRIX)
@@ -108,4 +113,4 @@ def test_walkers_equal_volatility_on_each_kernel(package: str, rules: LoadedRule
     assert {m.name for m in found_modules.modules} == {"dummy", "crc_itu_t"}
 
     (tmp_path / "guest.elf").unlink()
-    _default_scan(tmp_path / "guest.raw", rules, tmp_path / "profiles", markers)
+    _scans(tmp_path / "guest.raw", rules, tmp_path / "profiles", markers)
