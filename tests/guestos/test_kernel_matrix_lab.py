@@ -10,12 +10,17 @@ marker in its own process only. The
 profile made from the package's kernel image (``--kernel``) must equal the one made from memory.
 
 apt here offers ABIs 47 to 57 of each flavour (``apt-cache search linux-image-6.1``); the matrix
-takes the newest build of each flavour (57) and older ABIs of generic (47) and cloud (52). The
-packages are fetched and cached like the lab's own kernel (``scanner.lab.debs``).
+takes the newest build of each flavour (57) and an older ABI of each (generic 47, cloud and rt 52):
+``mm_struct`` fields sit 8 bytes further on from one to the other, and rt's ``task_struct``,
+``mm_struct`` and ``dentry`` differ from both other flavours'. ``AVSCAN_KERNEL_MATRIX=all`` runs
+every 6.1 build apt offers instead (about 33), or a comma-separated list of packages. The packages
+are fetched and cached like the lab's own kernel (``scanner.lab.debs``).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from scanner.guestos.linux.detect import open_linux
 from scanner.guestos.linux.isf import write_isf
 from scanner.guestos.linux.kernel import LinuxKernel
 from scanner.guestos.linux.modules import module_list
+from scanner.lab import debs
 from scanner.lab.pytest_plugin import start_or_skip
 from scanner.rulesets import LoadedRuleset
 from scanner.targets.awareness import memory_view
@@ -41,6 +47,7 @@ MATRIX = (
     "linux-image-6.1.0-57-amd64",
     "linux-image-6.1.0-47-amd64",
     "linux-image-6.1.0-57-rt-amd64",
+    "linux-image-6.1.0-52-rt-amd64",
 )
 CANONICAL = (1 << 48) - 1  # Volatility prints module addresses without the sign-extension bits
 
@@ -71,7 +78,16 @@ def _scans(raw: Path, rules: LoadedRuleset, profiles: Path, markers: list[int]) 
         engine.close()
 
 
-@pytest.mark.parametrize("package", MATRIX)
+def _matrix() -> tuple[str, ...]:
+    chosen = os.environ.get("AVSCAN_KERNEL_MATRIX", "")
+    if chosen == "all":
+        argv = ["apt-cache", "pkgnames", "linux-image-6.1.0-"]
+        listed = subprocess.run(argv, capture_output=True, text=True, check=False).stdout.split()
+        return tuple(sorted(p for p in listed if debs.KERNEL_PACKAGE_RE.match(p)))
+    return tuple(p.strip() for p in chosen.split(",") if p.strip()) or MATRIX
+
+
+@pytest.mark.parametrize("package", _matrix())
 def test_walkers_equal_volatility_on_each_kernel(package: str, rules: LoadedRuleset, tmp_path: Path) -> None:
     with start_or_skip(memory_mib=256, markers=1, variant="matrix", flavour=package, load_modules=True) as guest:
         assert guest.image.kernel_package.startswith(f"{package}=")
