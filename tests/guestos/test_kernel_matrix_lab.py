@@ -12,7 +12,9 @@ profile made from the package's kernel image (``--kernel``) must equal the one m
 apt here offers ABIs 47 to 57 of each flavour (``apt-cache search linux-image-6.1``); the matrix
 takes the newest build of each flavour (57) and an older ABI of each (generic 47, cloud and rt 52):
 ``mm_struct`` fields sit 8 bytes further on from one to the other, and rt's ``task_struct``,
-``mm_struct`` and ``dentry`` differ from both other flavours'. ``AVSCAN_KERNEL_MATRIX=all`` runs
+``mm_struct`` and ``dentry`` differ from both other flavours'. ``python -m
+scanner.lab.kernel_layouts`` finds 6 distinct walker layouts among the 33 builds apt offers (each
+flavour at ABIs 47-54 and at 55-57): one row here for each. ``AVSCAN_KERNEL_MATRIX=all`` runs
 every 6.1 build apt offers instead (about 33), or a comma-separated list of packages. The packages
 are fetched and cached like the lab's own kernel (``scanner.lab.debs``).
 """
