@@ -34,6 +34,7 @@ from scanner.guestos.linux.detect import open_linux
 from scanner.guestos.linux.isf import write_isf
 from scanner.guestos.linux.kernel import LinuxKernel
 from scanner.guestos.linux.modules import module_list
+from scanner.guestos.linux.profile import Profile
 from scanner.lab import debs
 from scanner.lab.pytest_plugin import start_or_skip
 from scanner.rulesets import LoadedRuleset
@@ -54,7 +55,7 @@ MATRIX = (
 CANONICAL = (1 << 48) - 1  # Volatility prints module addresses without the sign-extension bits
 
 
-def _volatility(guest_elf: Path, kernel: LinuxKernel, profile: Any, work: Path) -> dict[str, list[dict[str, Any]]]:
+def _volatility(guest_elf: Path, kernel: LinuxKernel, profile: Profile, work: Path) -> dict[str, list[dict[str, Any]]]:
     write_isf(profile, kernel, work / "symbols")
     (work / "cache").mkdir()
     common = ["-s", str(work / "symbols"), "--cache-path", str(work / "cache"), "-f", str(guest_elf)]
