@@ -19,10 +19,12 @@ from pathlib import Path
 from scanner.errors import Unavailable
 from scanner.lab.errors import LabError
 
-FLAVOUR = "cloud-amd64"  # Debian kernel flavours: cloud-amd64 (default), amd64
+FLAVOUR = "cloud-amd64"  # Debian kernel flavours: cloud-amd64 (default), amd64, rt-amd64
 KERNEL_META = f"linux-image-{FLAVOUR}"
 BUSYBOX = "busybox-static"
-FLAVOURS = ("cloud-amd64", "amd64")
+FLAVOURS = ("cloud-amd64", "amd64", "rt-amd64")
+# A versioned kernel package of one flavour, e.g. linux-image-6.1.0-47-amd64 (ABI 47, generic)
+KERNEL_PACKAGE_RE = re.compile(r"^linux-image-\d+\.\d+\.\d+-\d+-(cloud-amd64|amd64|rt-amd64)$")
 
 _apt_updated: list[bool] = []  # non-empty once apt-get update ran in this process
 
@@ -63,7 +65,15 @@ def _show(name: str) -> DebRef | None:
     return DebRef(fields["Package"], fields["Version"], Path(fields["Filename"]).name)
 
 
+def is_kernel(kernel: str) -> bool:
+    """True for a flavour of :data:`FLAVOURS` or a versioned package of one (:data:`KERNEL_PACKAGE_RE`)."""
+    return kernel in FLAVOURS or KERNEL_PACKAGE_RE.match(kernel) is not None
+
+
 def _kernel_name(flavour: str = FLAVOUR) -> str | None:
+    """The versioned package apt's ``linux-image-<flavour>`` depends on; a versioned package as is."""
+    if KERNEL_PACKAGE_RE.match(flavour):
+        return flavour
     try:
         out = _run(["apt-cache", "depends", f"linux-image-{flavour}"])
     except LabError:
@@ -73,7 +83,8 @@ def _kernel_name(flavour: str = FLAVOUR) -> str | None:
 
 
 def resolve(flavour: str = FLAVOUR) -> tuple[DebRef, DebRef]:
-    """The versioned cloud kernel package and busybox-static, as apt's candidates."""
+    """The versioned kernel package of ``flavour`` (or ``flavour`` itself when it is a versioned
+    package, see :func:`is_kernel`) and busybox-static, as apt's candidates."""
     for attempt in range(2):
         kernel = _kernel_name(flavour)
         kref = _show(kernel) if kernel else None

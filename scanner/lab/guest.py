@@ -49,7 +49,7 @@ from scanner.lab.console import (
     parse_modules,
     parse_processes,
 )
-from scanner.lab.debs import FLAVOURS
+from scanner.lab.debs import FLAVOURS, is_kernel
 from scanner.lab.errors import LabError
 from scanner.lab.image import LabImage, build_image, cache_dir
 from scanner.lab.lime import build_lime
@@ -166,7 +166,8 @@ class LabGuest:
         """Build the image if needed, boot, and wait for READY (``timeout`` seconds under TCG).
 
         With KVM, a boot that is not READY after ``kvm_timeout`` is retried under TCG. ``flavour``
-        picks the Debian kernel: ``cloud-amd64`` (the default) or ``amd64``. ``disk``
+        picks the Debian kernel: ``cloud-amd64`` (the default), ``amd64`` or ``rt-amd64`` (apt's
+        current build), or one versioned package such as ``linux-image-6.1.0-47-amd64``. ``disk``
         attaches a qcow2 image as drive ``labdisk`` (``disk_bus``: ``virtio``, ``ide`` or ``nvme``).
         ``load_modules`` makes init insmod the image's kernel modules (``image.GUEST_MODULES``) first.
         ``clonable`` adds the command port (ttyS1) a template and its clones need; no ``disk`` then.
@@ -192,8 +193,10 @@ class LabGuest:
         if clonable and disk is not None:
             raise InvalidArgument("disk", "a clonable guest has no disk (clones would share it)")
         _check_host()
-        if flavour not in FLAVOURS:
-            raise InvalidArgument("flavour", f"{flavour!r}: expected one of {', '.join(FLAVOURS)}")
+        if not is_kernel(flavour):
+            raise InvalidArgument(
+                "flavour", f"{flavour!r}: expected one of {', '.join(FLAVOURS)} or linux-image-<version>-<flavour>"
+            )
         cache = cache or cache_dir()
         image = build_image(cache, flavour)
         initramfs = build_lime(image, cache).initramfs if lime else None

@@ -15,6 +15,7 @@ import lzma
 import re
 import struct
 from pathlib import Path
+from typing import Protocol
 
 from scanner.guestos.btf import BtfError
 
@@ -51,11 +52,11 @@ def decompress(payload: bytes) -> bytes:
         if payload[:2] == b"\x1f\x8b":
             return _bounded(gzip.decompress(payload))
         if payload[:6] == b"\xfd7zXZ\x00":
-            return _bounded(lzma.decompress(payload, lzma.FORMAT_XZ))
+            return _one_stream(lzma.LZMADecompressor(lzma.FORMAT_XZ), payload)
         if payload[:3] == b"BZh":
-            return _bounded(bz2.decompress(payload))
+            return _one_stream(bz2.BZ2Decompressor(), payload)
         if payload[:3] == b"\x5d\x00\x00":
-            return _bounded(lzma.decompress(payload, lzma.FORMAT_ALONE))
+            return _one_stream(lzma.LZMADecompressor(lzma.FORMAT_ALONE), payload)
         if payload[:4] == b"\x28\xb5\x2f\xfd":
             return _zstd(payload)
         if struct.unpack_from("<I", payload)[0] == LZ4_LEGACY:
@@ -63,6 +64,26 @@ def decompress(payload: bytes) -> bytes:
     except (OSError, lzma.LZMAError, EOFError, ValueError) as e:
         raise BtfError(f"kernel payload does not decompress: {e}") from e
     raise BtfError(f"unknown kernel payload compression (magic {payload[:6].hex()})")
+
+
+class _Decompressor(Protocol):
+    @property
+    def eof(self) -> bool: ...
+
+    def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
+
+
+def _one_stream(decompressor: _Decompressor, payload: bytes) -> bytes:
+    """The first compressed stream of ``payload``, at most :data:`MAX_VMLINUX` bytes.
+
+    The kernel build appends the vmlinux size (4 bytes, little-endian) after xz, LZMA and bzip2
+    streams (``size_append``): what follows the stream is not another stream, and is ignored.
+    """
+    data = decompressor.decompress(payload, MAX_VMLINUX + 1)
+    if not decompressor.eof:
+        _bounded(data)
+        raise BtfError("kernel payload does not decompress: the compressed stream is cut short")
+    return _bounded(data)
 
 
 def _bounded(data: bytes) -> bytes:
