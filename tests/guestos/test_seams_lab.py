@@ -1,0 +1,184 @@
+"""Matches that straddle two virtual pages held far apart in RAM are found by the default scan.
+
+A real lab dump (busybox guest). Volatility 3 (with the ISF of the dump's own BTF) dumps the
+marker process's ``[heap]``; each heap page is found in the raw dump by its bytes (a page whose
+content occurs exactly once), which gives, without our page walker, two virtually consecutive
+heap pages whose physical pages are not adjacent. A marker generated at test time is written
+across their boundary in a copy of the dump, and Volatility, reading the copy, confirms the heap
+holds it whole at that virtual address. The default scan (``os=auto``) must report it once, as a
+page-seam finding naming the marker's pid and the exact virtual address; the plain physical scan
+cannot see it. A marker inside one page near the seam is reported once, by the physical scan.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from scanner.acquisition.memory.raw import RawMemory
+from scanner.engine import Engine, EngineSettings
+from scanner.guestos.linux.detect import open_linux
+from scanner.guestos.linux.isf import write_isf
+from scanner.rulesets import LoadedRuleset, compile_path
+from scanner.targets.awareness import AttributedMemoryTarget, memory_view
+from scanner.targets.base import Target
+from scanner.verdicts import Verdict, VerdictKind
+
+from .conftest import Dumped
+
+pytestmark = pytest.mark.lab
+PAGE = 4096
+
+
+@dataclass(frozen=True)
+class HeapSeam:
+    """Heap pages ``index`` and ``index + 1`` of the marker: at ``first``/``second`` in the raw dump."""
+
+    heap_start: int
+    index: int
+    first: int
+    second: int
+
+    @property
+    def boundary(self) -> int:
+        return self.heap_start + (self.index + 1) * PAGE
+
+
+def volatility_heap(raw: Path, pid: int, work: Path) -> tuple[int, bytes]:
+    """(start, bytes) of ``pid``'s ``[heap]`` as Volatility 3's ``linux.proc.Maps --dump`` reads it."""
+    symbols, cache, out = work / "symbols", work / "cache", work / "maps"
+    if not symbols.exists():
+        detection = open_linux(RawMemory(str(raw)))
+        assert detection.kernel is not None and detection.profile is not None
+        write_isf(detection.profile, detection.kernel, symbols)
+    cache.mkdir(exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    vol = shutil.which("vol", path=os.path.dirname(sys.executable))
+    assert vol is not None, "volatility3 (a dev dependency) is not installed: run .ci/setup"
+    argv = [vol, "-q", "-r", "json", "-s", str(symbols), "--cache-path", str(cache), "-f", str(raw)]
+    argv += ["-o", str(out), "linux.proc.Maps", "--pid", str(pid), "--dump"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    heap = next(r for r in json.loads(proc.stdout) if r["File Path"] == "[heap]")
+    return int(heap["Start"]), (out / str(heap["File output"])).read_bytes()
+
+
+def unique_place(raw: mmap.mmap, page: bytes) -> int | None:
+    """The physical address of the only copy of ``page`` in the raw dump (page aligned), else None."""
+    if page == bytes(len(page)):
+        return None
+    first = raw.find(page)
+    if first < 0 or first % PAGE or raw.find(page, first + 1) >= 0:
+        return None
+    return first
+
+
+@pytest.fixture(scope="module")
+def seam(dumped: Dumped, tmp_path_factory: pytest.TempPathFactory) -> HeapSeam:
+    work = tmp_path_factory.mktemp("seam-vol")
+    start, heap = volatility_heap(dumped.raw, dumped.guest.marker_pids[0], work)
+    with dumped.raw.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+        places = [unique_place(raw, heap[i : i + PAGE]) for i in range(0, len(heap), PAGE)]
+    for i in range(len(places) - 1):
+        a, b = places[i], places[i + 1]
+        if a is not None and b is not None and b != a + PAGE:
+            return HeapSeam(start, i, a, b)
+    pytest.fail(f"no two consecutive heap pages far apart in RAM: {places}")
+
+
+def marker_and_rule(tmp_path: Path) -> tuple[bytes, LoadedRuleset]:
+    """A fresh EICAR-style marker (made now, in no file) and a rule that matches it."""
+    marker = b"AVSCAN-STRADDLE-TEST-" + secrets.token_hex(16).encode() + b"-NOT-MALWARE"
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "straddle.yar").write_text(
+        f'rule Straddle {{ strings: $m = "{marker.decode()}" condition: $m }}\n'
+    )
+    return marker, compile_path(tmp_path / "rules")
+
+
+def placed(dumped: Dumped, tmp_path: Path, writes: list[tuple[int, bytes]]) -> Path:
+    """A copy of the dump with ``(physical address, bytes)`` written."""
+    out = tmp_path / "placed.raw"
+    shutil.copyfile(dumped.raw, out)
+    with out.open("r+b") as f:
+        for at, data in writes:
+            f.seek(at)
+            f.write(data)
+    return out
+
+
+def scan(target: Target, rules: LoadedRuleset) -> Verdict:
+    engine = Engine(EngineSettings(threads=2))
+    try:
+        with target:
+            return engine.scan(rules, target)
+    finally:
+        engine.close()
+
+
+def test_a_marker_straddling_far_apart_heap_pages_is_found_and_attributed(
+    dumped: Dumped, seam: HeapSeam, tmp_path: Path
+) -> None:
+    marker, rules = marker_and_rule(tmp_path)
+    split = 21  # bytes of the marker at the end of the first page
+    raw = placed(dumped, tmp_path, [(seam.first + PAGE - split, marker[:split]), (seam.second, marker[split:])])
+    at = seam.boundary - split
+    start, heap = volatility_heap(raw, dumped.guest.marker_pids[0], tmp_path)  # the oracle reads the copy
+    assert heap[at - start : at - start + len(marker)] == marker
+
+    physical = scan(AttributedMemoryTarget(RawMemory(str(raw)), profile_cache=tmp_path, seams=False), rules)
+    assert physical.kind is VerdictKind.CLEAN  # the premise: RAM read page by page cannot see it
+
+    verdict = scan(memory_view(RawMemory(str(raw)), {"os": "auto"}, tmp_path), rules)
+    assert verdict.kind is VerdictKind.MALICIOUS, verdict.coverage.gaps[:3]
+    [finding] = [f for f in verdict.findings if f.rule == "Straddle"]
+    pid = dumped.guest.marker_pids[0]
+    assert finding.unit_kind == "process-seam"
+    assert finding.address == at
+    assert finding.context["pid"] == str(pid)
+    assert finding.context["process"] == "avscan-marker"
+    assert finding.context["virtual_address"] == f"{at:#x}"
+    assert "[heap]" in finding.context["region"]
+    [string] = finding.strings
+    assert string.data == marker[: len(string.data)] and string.physical == seam.first + PAGE - split
+    counts = verdict.coverage.accounting
+    assert counts["processes.seams"] > 0 and counts["processes.walked"] == counts["processes.listed"]
+    assert verdict.coverage.complete
+
+
+def test_a_marker_inside_one_page_next_to_a_seam_is_reported_once(
+    dumped: Dumped, seam: HeapSeam, tmp_path: Path
+) -> None:
+    marker, rules = marker_and_rule(tmp_path)
+    before = seam.first + PAGE - len(marker) - 3  # ends 3 bytes before the boundary
+    after = seam.second + 5  # starts 5 bytes after it
+    raw = placed(dumped, tmp_path, [(before, marker), (after, marker)])
+    verdict = scan(memory_view(RawMemory(str(raw)), {"os": "auto"}, tmp_path), rules)
+    found = [f for f in verdict.findings if f.rule == "Straddle"]
+    assert [f.unit_kind for f in found] == ["memory"]  # one physical finding, no seam finding
+    assert sorted(s.physical for s in found[0].strings) == sorted([before, after])
+    assert verdict.coverage.accounting["processes.seams"] > 0
+
+
+def test_seams_past_the_cap_are_a_gap(dumped: Dumped, tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "none.yar").write_text('rule Never { strings: $a = "avscan-never-9b1e2d" condition: $a }\n')
+    rules = compile_path(tmp_path / "rules")
+    whole = scan(memory_view(RawMemory(str(dumped.raw)), {"os": "auto"}, tmp_path), rules)
+    assert whole.kind is VerdictKind.CLEAN and whole.coverage.accounting["processes.seams"] > 2
+    capped = scan(AttributedMemoryTarget(RawMemory(str(dumped.raw)), profile_cache=tmp_path, max_seams=2), rules)
+    assert capped.kind is VerdictKind.INCOMPLETE
+    [gap] = capped.coverage.gaps
+    assert gap.unit == "seams:cap" and "past the cap of 2 distinct seams" in gap.detail
+    assert capped.coverage.accounting["processes.seams"] == 2
+    assert capped.coverage.accounting["processes.seams_over_cap"] > 0
