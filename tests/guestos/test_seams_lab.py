@@ -53,8 +53,9 @@ class HeapSeam:
         return self.heap_start + (self.index + 1) * PAGE
 
 
-def volatility_heap(raw: Path, pid: int, work: Path) -> tuple[int, bytes]:
-    """(start, bytes) of ``pid``'s ``[heap]`` as Volatility 3's ``linux.proc.Maps --dump`` reads it."""
+def volatility_region(raw: Path, pid: int, work: Path, path: str = "[heap]", flags: str = "rw-") -> tuple[int, bytes]:
+    """(start, bytes) of ``pid``'s first region of ``path`` with ``flags``, as Volatility 3's
+    ``linux.proc.Maps --dump`` reads it."""
     symbols, cache, out = work / "symbols", work / "cache", work / "maps"
     if not symbols.exists():
         detection = open_linux(RawMemory(str(raw)))
@@ -69,8 +70,8 @@ def volatility_heap(raw: Path, pid: int, work: Path) -> tuple[int, bytes]:
     argv += ["-o", str(out), "linux.proc.Maps", "--pid", str(pid), "--dump"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    heap = next(r for r in json.loads(proc.stdout) if r["File Path"] == "[heap]")
-    return int(heap["Start"]), (out / str(heap["File output"])).read_bytes()
+    row = next(r for r in json.loads(proc.stdout) if r["File Path"] == path and r["Flags"] == flags)
+    return int(row["Start"]), (out / str(row["File output"])).read_bytes()
 
 
 def unique_place(raw: mmap.mmap, page: bytes) -> int | None:
@@ -83,17 +84,21 @@ def unique_place(raw: mmap.mmap, page: bytes) -> int | None:
     return first
 
 
-@pytest.fixture(scope="module")
-def seam(dumped: Dumped, tmp_path_factory: pytest.TempPathFactory) -> HeapSeam:
-    work = tmp_path_factory.mktemp("seam-vol")
-    start, heap = volatility_heap(dumped.raw, dumped.guest.marker_pids[0], work)
-    with dumped.raw.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as raw:
-        places = [unique_place(raw, heap[i : i + PAGE]) for i in range(0, len(heap), PAGE)]
+def far_apart(raw_path: Path, start: int, region: bytes) -> HeapSeam:
+    """The first two consecutive pages of ``region`` (at ``start``) found alone in RAM, not adjacent."""
+    with raw_path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+        places = [unique_place(raw, region[i : i + PAGE]) for i in range(0, len(region), PAGE)]
     for i in range(len(places) - 1):
         a, b = places[i], places[i + 1]
         if a is not None and b is not None and b != a + PAGE:
             return HeapSeam(start, i, a, b)
-    pytest.fail(f"no two consecutive heap pages far apart in RAM: {places}")
+    pytest.fail(f"no two consecutive pages far apart in RAM: {places}")
+
+
+@pytest.fixture(scope="module")
+def seam(dumped: Dumped, tmp_path_factory: pytest.TempPathFactory) -> HeapSeam:
+    work = tmp_path_factory.mktemp("seam-vol")
+    return far_apart(dumped.raw, *volatility_region(dumped.raw, dumped.guest.marker_pids[0], work))
 
 
 def marker_and_rule(tmp_path: Path) -> tuple[bytes, LoadedRuleset]:
@@ -133,7 +138,7 @@ def test_a_marker_straddling_far_apart_heap_pages_is_found_and_attributed(
     split = 21  # bytes of the marker at the end of the first page
     raw = placed(dumped, tmp_path, [(seam.first + PAGE - split, marker[:split]), (seam.second, marker[split:])])
     at = seam.boundary - split
-    start, heap = volatility_heap(raw, dumped.guest.marker_pids[0], tmp_path)  # the oracle reads the copy
+    start, heap = volatility_region(raw, dumped.guest.marker_pids[0], tmp_path)  # the oracle reads the copy
     assert heap[at - start : at - start + len(marker)] == marker
 
     physical = scan(AttributedMemoryTarget(RawMemory(str(raw)), profile_cache=tmp_path, seams=False), rules)
@@ -168,6 +173,26 @@ def test_a_marker_inside_one_page_next_to_a_seam_is_reported_once(
     assert [f.unit_kind for f in found] == ["memory"]  # one physical finding, no seam finding
     assert sorted(s.physical for s in found[0].strings) == sorted([before, after])
     assert verdict.coverage.accounting["processes.seams"] > 0
+
+
+def test_a_seam_of_a_shared_file_is_scanned_once_and_named_in_every_process(dumped: Dumped, tmp_path: Path) -> None:
+    # /bin/busybox's text is one set of page-cache pages mapped by every busybox process
+    marker_pid, clean_pid = dumped.guest.marker_pids[0], dumped.guest.clean_pid
+    text = far_apart(dumped.raw, *volatility_region(dumped.raw, marker_pid, tmp_path, "/bin/busybox", "r-x"))
+    marker, rules = marker_and_rule(tmp_path)
+    split = 30
+    raw = placed(dumped, tmp_path, [(text.first + PAGE - split, marker[:split]), (text.second, marker[split:])])
+    at = text.boundary - split
+    for pid in (marker_pid, clean_pid):  # Volatility reads the marker in both processes' text
+        start, region = volatility_region(raw, pid, tmp_path, "/bin/busybox", "r-x")
+        assert region[at - start : at - start + len(marker)] == marker
+    verdict = scan(memory_view(RawMemory(str(raw)), {"os": "auto"}, tmp_path), rules)
+    [finding] = [f for f in verdict.findings if f.rule == "Straddle"]
+    assert finding.unit_kind == "process-seam"
+    pids = finding.context["pid"].split(",")
+    assert {str(marker_pid), str(clean_pid)} <= set(pids)
+    assert finding.context["virtual_address"].split(",") == [f"{at:#x}"] * len(pids)
+    assert all("/bin/busybox" in r for r in finding.context["region"].split(" | "))
 
 
 def test_seams_past_the_cap_are_a_gap(dumped: Dumped, tmp_path: Path) -> None:
