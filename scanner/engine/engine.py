@@ -20,6 +20,9 @@ Contract:
   same as without the cache, and the verdict's coverage counts ``cache_hits``/``cache_misses``
   (windows and whole units looked up). A target with an identity whose complete result is cached
   is not planned at all: its result is given back, every unit counted as a hit.
+- A batch unit (``scanner.targets.batch``: many small members, e.g. page seams) is scanned in one
+  YARA call plus one per member a match straddles, never through the result cache, and gives one
+  finding per (member, rule) (``scanner.engine.batch``).
 - A target that cannot be read at all (``SourceError``, ``Unavailable`` from ``plan`` or
   ``identity``) gives an ERROR verdict with the one-line reason, never an exception, so the CLI
   and the API report it the same way.
