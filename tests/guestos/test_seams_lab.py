@@ -17,6 +17,7 @@ import mmap
 import os
 import secrets
 import shutil
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -207,3 +208,22 @@ def test_seams_past_the_cap_are_a_gap(dumped: Dumped, tmp_path: Path) -> None:
     assert gap.unit == "seams:cap" and "past the cap of 2 distinct seams" in gap.detail
     assert capped.coverage.accounting["processes.seams"] == 2
     assert capped.coverage.accounting["processes.seams_over_cap"] > 0
+
+
+def test_a_process_whose_page_tables_cannot_be_read_is_a_gap_not_a_clean_scan(dumped: Dumped, tmp_path: Path) -> None:
+    # the marker's mm->pgd is pointed at a kernel address nothing maps: its seams cannot be listed
+    view = open_linux(RawMemory(str(dumped.raw))).kernel
+    assert view is not None
+    pid = dumped.guest.marker_pids[0]
+    proc = next(p for p in view.processes().processes if p.pid == pid)
+    data = bytearray(dumped.raw.read_bytes())
+    struct.pack_into("<Q", data, view.kmem.physical(proc.mm + view.layout["mm.pgd"]), 0xFFFF_FFFF_FFFF_0000)
+    raw = tmp_path / "no-tables.raw"
+    raw.write_bytes(data)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "none.yar").write_text('rule Never { strings: $a = "avscan-never-4e0b7c" condition: $a }\n')
+    verdict = scan(memory_view(RawMemory(str(raw)), {"os": "auto"}, tmp_path), compile_path(tmp_path / "rules"))
+    assert verdict.kind is VerdictKind.INCOMPLETE
+    [gap] = verdict.coverage.gaps
+    assert gap.unit.startswith(f"seams:pid {pid} (avscan-marker)") and "page seams not scanned" in gap.detail
+    assert verdict.coverage.accounting["processes.failed"] == 1
