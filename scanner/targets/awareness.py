@@ -61,6 +61,7 @@ class _Attribution:
         self.details: dict[str, str] = {}
         self.counts: dict[str, int] = {}  # processes.listed / walked / failed of the last reverse map
         self._regions: Any = None  # KernelRegions, built on the first finding no process owns
+        self.walked: Any = None  # the seam walk's SeamMap, when it ran: its mappings answer owners()
 
     def kernel(self) -> Any:
         """The guest's Linux kernel view (opened on the first call), or None (``details["os"]`` says why)."""
@@ -78,8 +79,13 @@ class _Attribution:
             if self._view is None:
                 return {"attribution": f"none ({self.details.get('os', 'no Linux kernel found')})"}
             from scanner.guestos.linux.reverse import reverse_map
+            from scanner.guestos.linux.seams import reverse_from
 
-            found = reverse_map(self._view, addresses)
+            walked = self.walked
+            if walked is not None and walked.mappings is not None:  # the seam walk saw every mapping
+                found = reverse_from(walked, addresses)
+            else:
+                found = reverse_map(self._view, addresses)
             self.counts = found.accounting()
             if found.failed:
                 self.details["os.problems"] = _problems_text(found.failed)
@@ -181,6 +187,7 @@ class AttributedMemoryTarget(MemoryTarget):
             self._seam_details["seams"] = f"none scanned: no processes to walk ({reason})"
             return
         found = find_seams(view, self._max_seams or max_seams_for(self.source))
+        self._attribution.walked = found
         self._seam_counts = {**found.accounting(), "processes.seams": len(found.seams)}
         if found.over_cap:
             self._seam_counts["processes.seams_over_cap"] = found.over_cap

@@ -227,3 +227,18 @@ def test_a_process_whose_page_tables_cannot_be_read_is_a_gap_not_a_clean_scan(du
     [gap] = verdict.coverage.gaps
     assert gap.unit.startswith(f"seams:pid {pid} (avscan-marker)") and "page seams not scanned" in gap.detail
     assert verdict.coverage.accounting["processes.failed"] == 1
+
+
+def test_the_seam_walk_attributes_physical_findings_as_the_reverse_map_does(dumped: Dumped) -> None:
+    # the default scan names owners from the seam walk's mappings instead of walking again
+    from scanner.guestos.linux.reverse import reverse_map
+    from scanner.guestos.linux.seams import find_seams, reverse_from
+
+    view = open_linux(RawMemory(str(dumped.raw))).kernel
+    assert view is not None
+    found = find_seams(view, 1 << 16)
+    assert found.mappings
+    addresses = [m[0] + 100 for m in found.mappings[::7]] + [0x1000]  # every 7th run, and a page no one maps
+    ours, walked = reverse_from(found, addresses), reverse_map(view, addresses)
+    assert ours.owners == walked.owners and len(ours.owners) == len(set(addresses)) - 1
+    assert ours.accounting() == walked.accounting()

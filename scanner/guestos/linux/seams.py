@@ -17,15 +17,18 @@ seams there are unknown, never silently absent.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from scanner.guestos.linux.kernel import LinuxKernel
 from scanner.guestos.linux.paging import BadEntry, Mapping, PageTables, runs
+from scanner.guestos.linux.reverse import Owner, ReverseMap
 from scanner.guestos.linux.tasks import Process
 from scanner.guestos.linux.vmas import Vma
 from scanner.guestos.problems import Problem, WalkError
 
 MAX_OWNERS = 16  # (process, address) pairs kept per seam; all are counted
+MAX_MAPPINGS = 1 << 20  # mappings kept for the reverse map; past it, ``mappings`` is None
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,23 @@ class SeamMap:
     walked: int = 0
     failed: list[Problem] = field(default_factory=list)
     over_cap: int = 0  # seam occurrences not kept because ``max_seams`` distinct ones were
+    # every present run walked: (physical, size, virtual, pid, process, region), in walk order, so
+    # findings of the physical scan are attributed without walking again (None: too many to keep)
+    mappings: list[tuple[int, int, int, int, str, str]] | None = field(default_factory=list)
 
     def accounting(self) -> dict[str, int]:
         return {"processes.listed": self.listed, "processes.walked": self.walked, "processes.failed": len(self.failed)}
+
+
+def reverse_from(found: SeamMap, addresses: Iterable[int]) -> ReverseMap:
+    """:func:`~scanner.guestos.linux.reverse.reverse_map` from the mappings the seam walk kept."""
+    wanted = set(addresses)
+    out: dict[int, list[Owner]] = {}
+    for physical, size, virtual, pid, process, region in found.mappings or ():
+        for address in wanted:
+            if physical <= address < physical + size:
+                out.setdefault(address, []).append(Owner(pid, process, virtual + address - physical, region))
+    return ReverseMap(out, found.listed, found.walked, tuple(found.failed))
 
 
 def find_seams(kernel: LinuxKernel, max_seams: int) -> SeamMap:
@@ -102,10 +119,20 @@ def _region_seams(tables: PageTables, proc: Process, vma: Vma, out: SeamMap, max
         if not isinstance(piece, Mapping):
             held = None
             continue
+        _keep(out, piece, proc, vma)
         if held is not None and held.virtual + held.size == piece.virtual:
             _add(out, held.physical + held.size, piece.physical, proc, piece.virtual, vma, max_seams)
         held = piece
     return problems
+
+
+def _keep(out: SeamMap, piece: Mapping, proc: Process, vma: Vma) -> None:
+    if out.mappings is None:
+        return
+    if len(out.mappings) >= MAX_MAPPINGS:
+        out.mappings = None  # the reverse map walks again instead
+        return
+    out.mappings.append((piece.physical, piece.size, piece.virtual, proc.pid, proc.name, vma.describe()))
 
 
 def _add(out: SeamMap, before: int, after: int, proc: Process, virtual: int, vma: Vma, max_seams: int) -> None:
