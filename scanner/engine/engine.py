@@ -20,6 +20,9 @@ Contract:
   same as without the cache, and the verdict's coverage counts ``cache_hits``/``cache_misses``
   (windows and whole units looked up). A target with an identity whose complete result is cached
   is not planned at all: its result is given back, every unit counted as a hit.
+- A batch unit (``scanner.targets.batch``: many small members, e.g. page seams) is scanned in one
+  YARA call plus one per member a match straddles, never through the result cache, and gives one
+  finding per (member, rule) (``scanner.engine.batch``).
 - A target that cannot be read at all (``SourceError``, ``Unavailable`` from ``plan`` or
   ``identity``) gives an ERROR verdict with the one-line reason, never an exception, so the CLI
   and the API report it the same way.
@@ -34,6 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from scanner.engine.batch import batch_findings, scan_batch
 from scanner.engine.blockmap import BlockMap, build_block_map
 from scanner.engine.cache import (
     Planned,
@@ -52,6 +56,7 @@ from scanner.engine.sparse import BLOCK
 from scanner.engine.windows import Window, aligned_windows, plan_windows
 from scanner.errors import SourceError, Unavailable
 from scanner.targets.base import Skipped, Target, Unit
+from scanner.targets.batch import BatchUnit
 from scanner.verdicts import Coverage, Finding, Gap, GapKind, Verdict, VerdictKind, decide
 
 T = TypeVar("T")
@@ -337,7 +342,7 @@ class _Run:
     def _lookup(self, state: _UnitState, window: Window) -> WindowResult | Planned | None:
         """A cached result for ``window`` found from its block digests alone (no read, no thread)."""
         cache, s = self.engine.cache, self.s
-        if cache is None:
+        if cache is None or isinstance(state.unit, BatchUnit):  # a batch's results depend on its layout
             return None
         args = (s.max_strings_per_finding, s.max_matches_per_string)
         if state.blocks is not None:
@@ -354,6 +359,10 @@ class _Run:
         cache = self.engine.cache
 
         def run() -> WindowResult:
+            if isinstance(state.unit, BatchUnit):
+                return scan_batch(
+                    self.ruleset, state.unit, state.deadline, s.max_strings_per_finding, s.max_matches_per_string
+                )
             if cache is not None:
                 return scan_window_cached(
                     cache,
@@ -438,6 +447,18 @@ class _Run:
 
     def _findings(self, state: _UnitState) -> list[Finding]:
         unit = state.unit
+        if isinstance(unit, BatchUnit):  # one finding per member (scanner.targets.batch)
+            out = batch_findings(unit, state.hits.values(), self.s.max_strings_per_finding)
+        else:
+            out = self._unit_findings(state)
+            out.sort(key=lambda f: (f.offset, f.namespace, f.rule))
+        if len(out) > self.s.max_findings_per_unit:
+            detail = f"{len(out)} rules matched; kept {self.s.max_findings_per_unit}"
+            state.gaps.append(Gap(GapKind.TOO_MANY_MATCHES, unit.name, detail, unit.base, 0))
+        return out[: self.s.max_findings_per_unit]
+
+    def _unit_findings(self, state: _UnitState) -> list[Finding]:
+        unit = state.unit
         out: list[Finding] = []
         context = dict(unit.finding_context()) if state.hits else {}
         for hit in state.hits.values():
@@ -459,11 +480,7 @@ class _Run:
                     context={**context, **unit.attribute([i.offset for i in instances] or [offset])},
                 )
             )
-        out.sort(key=lambda f: (f.offset, f.namespace, f.rule))
-        if len(out) > self.s.max_findings_per_unit:
-            detail = f"{len(out)} rules matched; kept {self.s.max_findings_per_unit}"
-            state.gaps.append(Gap(GapKind.TOO_MANY_MATCHES, unit.name, detail, unit.base, 0))
-        return out[: self.s.max_findings_per_unit]
+        return out
 
     def _skip(self, item: Skipped) -> None:
         t = self.tally

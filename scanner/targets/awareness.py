@@ -3,7 +3,11 @@
 - ``auto`` (default): every byte of RAM is scanned physically (nothing a process does not map is
   missed), and when a Linux kernel is found in the memory each finding is attributed to the
   process(es) that map it: pid, process, region, virtual address (``scanner.guestos`` reverse
-  map). The kernel is looked for only when something matched, so a clean scan pays nothing.
+  map). Then the *page seams* of every process are scanned (``scanner.targets.seams``): a string
+  that crosses a virtual page boundary whose two pages are far apart in RAM is found there,
+  attributed to every process that maps it at its virtual address. A process whose memory could
+  not be walked, or seams past the cap, are gaps; memory with no Linux kernel found has no
+  processes to walk (``details()["seams"]`` says why nothing was).
 - ``processes``: one unit per process region (VMA) plus kernel memory, as Volatility's
   ``vmayarascan`` does, so rules that need several strings in one region work; falls back to a
   physical scan, saying why, when no Linux kernel is found.
@@ -57,6 +61,14 @@ class _Attribution:
         self.details: dict[str, str] = {}
         self.counts: dict[str, int] = {}  # processes.listed / walked / failed of the last reverse map
         self._regions: Any = None  # KernelRegions, built on the first finding no process owns
+        self.walked: Any = None  # the seam walk's SeamMap, when it ran: its mappings answer owners()
+
+    def kernel(self) -> Any:
+        """The guest's Linux kernel view (opened on the first call), or None (``details["os"]`` says why)."""
+        with self._lock:
+            if not self._opened:
+                self._open()
+            return self._view
 
     def owners(self, addresses: Sequence[int]) -> Mapping[str, str]:
         """Finding context naming the processes that map ``addresses``; when none can be named, or
@@ -67,8 +79,13 @@ class _Attribution:
             if self._view is None:
                 return {"attribution": f"none ({self.details.get('os', 'no Linux kernel found')})"}
             from scanner.guestos.linux.reverse import reverse_map
+            from scanner.guestos.linux.seams import reverse_from
 
-            found = reverse_map(self._view, addresses)
+            walked = self.walked
+            if walked is not None and walked.mappings is not None:  # the seam walk saw every mapping
+                found = reverse_from(walked, addresses)
+            else:
+                found = reverse_map(self._view, addresses)
             self.counts = found.accounting()
             if found.failed:
                 self.details["os.problems"] = _problems_text(found.failed)
@@ -130,11 +147,26 @@ class AttributedUnit(PhysicalRangeUnit):
 
 
 class AttributedMemoryTarget(MemoryTarget):
-    """Physical scan of all RAM; findings attributed to processes when the guest is Linux."""
+    """Physical scan of all RAM, then the page seams of every process; findings attributed to
+    processes when the guest is Linux. ``seams`` False leaves the seams out (a baseline to measure
+    their cost against); ``seam_context`` and ``max_seams`` are the bounds of
+    :mod:`scanner.targets.seams` (defaults there)."""
 
-    def __init__(self, source: MemorySource, kernel: Path | None = None, profile_cache: Path | None = None) -> None:
+    def __init__(
+        self,
+        source: MemorySource,
+        kernel: Path | None = None,
+        profile_cache: Path | None = None,
+        *,
+        seams: bool = True,
+        seam_context: int | None = None,
+        max_seams: int | None = None,
+    ) -> None:
         super().__init__(source)
         self._attribution = _Attribution(source, kernel, profile_cache)
+        self._seams, self._seam_context, self._max_seams = seams, seam_context, max_seams
+        self._seam_counts: dict[str, int] = {}
+        self._seam_details: dict[str, str] = {}
 
     def plan(self) -> Iterator[Unit | Skipped]:
         for item in super().plan():
@@ -142,13 +174,36 @@ class AttributedMemoryTarget(MemoryTarget):
                 yield AttributedUnit(self.source, item.base, item.size, self._attribution)
             else:
                 yield item
+        if self._seams:
+            yield from self._seam_plan()
+
+    def _seam_plan(self) -> Iterator[Unit | Skipped]:
+        from scanner.guestos.linux.seams import find_seams
+        from scanner.targets.seams import SEAM_CONTEXT, max_seams_for, seam_units
+
+        view = self._attribution.kernel()
+        if view is None:
+            reason = self._attribution.details.get("os", "no Linux kernel found")
+            self._seam_details["seams"] = f"none scanned: no processes to walk ({reason})"
+            return
+        found = find_seams(view, self._max_seams or max_seams_for(self.source))
+        self._attribution.walked = found
+        self._seam_counts = {**found.accounting(), "processes.seams": len(found.seams)}
+        if found.over_cap:
+            self._seam_counts["processes.seams_over_cap"] = found.over_cap
+        mapped = sum(s.mapped for s in found.seams.values())
+        self._seam_details["seams"] = f"{len(found.seams)} distinct page seams ({mapped} mappings) scanned"
+        yield from seam_units(self.source, found, self._seam_context or SEAM_CONTEXT)
 
     def details(self) -> Mapping[str, str]:
-        return {**super().details(), "mode": "physical+attribution", **self._attribution.details}
+        mode = "physical+attribution" + ("+seams" if self._seams else "")
+        return {**super().details(), "mode": mode, **self._attribution.details, **self._seam_details}
 
     def accounting(self) -> Mapping[str, int]:
-        """The reverse map's ``processes.*`` counts (empty when nothing needed attributing)."""
-        return dict(self._attribution.counts)
+        """The process walk's ``processes.*`` counts (listed, walked, failed; from the seam walk, or
+        the reverse map's when something needed attributing) and ``processes.seams``: distinct page
+        seams offered for scanning (``processes.seams_over_cap``: mappings past the cap)."""
+        return {**self._seam_counts, **self._attribution.counts}
 
     def identity(self) -> bytes | None:
         kernel = self._attribution.kernel_image

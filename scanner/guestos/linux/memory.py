@@ -24,6 +24,7 @@ class VirtualMemory:
         self.tables = tables
         self.source = tables.source
         self._pages: dict[int, int | None] = {}
+        self.paths: dict[tuple[int, int], str] = {}  # (dentry, vfsmount) -> path, for scanner.guestos.linux.paths
 
     def physical(self, virtual: int) -> int:
         page = virtual & ~(PAGE - 1)

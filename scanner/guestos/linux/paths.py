@@ -13,6 +13,7 @@ from scanner.guestos.linux.memory import VirtualMemory
 from scanner.guestos.problems import WalkError
 
 MAX_NAME = 255
+MAX_REMEMBERED = 65536  # paths remembered per address space (dentry walks are the cost of a VMA walk)
 
 
 def dentry_name(kmem: VirtualMemory, layout: Layout, dentry: int) -> str:
@@ -53,4 +54,11 @@ def file_path(kmem: VirtualMemory, layout: Layout, file: int, max_depth: int = 6
     dentry = kmem.pointer(file + layout["file.f_path.dentry"], "f_path.dentry")
     mounts = all(layout.has(f) for f in MOUNT_FIELDS)
     vfsmount = kmem.pointer(file + layout["file.f_path.mnt"], "f_path.mnt") if mounts else 0
-    return dentry_path(kmem, layout, dentry, max_depth, vfsmount)
+    key = (dentry, vfsmount)  # every process mapping a library names the same dentry: walk it once
+    path = kmem.paths.get(key)
+    if path is None:
+        path = dentry_path(kmem, layout, dentry, max_depth, vfsmount)
+        if len(kmem.paths) >= MAX_REMEMBERED:
+            kmem.paths.clear()
+        kmem.paths[key] = path
+    return path
