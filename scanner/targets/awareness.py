@@ -193,7 +193,10 @@ class AttributedMemoryTarget(MemoryTarget):
             self._seam_counts["processes.seams_over_cap"] = found.over_cap
         mapped = sum(s.mapped for s in found.seams.values())
         self._seam_details["seams"] = f"{len(found.seams)} distinct page seams ({mapped} mappings) scanned"
-        yield from seam_units(self.source, found, self._seam_context or SEAM_CONTEXT)
+        units = list(seam_units(self.source, found, self._seam_context or SEAM_CONTEXT))
+        # Seam bytes are RAM already counted once by the physical scan, read again across the seam.
+        self._seam_counts["processes.seam_bytes"] = sum(u.size for u in units if isinstance(u, Unit))
+        yield from units
 
     def details(self) -> Mapping[str, str]:
         mode = "physical+attribution" + ("+seams" if self._seams else "")
@@ -202,7 +205,8 @@ class AttributedMemoryTarget(MemoryTarget):
     def accounting(self) -> Mapping[str, int]:
         """The process walk's ``processes.*`` counts (listed, walked, failed; from the seam walk, or
         the reverse map's when something needed attributing) and ``processes.seams``: distinct page
-        seams offered for scanning (``processes.seams_over_cap``: mappings past the cap)."""
+        seams offered for scanning (``processes.seams_over_cap``: mappings past the cap) and
+        ``processes.seam_bytes``: the bytes of those seams, read again on top of the physical scan."""
         return {**self._seam_counts, **self._attribution.counts}
 
     def identity(self) -> bytes | None:
