@@ -82,6 +82,24 @@ class PostgresVCenterStore:
                 (vm_guest(vm_uuid), host),
             )
 
+    def move(self, vm_uuid: str, host: str) -> str | None:
+        """Record that the VM runs on ``host``; returns the host it ran on before when this call
+        moved it (one caller wins a race), None when it was new or already there."""
+        guest = vm_guest(vm_uuid)
+        with self.db.connection() as conn, conn.transaction():
+            row = conn.execute("SELECT host FROM placements WHERE guest = %s FOR UPDATE", (guest,)).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO placements (guest, host, updated_at) VALUES (%s, %s, now())"
+                    " ON CONFLICT (guest) DO NOTHING",
+                    (guest, host),
+                )
+                return None
+            if row[0] == host:
+                return None
+            conn.execute("UPDATE placements SET host = %s, updated_at = now() WHERE guest = %s", (host, guest))
+        return str(row[0])
+
     def placed(self, vm_uuid: str) -> str:
         with self.db.connection() as conn:
             row = conn.execute("SELECT host FROM placements WHERE guest = %s", (vm_guest(vm_uuid),)).fetchone()

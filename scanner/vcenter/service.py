@@ -178,6 +178,8 @@ class VCenterService:
                     await self.trigger(trigger, instance, newest)
                 if newest is not None:
                     await asyncio.to_thread(self.store.set_cursor, instance, newest)
+                if self.fleet is not None:
+                    await self._follow_placements(self.fleet)
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -239,6 +241,19 @@ class VCenterService:
             return trigger
         host = await asyncio.to_thread(self.fleet.placed, trigger.vm_uuid) or self.fleet.db.host
         return replace(trigger, host=host)
+
+    async def _follow_placements(self, fleet: PostgresVCenterStore) -> None:
+        """Where each VM runs now (``runtime.host``, one bulk read): a VM that moved (vMotion,
+        relocation, HA restart; with or without an event) is placed on its new host, so its next
+        job goes to that host's appliance, and is a ``migrate`` trigger when the policy has it."""
+        for vm in await self.conn.call(list_vms, "read where VMs run"):
+            if not vm.host or not vm.instance_uuid:
+                continue
+            before = await asyncio.to_thread(fleet.move, vm.instance_uuid, vm.host)
+            if before is None:
+                continue
+            log.info("%s moved from %s to %s", vm.name, before, vm.host)
+            await self.trigger(Trigger("migrate", vm.instance_uuid, vm.name, vm.host))
 
     async def _claim_loop(self, fleet: PostgresVCenterStore) -> None:
         """Claim this host's jobs (new ones, and those of a dead appliance of this host once their

@@ -1,0 +1,150 @@
+"""vCenter with a fleet: two real ``avscan serve`` appliances (one per ESXi host of a real vcsim)
+sharing one PostgreSQL. One appliance consumes vCenter's triggers at a time (advisory-lock
+leadership, taken over when it is killed -9), a trigger makes one job, the job runs on the
+appliance of the VM's host, a VM moved to another host (``RelocateVM_Task``: vcsim posts no
+event, ``runtime.host`` changes) is placed there and its next job goes there, and the shared
+outbox is applied once."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pyVmomi import vim
+from support.service import Service
+
+from scanner.fleet.leadership import VCENTER_WATCHER, leaders
+from scanner.lab import eicar
+from scanner.lab.vcsim import PASSWORD, USER, Vcsim
+from tests.support.postgres import PostgresServer, fresh_database, postgres
+from tests.vcenter.sim import SimClient
+
+__all__ = ["postgres"]
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+VM = "DC0_H0_VM0"  # starts on DC0_H0
+HOSTS = {"a": "DC0_H0", "b": "DC0_C0_H0"}
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    started: list[Service] = []
+    yield started
+    for service in started:
+        service.close()
+
+
+def wait_until(predicate, what: str, timeout: float = 120.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def jobs(url: str) -> list[tuple[Any, ...]]:
+    """(reason, host, state, ran by, scan hosts) of every vCenter job of the fleet, oldest first."""
+    rows = query(url, "SELECT reason, host, state, lease_owner, scan_ids FROM vc_jobs ORDER BY seq")
+    out = []
+    for reason, host, state, owner, scan_ids in rows:
+        hosts = query(url, "SELECT host FROM scans WHERE id = ANY(%s) ORDER BY seq", json.loads(scan_ids))
+        out.append((reason, host, state, owner, [h for (h,) in hosts]))
+    return out
+
+
+def finished(url: str, n: int) -> list[tuple[Any, ...]] | None:
+    """The jobs once there are ``n``, all ended, with nothing left in the outbox."""
+    found = jobs(url)
+    pending = query(url, "SELECT COUNT(*) FROM vc_actions WHERE state = 'PENDING'")[0][0]
+    return found if len(found) == n and all(j[2] in ("DONE", "FAILED") for j in found) and not pending else None
+
+
+def watcher(url: str) -> str:
+    """The appliance that consumes vCenter's triggers now, as PostgreSQL's locks say."""
+    holders = [n.split()[1] for n in leaders_of(url) if " leads vcenter-events " in n]
+    assert len(holders) <= 1, f"two trigger watchers at once: {holders}"
+    return holders[0] if holders else ""
+
+
+def leaders_of(url: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return list(leaders(conn, VCENTER_WATCHER))
+
+
+def relocate(sim: SimClient, name: str, host_name: str) -> None:
+    hosts = sim.content.viewManager.CreateContainerView(sim.content.rootFolder, [vim.HostSystem], True).view
+    target = next(h for h in hosts if h.name == host_name)
+    sim.wait(sim.vm(name).RelocateVM_Task(vim.vm.RelocateSpec(host=target, pool=target.parent.resourcePool)))
+
+
+def user_events(sim: SimClient) -> int:
+    return sum("avscan" in (e.message or "") for e in sim.events(VM, "GeneralUserEvent"))
+
+
+def test_one_watcher_routes_each_trigger_to_the_vms_host_and_follows_a_move(
+    vcsim: Vcsim, sim: SimClient, postgres: PostgresServer, services: list[Service], tmp_path: Path
+) -> None:
+    vmem = tmp_path / "guest.vmem"  # flat guest RAM holding a marker
+    vmem.write_bytes(bytes(1 << 20) + b"in guest memory: " + eicar() + bytes(3 << 20))
+    for index in range(1, 5):
+        sim.place_memory(VM, vmem, index)
+    url = fresh_database(postgres)
+    os.environ["VC_PW"] = PASSWORD
+    for name, host in HOSTS.items():
+        (tmp_path / f"{name}.toml").write_text(
+            f'[state]\nurl = "{url}"\n[fleet]\nhost = "{host}"\nname = "{name}"\n'
+            "lease_seconds = 2\npoll_seconds = 0.2\n"
+            f'[vcenter]\nurl = "{vcsim.url}"\nuser = "{USER}"\ninsecure = true\npassword_env = "VC_PW"\n'
+            'poll_seconds = 1\n[vcenter.policy]\ntriggers = ["attribute", "migrate"]\ndedupe_seconds = 0\n'
+            "scan_disks = false\ndry_run = true\n"
+        )
+        services.append(Service(tmp_path / f"state-{name}", tmp_path / f"{name}.toml"))
+    by_name = dict(zip(HOSTS, services, strict=True))
+    wait_until(lambda: watcher(url), "a trigger watcher")
+    wait_until(lambda: query(url, "SELECT host FROM placements WHERE guest LIKE 'vcenter:%%'"), "placements")
+
+    sim.set_attribute(VM, "avscan.request", "please")
+    [first] = wait_until(lambda: finished(url, 1), "the requested job")
+    assert first[:4] == ("attribute", "DC0_H0", "DONE", "a"), "run by the appliance of the VM's host"
+    assert first[4] == ["DC0_H0"], "its scan is a job of that host"
+    assert sim.attributes(VM)["avscan.verdict"].startswith("MALICIOUS")
+
+    relocate(sim, VM, "DC0_C0_H0")  # no event from vcsim: the move is seen in runtime.host
+    try:
+        moved = wait_until(lambda: finished(url, 2), "the job of the move")[1]
+    except AssertionError:
+        print(jobs(url), query(url, "SELECT * FROM placements"), query(url, "SELECT kind, state, last_error FROM vc_actions"))
+        for s in services:
+            print(s.output()[-5000:])
+        raise
+    assert moved[:4] == ("migrate", "DC0_C0_H0", "DONE", "b")
+    assert moved[4] == ["DC0_C0_H0"]
+    placed = query(url, "SELECT host FROM placements WHERE guest = %s", f"vcenter:{sim.uuid(VM)}")
+    assert placed == [("DC0_C0_H0",)]
+
+    leader = watcher(url)
+    by_name[leader].kill()  # -9: its session, and the watcher's lock with it, end
+    survivor = "b" if leader == "a" else "a"
+    wait_until(lambda: watcher(url) == survivor, "the watcher taken over")
+    if HOSTS[survivor] != "DC0_C0_H0":  # the VM's next job must have a live appliance
+        relocate(sim, VM, HOSTS[survivor])
+        wait_until(lambda: finished(url, 3), "the job of the second move")
+    count = len(jobs(url))
+    sim.set_attribute(VM, "avscan.request", "again")
+    after = wait_until(lambda: finished(url, count + 1), "the job asked of the new watcher")
+    assert after[-1][:4] == ("attribute", HOSTS[survivor], "DONE", survivor)
+    assert sim.attributes(VM)["avscan.request"] == ""
+    done = query(url, "SELECT kind, COUNT(*) FROM vc_actions WHERE state = 'DONE' GROUP BY kind")
+    assert dict(done)["event"] == len(after) == user_events(sim), "one vCenter event per job: applied once"
