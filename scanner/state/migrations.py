@@ -149,6 +149,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             result TEXT NOT NULL DEFAULT '',
             created_at DOUBLE PRECISION NOT NULL,
             done_at DOUBLE PRECISION,
+            applied_by TEXT,
             UNIQUE (job_id, kind)
         );
         CREATE INDEX vc_actions_state ON vc_actions (state, next_at)

@@ -7,7 +7,7 @@ shared by every appliance of the fleet, plus:
   of its host that nobody else holds a live lease on (``FOR UPDATE SKIP LOCKED``: two appliances
   never get the same job) and returns them; a job whose holder died is claimable again once its
   lease (``lease_seconds``) expired. ``renew`` extends our leases. A job's ``lease_owner`` stays
-  set when it ends: it says which appliance ran it.
+  set when it ends: it says which appliance ran it; an action's ``applied_by``, which applied it.
 - A job with no host (vCenter did not say) goes to whichever appliance claims it first.
 - The trigger key is unique fleet-wide: two appliances that both see one event (a leadership
   hand-over) make one job. The cursor only moves forward (``GREATEST``).
@@ -269,9 +269,9 @@ class PostgresVCenterStore:
     def action_done(self, seq: int, state: str, result: str) -> None:
         with self.db.connection() as conn:
             conn.execute(
-                "UPDATE vc_actions SET state=%s, result=%s, done_at=%s, attempts=attempts+1, last_error=''"
-                " WHERE seq=%s AND state='PENDING'",
-                (state, result, time.time(), seq),
+                "UPDATE vc_actions SET state=%s, result=%s, done_at=%s, attempts=attempts+1, last_error='',"
+                " applied_by=%s WHERE seq=%s AND state='PENDING'",
+                (state, result, time.time(), self.db.appliance, seq),
             )
 
     def action_failed(self, seq: int, error: str, next_at: float, give_up: str = "") -> None:
