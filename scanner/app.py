@@ -64,7 +64,7 @@ class App:
         if config.vcenter is not None:
             from scanner.vcenter.service import VCenterService
 
-            self.vcenter = VCenterService(config.vcenter, self.scans, self.db, config.state_dir)
+            self.vcenter = VCenterService(config.vcenter, self.scans, self.db, config.state_dir, config.fleet)
         self.events: EventQueue | None = None
         self.relay: EventRelay | None = None
         sinks = [build_sink(i, raw) for i, raw in enumerate(config.event_sinks)]

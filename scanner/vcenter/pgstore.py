@@ -9,6 +9,10 @@ shared by every appliance of the fleet, plus:
   lease (``lease_seconds``) expired. ``renew`` extends our leases. A job's ``lease_owner`` stays
   set when it ends: it says which appliance ran it; an action's ``applied_by``, which applied it.
 - A job with no host (vCenter did not say) goes to whichever appliance claims it first.
+- A job whose host has no live appliance (none registered, or none heartbeating for
+  ``dead_after`` seconds) waits for one, unless ``fallback``: then any appliance claims it (its
+  acquisition is a vCenter snapshot anyway, readable from anywhere). Waiting or taken over, a job
+  is leased to one appliance at a time: never lost, never run by two.
 - The trigger key is unique fleet-wide: two appliances that both see one event (a leadership
   hand-over) make one job. The cursor only moves forward (``GREATEST``).
 - ``place(vm_uuid, host)`` records where a VM runs now in the fleet's ``placements``
@@ -38,7 +42,10 @@ CLAIM = f"""
 UPDATE vc_jobs SET lease_owner = %(me)s, lease_until = now() + make_interval(secs => %(ttl)s)
 WHERE seq IN (
     SELECT seq FROM vc_jobs
-    WHERE state = ANY(%(open)s) AND host IN (%(host)s, '')
+    WHERE state = ANY(%(open)s)
+        AND (host IN (%(host)s, '') OR (%(fallback)s AND NOT EXISTS (
+            SELECT 1 FROM appliances a WHERE a.host = vc_jobs.host AND NOT a.stopped
+                AND a.heartbeat_at > now() - make_interval(secs => %(dead)s))))
         AND (lease_owner IS NULL OR lease_owner = %(me)s OR lease_until < now())
     ORDER BY seq FOR UPDATE SKIP LOCKED)
 RETURNING {JOB}
@@ -55,8 +62,10 @@ class PostgresVCenterStore:
 
     shared = True
 
-    def __init__(self, db: PostgresDatabase) -> None:
+    def __init__(self, db: PostgresDatabase, fallback: bool = False, dead_after: float = 90.0) -> None:
         self.db = db
+        self.fallback = fallback
+        self.dead_after = dead_after
 
     def close(self) -> None:
         """Nothing of its own to close: the pool is the state's."""
@@ -155,6 +164,7 @@ class PostgresVCenterStore:
         """Claim the open jobs of this appliance's host (see the module contract)."""
         me, ttl, host = self.db.appliance, self.db.lease_seconds, self.db.host
         args = {"me": me, "ttl": ttl, "open": list(OPEN_JOB_STATES), "host": host}
+        args |= {"fallback": self.fallback, "dead": self.dead_after}
         with self.db.connection() as conn, conn.transaction():
             rows = conn.execute(CLAIM, args).fetchall()
         return sorted((_job(r) for r in rows), key=lambda j: j.created_at)

@@ -41,6 +41,7 @@ from typing import Any, cast
 
 from scanner.errors import ScannerError
 from scanner.fleet.leadership import VCENTER_WATCHER, Leadership
+from scanner.fleet.settings import FleetSettings
 from scanner.jobs.manager import FINAL_STATES, ScanManager
 from scanner.outputs import ecs
 from scanner.outputs.queue import EventQueue
@@ -67,7 +68,14 @@ SEVERITY_ORDER = {"MALICIOUS": 5, "SUSPICIOUS": 4, "ERROR": 3, "INCOMPLETE": 2, 
 
 
 class VCenterService:
-    def __init__(self, settings: VCenterSettings, scans: ScanManager, db: Database, state_dir: Path) -> None:
+    def __init__(
+        self,
+        settings: VCenterSettings,
+        scans: ScanManager,
+        db: Database,
+        state_dir: Path,
+        fleet: FleetSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.policy = settings.policy
         self.scans = scans
@@ -77,7 +85,8 @@ class VCenterService:
         self.fleet: PostgresVCenterStore | None = None  # the fleet's shared store, with a PostgreSQL state
         self._leads: dict[str, Leadership] = {}
         if isinstance(db, PostgresDatabase):
-            self.fleet = PostgresVCenterStore(db)
+            fleet = fleet or FleetSettings()
+            self.fleet = PostgresVCenterStore(db, fleet.fallback == "snapshot", 3 * fleet.lease_seconds)
             self.store = cast(VCenterStore, self.fleet)  # the same methods (tests/vcenter/test_vcenter_fleet.py)
             self._leads = {
                 role: Leadership(db.url, VCENTER_WATCHER, f"vcenter-{role} {settings.url}", db.appliance)
@@ -266,6 +275,8 @@ class VCenterService:
                     log.warning("vCenter job %s: lease taken over; stopping it here", job_id)
                     self._jobs[job_id].cancel()
                 for job in await asyncio.to_thread(fleet.open_jobs):
+                    if job.host not in (fleet.db.host, "") and job.id not in self._jobs:
+                        log.warning("vCenter job %s: no live appliance on %s; run here (fallback)", job.id, job.host)
                     self._launch(job)
             except ScannerError as e:
                 log.warning("claiming vCenter jobs: %s", e.message)

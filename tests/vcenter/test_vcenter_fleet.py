@@ -97,24 +97,35 @@ def user_events(sim: SimClient) -> int:
     return sum("avscan" in (e.message or "") for e in sim.events(VM, "GeneralUserEvent"))
 
 
+def marked_vmem(path: Path) -> Path:
+    """Flat guest RAM holding a marker."""
+    path.write_bytes(bytes(1 << 20) + b"in guest memory: " + eicar() + bytes(3 << 20))
+    return path
+
+
+def appliance(tmp_path: Path, url: str, vcsim: Vcsim, name: str, host: str, fallback: str = "") -> Service:
+    """``avscan serve`` for ESXi host ``host`` in the fleet of ``url``, with vCenter (dry run)."""
+    os.environ["VC_PW"] = PASSWORD
+    config = tmp_path / f"{name}.toml"
+    config.write_text(
+        f'[state]\nurl = "{url}"\n[fleet]\nhost = "{host}"\nname = "{name}"\n'
+        f'lease_seconds = 2\npoll_seconds = 0.2\nfallback = "{fallback}"\n'
+        f'[vcenter]\nurl = "{vcsim.url}"\nuser = "{USER}"\ninsecure = true\npassword_env = "VC_PW"\n'
+        'poll_seconds = 1\n[vcenter.policy]\ntriggers = ["attribute", "migrate"]\ndedupe_seconds = 0\n'
+        "scan_disks = false\ndry_run = true\n"
+    )
+    return Service(tmp_path / f"state-{name}", config)
+
+
 def test_one_watcher_routes_each_trigger_to_the_vms_host_and_follows_a_move(
     vcsim: Vcsim, sim: SimClient, postgres: PostgresServer, services: list[Service], tmp_path: Path
 ) -> None:
-    vmem = tmp_path / "guest.vmem"  # flat guest RAM holding a marker
-    vmem.write_bytes(bytes(1 << 20) + b"in guest memory: " + eicar() + bytes(3 << 20))
+    vmem = marked_vmem(tmp_path / "guest.vmem")
     for index in range(1, 5):
         sim.place_memory(VM, vmem, index)
     url = fresh_database(postgres)
-    os.environ["VC_PW"] = PASSWORD
     for name, host in HOSTS.items():
-        (tmp_path / f"{name}.toml").write_text(
-            f'[state]\nurl = "{url}"\n[fleet]\nhost = "{host}"\nname = "{name}"\n'
-            "lease_seconds = 2\npoll_seconds = 0.2\n"
-            f'[vcenter]\nurl = "{vcsim.url}"\nuser = "{USER}"\ninsecure = true\npassword_env = "VC_PW"\n'
-            'poll_seconds = 1\n[vcenter.policy]\ntriggers = ["attribute", "migrate"]\ndedupe_seconds = 0\n'
-            "scan_disks = false\ndry_run = true\n"
-        )
-        services.append(Service(tmp_path / f"state-{name}", tmp_path / f"{name}.toml"))
+        services.append(appliance(tmp_path, url, vcsim, name, host))
     by_name = dict(zip(HOSTS, services, strict=True))
     wait_until(lambda: watcher(url), "a trigger watcher")
     wait_until(lambda: query(url, "SELECT host FROM placements WHERE guest LIKE 'vcenter:%%'"), "placements")
@@ -148,3 +159,29 @@ def test_one_watcher_routes_each_trigger_to_the_vms_host_and_follows_a_move(
     assert sim.attributes(VM)["avscan.request"] == ""
     done = query(url, "SELECT kind, COUNT(*) FROM vc_actions WHERE state = 'DONE' GROUP BY kind")
     assert dict(done)["event"] == len(after) == user_events(sim), "one vCenter event per job: applied once"
+
+
+def test_a_job_for_a_host_without_appliance_waits_then_falls_back_to_a_snapshot(
+    vcsim: Vcsim, sim: SimClient, postgres: PostgresServer, services: list[Service], tmp_path: Path
+) -> None:
+    orphan = "DC0_C0_RP0_VM0"  # on DC0_C0_H1, where no appliance runs
+    vmem = marked_vmem(tmp_path / "guest.vmem")
+    for name in (VM, orphan):
+        sim.place_memory(name, vmem)
+    url = fresh_database(postgres)
+    for name, host in HOSTS.items():  # neither falls back
+        services.append(appliance(tmp_path, url, vcsim, name, host))
+    wait_until(lambda: watcher(url), "a trigger watcher")
+    sim.set_attribute(orphan, "avscan.request", "please")
+    wait_until(lambda: len(jobs(url)) == 1, "the orphan's job")
+    sim.set_attribute(VM, "avscan.request", "please")  # asked later, on a host with an appliance
+    wait_until(lambda: [j for j in jobs(url) if j[2] == "DONE"], "the served VM's job")
+    waiting = jobs(url)[0]
+    assert waiting[:4] == ("attribute", "DC0_C0_H1", "QUEUED", None), "it waits: no appliance took it"
+
+    services.append(appliance(tmp_path, url, vcsim, "c", "DC0_C0_H2", fallback="snapshot"))
+    [ran, served] = wait_until(lambda: finished(url, 2), "the orphan's job through the fallback")
+    assert ran[:4] == ("attribute", "DC0_C0_H1", "DONE", "c")
+    assert ran[4] == ["DC0_C0_H2"], "one scan, of the downloaded snapshot, on the appliance that fell back"
+    assert served[3] == "a"
+    assert sim.attributes(orphan)["avscan.verdict"].startswith("MALICIOUS")
