@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from outputs.receivers import Webhook
 from support.samples import sample_dir
 from support.service import Service
 
@@ -29,6 +30,24 @@ def services() -> Iterator[list[Service]]:
     yield started
     for service in started:
         service.close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    receiver = Webhook()
+    yield receiver
+    receiver.close()
+
+
+def start_fleet(tmp_path: Path, url: str, sink: str, services: list[Service]) -> dict[str, Service]:
+    """Appliances a (esx1) and b (esx2) with one event sink (a TOML table body)."""
+    for name, host in (("a", "esx1"), ("b", "esx2")):
+        (tmp_path / f"{name}.toml").write_text(
+            f'[state]\nurl = "{url}"\n[fleet]\nhost = "{host}"\nname = "{name}"\n'
+            f"lease_seconds = 2\npoll_seconds = 0.2\n[[events.sinks]]\n{sink}"
+        )
+        services.append(Service(tmp_path / f"state-{name}", tmp_path / f"{name}.toml"))
+    return dict(zip("ab", services, strict=True))
 
 
 def received(path: Path) -> list[dict[str, object]]:
@@ -55,9 +74,21 @@ def relayer(url: str) -> str:
     """The appliance that holds the sink's relay role now ("" if none), as PostgreSQL reports it."""
     with psycopg.connect(url, autocommit=True) as conn:
         holders = leaders(conn, EVENT_RELAY)
-    names = [name.split()[1] for name in holders if name.endswith("leads events file")]
+    names = [name.split()[1] for name in holders if " leads events " in name]
     assert len(names) <= 1, f"two relays of one sink: {holders}"
     return names[0] if names else ""
+
+
+def backlog(url: str, sink: str) -> int:
+    """Documents after the sink's confirmed cursor."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM scan_events e JOIN event_cursors c ON c.sink = %s"
+            " WHERE (e.tx, e.seq) > (c.tx, c.seq)",
+            (sink,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def run_scans(service: Service, samples: Path, n: int) -> list[str]:
@@ -74,20 +105,14 @@ def test_every_document_reaches_the_sink_once_and_survives_the_relay_being_kille
     url = fresh_database(postgres)
     samples = sample_dir(tmp_path / "samples")
     events = tmp_path / "events.jsonl"
-    for name, host in (("a", "esx1"), ("b", "esx2")):
-        (tmp_path / f"{name}.toml").write_text(
-            f'[state]\nurl = "{url}"\n[fleet]\nhost = "{host}"\nname = "{name}"\n'
-            "lease_seconds = 2\npoll_seconds = 0.2\n"
-            f'[[events.sinks]]\nkind = "jsonl"\nname = "file"\npath = "{events}"\n'
-        )
-        services.append(Service(tmp_path / f"state-{name}", tmp_path / f"{name}.toml"))
-    by_name = dict(zip("ab", services, strict=True))
+    by_name = start_fleet(tmp_path, url, f'kind = "jsonl"\nname = "file"\npath = "{events}"\n', services)
     first = run_scans(by_name["a"], samples, 3) + run_scans(by_name["b"], samples, 3)
     wait_until(lambda: scan_ids_in(received(events)) >= set(first), "the first scans' documents")
     docs = received(events)
     counts = Counter(str(d["event"]["id"]) for d in docs)  # type: ignore[index]
     assert counts and max(counts.values()) == 1, "nothing died: each document arrives once"
 
+    wait_until(lambda: backlog(url, "file") == 0, "the shared cursor past them")
     holder = wait_until(lambda: relayer(url), "a relay of the sink")
     by_name[holder].kill()  # -9: its session ends, its lock with it
     survivor = by_name["b" if holder == "a" else "a"]
@@ -100,3 +125,23 @@ def test_every_document_reaches_the_sink_once_and_survives_the_relay_being_kille
         key = str(d["event"]["id"])  # type: ignore[index]
         assert by_id.setdefault(key, json.dumps(d, sort_keys=True)) == json.dumps(d, sort_keys=True)
     assert scan_ids_in(after) == set(first + later)
+    assert len(by_id) == len(after), "the other appliance went on from the shared cursor: nothing sent twice"
+
+
+def test_a_backlog_the_killed_relay_could_not_deliver_is_delivered_by_the_other(
+    tmp_path: Path, postgres: PostgresServer, services: list[Service], webhook: Webhook
+) -> None:
+    url = fresh_database(postgres)
+    samples = sample_dir(tmp_path / "samples")
+    webhook.down = True  # the SOAR endpoint is out: documents pile up behind the relay
+    by_name = start_fleet(tmp_path, url, f'kind = "webhook"\nname = "soar"\nurl = "{webhook.url}"\n', services)
+    scans = run_scans(by_name["a"], samples, 2) + run_scans(by_name["b"], samples, 2)
+    wait_until(lambda: webhook.refused > 0, "the relay trying the endpoint")
+    holder = wait_until(lambda: relayer(url), "a relay of the sink")
+    by_name[holder].kill()  # -9 with its whole backlog undelivered
+    webhook.down = False
+    docs = lambda: [e["data"] for e in webhook.events]  # noqa: E731
+    wait_until(lambda: scan_ids_in(docs()) == set(scans), "the backlog through the other appliance")
+    assert relayer(url) == ("b" if holder == "a" else "a")
+    ids = [str(d["event"]["id"]) for d in docs()]
+    assert len(ids) == len(set(ids)), "nothing was confirmed twice: each document arrives once"
