@@ -102,6 +102,7 @@ class VCenterService:
         self._hosts: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.policy.per_host_limit))
         self._wake = asyncio.Event()
         self._claim = asyncio.Event()
+        self._seen_hosts: dict[str, str] = {}  # VM instance uuid -> host, as last placed by this watcher
         self._running = False
         self.peak_running = 0  # most jobs acquiring/scanning at once (metrics, benchmarks)
         self.peak_by_host: dict[str, int] = defaultdict(int)
@@ -169,6 +170,7 @@ class VCenterService:
         while self._running:
             if not await self._leading("events"):
                 watcher = None  # another appliance watches; its cursor is read again on taking over
+                self._seen_hosts.clear()
                 await asyncio.sleep(self.settings.poll_seconds)
                 continue
             try:
@@ -256,9 +258,10 @@ class VCenterService:
         relocation, HA restart; with or without an event) is placed on its new host, so its next
         job goes to that host's appliance, and is a ``migrate`` trigger when the policy has it."""
         for vm in await self.conn.call(list_vms, "read where VMs run"):
-            if not vm.host or not vm.instance_uuid:
-                continue
+            if not vm.host or not vm.instance_uuid or self._seen_hosts.get(vm.instance_uuid) == vm.host:
+                continue  # unchanged since the last round: no write to PostgreSQL
             before = await asyncio.to_thread(fleet.move, vm.instance_uuid, vm.host)
+            self._seen_hosts[vm.instance_uuid] = vm.host
             if before is None:
                 continue
             log.info("%s moved from %s to %s", vm.name, before, vm.host)
