@@ -7,6 +7,7 @@ outbox is applied once."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -22,6 +23,8 @@ from support.service import Service
 from scanner.fleet.leadership import VCENTER_WATCHER, leaders
 from scanner.lab import eicar
 from scanner.lab.vcsim import PASSWORD, USER, Vcsim
+from scanner.vcenter.pgstore import PostgresVCenterStore
+from scanner.vcenter.store import VCenterStore
 from tests.support.postgres import PostgresServer, fresh_database, postgres
 from tests.vcenter.sim import SimClient
 
@@ -185,3 +188,11 @@ def test_a_job_for_a_host_without_appliance_waits_then_falls_back_to_a_snapshot(
     assert ran[4] == ["DC0_C0_H2"], "one scan, of the downloaded snapshot, on the appliance that fell back"
     assert served[3] == "a"
     assert sim.attributes(orphan)["avscan.verdict"].startswith("MALICIOUS")
+
+
+def test_the_fleet_store_has_every_method_of_the_appliance_store() -> None:
+    public = {n for n, _ in inspect.getmembers(VCenterStore, inspect.isfunction) if not n.startswith("_")}
+    for name in public:
+        want = list(inspect.signature(getattr(VCenterStore, name)).parameters)
+        got = list(inspect.signature(getattr(PostgresVCenterStore, name)).parameters)
+        assert got[: len(want)] == want, name
