@@ -273,10 +273,13 @@ class VCenterService:
         renew_every = fleet.db.lease_seconds / 3
         while self._running:
             try:
-                held = await asyncio.to_thread(fleet.renew, set(self._jobs))
-                for job_id in set(self._jobs) - held:
-                    log.warning("vCenter job %s: lease taken over; stopping it here", job_id)
-                    self._jobs[job_id].cancel()
+                asked = set(self._jobs)
+                held = await asyncio.to_thread(fleet.renew, asked)
+                for job_id in asked - held:
+                    task = self._jobs.get(job_id)
+                    if task is not None and not task.done():
+                        log.warning("vCenter job %s: lease taken over; stopping it here", job_id)
+                        task.cancel()
                 for job in await asyncio.to_thread(fleet.open_jobs):
                     if job.host not in (fleet.db.host, "") and job.id not in self._jobs:
                         log.warning("vCenter job %s: no live appliance on %s; run here (fallback)", job.id, job.host)
