@@ -200,3 +200,34 @@ def test_the_fleet_store_has_every_method_of_the_appliance_store() -> None:
         want = list(inspect.signature(getattr(VCenterStore, name)).parameters)
         got = list(inspect.signature(getattr(PostgresVCenterStore, name)).parameters)
         assert got[: len(want)] == want, name
+
+
+def test_a_job_of_an_appliance_killed_mid_job_is_finished_once_by_its_hosts_other_appliance(
+    vcsim: Vcsim, sim: SimClient, postgres: PostgresServer, services: list[Service], tmp_path: Path
+) -> None:
+    vmem = marked_vmem(tmp_path / "guest.vmem")
+    for index in range(1, 4):
+        sim.place_memory(VM, vmem, index)
+    url = fresh_database(postgres)
+    for name in ("a1", "a2"):  # two appliances of one ESXi host
+        services.append(appliance(tmp_path, url, vcsim, name, "DC0_H0"))
+    by_name = {"a1": services[0], "a2": services[1]}
+    wait_until(lambda: watcher(url), "a trigger watcher")
+    sim.set_attribute(VM, "avscan.request", "please")
+
+    def holder() -> str:
+        rows = query(url, "SELECT lease_owner FROM vc_jobs WHERE state <> 'QUEUED' AND lease_owner IS NOT NULL")
+        return str(rows[0][0]) if rows else ""
+
+    dead = wait_until(holder, "the job claimed")
+    by_name[dead].proc.send_signal(signal.SIGSTOP)  # mid-job, then gone for good
+    state = query(url, "SELECT state FROM vc_jobs")[0][0]
+    by_name[dead].kill()
+    other = "a2" if dead == "a1" else "a1"
+    [job] = wait_until(lambda: finished(url, 1), "the job finished by the other appliance")
+    assert state in ("ACQUIRING", "SCANNING", "PUBLISHING"), "killed while it ran"
+    assert job[:4] == ("attribute", "DC0_H0", "DONE", other)
+    assert sim.attributes(VM)["avscan.verdict"].startswith("MALICIOUS")
+    assert sim.snapshots(VM) == [], "the dead appliance's acquisition snapshot removed on resume"
+    kinds = [k for (k,) in query(url, "SELECT kind FROM vc_actions ORDER BY seq")]
+    assert kinds.count("attributes") == 1 and kinds.count("request_ack") == 1
