@@ -90,23 +90,8 @@ class Config:
         return self.tls is None and not self.tokens
 
 
-TOP_KEYS = {
-    "server",
-    "auth",
-    "state_dir",
-    "signatures_dir",
-    "engine",
-    "files",
-    "jobs",
-    "limits",
-    "cache",
-    "vcenter",
-    "events",
-    "logging",
-    "signatures",
-    "state",
-    "fleet",
-}
+TOP_KEYS = {"server", "auth", "state_dir", "signatures_dir", "engine", "files", "jobs", "limits", "cache", "vcenter",
+            "events", "logging", "signatures", "state", "fleet"}
 SERVER_KEYS = {"listen", "reflection", "tls", "metrics_listen"}
 TLS_KEYS = {"cert", "key", "client_ca"}
 TOKEN_KEYS = {"name", "sha256", "roles"}

@@ -24,7 +24,9 @@ Execute = Callable[[str, dict[str, Any]], Any]  # one QMP command (through QMP o
 MEMORY_BACKEND = "child<memory-backend-"
 MAX_LINES = 200_000
 MAX_RANGES = 1024
-_RANGE_RE = re.compile(r"^\s+([0-9a-f]{1,16})-([0-9a-f]{1,16}) \(prio -?\d+, ([a-z/]+)\): (\S+)(?: @([0-9a-f]{1,16}))?")
+_RANGE_RE = re.compile(
+    r"^\s+([0-9a-f]{1,16})-([0-9a-f]{1,16}) \(prio -?\d+, ([a-z/]+)\): (\S+)(?: @([0-9a-f]{1,16}))?"
+)
 _HVA_RE = re.compile(r"Host virtual address for (0x[0-9a-f]+) \((\S+)\) is (0x[0-9a-f]+)")
 
 

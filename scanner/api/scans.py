@@ -131,3 +131,4 @@ def _listed(record: ScanRecord) -> pb.Scan:
 def _require_id(scan_id: str) -> None:
     if not scan_id:
         raise InvalidArgument("scan_id", "required")
+

@@ -17,11 +17,8 @@ import click
 EXIT_STATUS = (
     ("0", "Clean: everything asked for was scanned and nothing matched."),
     ("1", "Found: at least one finding (MALICIOUS or SUSPICIOUS), even if coverage is partial."),
-    (
-        "2",
-        "Error or incomplete: a usage or configuration error, an unreachable service, or a scan "
-        "that could not cover everything (never reported as clean).",
-    ),
+    ("2", "Error or incomplete: a usage or configuration error, an unreachable service, or a scan "
+          "that could not cover everything (never reported as clean)."),
 )
 FILES = (
     ("/etc/avscan/avscan.toml", "Configuration used without --config (or $AVSCAN_CONFIG)."),
@@ -55,12 +52,8 @@ def render(cli: click.Group, name: str = "avscan") -> str:
     lines.append(".SH FILES")
     for file, purpose in FILES:
         lines += [".TP", f".I {file}", _roff(purpose)]
-    lines += [
-        ".SH ENVIRONMENT",
-        ".TP",
-        ".B AVSCAN_CONFIG, AVSCAN_STATE_DIR, AVSCAN_SERVER, AVSCAN_TOKEN",
-        "Defaults of --config, --state-dir, --server and --token.",
-    ]
+    lines += [".SH ENVIRONMENT", ".TP", ".B AVSCAN_CONFIG, AVSCAN_STATE_DIR, AVSCAN_SERVER, AVSCAN_TOKEN",
+              "Defaults of --config, --state-dir, --server and --token."]
     lines += [".SH SHELL COMPLETION", _roff('eval "$(_AVSCAN_COMPLETE=bash_source avscan)"  (zsh_source, fish_source)')]
     return "\n".join(lines) + "\n"
 

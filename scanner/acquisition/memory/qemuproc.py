@@ -453,3 +453,4 @@ def _yama_hint() -> str:
     except OSError:
         return ""
     return f" (Yama ptrace_scope is {scope}; 3 forbids it until reboot)" if scope != "0" else ""
+
