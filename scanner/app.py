@@ -6,15 +6,17 @@ Imports no grpc: the API edge (``scanner.api``) and the CLI drive this object.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from scanner.config import Config
 from scanner.engine import Engine, Ruleset
 from scanner.engine.cache import ResultCache
 from scanner.errors import FailedPrecondition
+from scanner.fleet.leadership import EVENT_RELAY, Leadership
 from scanner.fleet.manager import FleetScanManager
 from scanner.jobs.manager import ScanManager
 from scanner.outputs.metrics import Metrics, Readers
+from scanner.outputs.pgqueue import PostgresEventQueue
 from scanner.outputs.queue import EventQueue
 from scanner.outputs.relay import EventRelay
 from scanner.outputs.sinks import build_sink
@@ -69,13 +71,19 @@ class App:
         if config.vcenter is not None:
             from scanner.vcenter.service import VCenterService
 
-            self.vcenter = VCenterService(config.vcenter, self.scans, self.db, config.state_dir)
+            self.vcenter = VCenterService(config.vcenter, self.scans, self.db, config.state_dir, config.fleet)
         self.events: EventQueue | None = None
         self.relay: EventRelay | None = None
         sinks = [build_sink(i, raw) for i, raw in enumerate(config.event_sinks)]
-        if sinks:
+        if sinks and isinstance(self.db, PostgresDatabase):  # a fleet: one relay per sink, from PostgreSQL
+            self.events = cast(EventQueue, PostgresEventQueue(self.db, [s.name for s in sinks]))
+            db = self.db
+            leads = {s.name: Leadership(db.url, EVENT_RELAY, f"events {s.name}", db.appliance) for s in sinks}
+            self.relay = EventRelay(self.events, sinks, leads, poll=config.fleet.poll_seconds)
+        elif sinks:
             self.events = EventQueue(config.state_dir / "state.sqlite3", [s.name for s in sinks])
             self.relay = EventRelay(self.events, sinks)
+        if self.relay is not None:
             self.scans.emit_events = True
             relay = self.relay
             self.scans.on_finish.append(lambda *_: relay.wake())

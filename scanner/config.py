@@ -210,11 +210,7 @@ def _from_dict(raw: dict[str, Any]) -> Config:
 
 def _consistent(kwargs: Mapping[str, Any]) -> None:
     """Settings that each parse but do not work together."""
-    if kwargs.get("event_sinks") and kwargs["state"].url:
-        raise ConfigError(
-            "[[events.sinks]] with [state] url: events are not yet delivered from a PostgreSQL state; "
-            "use the SQLite state (no [state] url) on appliances that send events"
-        )
+    # [[events.sinks]] with [state] url: the fleet relays from PostgreSQL (scanner.outputs.pgqueue)
 
 
 def _events_and_logging(raw: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,9 @@ Contract:
   the backlog stays on disk meanwhile (and across restarts).
 - ``wake()`` is called when new documents were queued; without it the relay still polls.
 - ``stop()`` cancels the tasks; a batch in flight is redelivered at the next start.
+- With ``leads`` (a fleet on PostgreSQL), a sink is drained only while this appliance holds its
+  role (one relay per sink in the fleet); the others check every ``poll`` seconds and take over
+  when the holder dies, from the cursor it last confirmed.
 - A sink that raises anything else is retried the same way (and logged with its traceback): the
   relay task never dies, so the backlog metric tells the truth.
 """
@@ -18,7 +21,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from scanner.errors import DeliveryError
 from scanner.outputs.queue import EventQueue
@@ -30,10 +34,20 @@ MAX_BACKOFF = 60.0
 POLL = 5.0
 
 
+class Role(Protocol):
+    def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
 class EventRelay:
-    def __init__(self, queue: EventQueue, sinks: Sequence[Sink]) -> None:
+    def __init__(
+        self, queue: EventQueue, sinks: Sequence[Sink], leads: Mapping[str, Role] | None = None, poll: float = POLL
+    ) -> None:
         self.queue = queue
         self.sinks = tuple(sinks)
+        self.leads = dict(leads or {})
+        self.poll = poll
         self._wake = {s.name: asyncio.Event() for s in self.sinks}
         self._tasks: list[asyncio.Task[None]] = []
         self.failures: dict[str, int] = {s.name: 0 for s in self.sinks}
@@ -53,15 +67,19 @@ class EventRelay:
                 await task
         for sink in self.sinks:
             await asyncio.to_thread(sink.close)
+        for lead in self.leads.values():  # another appliance takes the sink over at once
+            await asyncio.to_thread(lead.release)
 
     async def _drain(self, sink: Sink) -> None:
         wake = self._wake[sink.name]
+        lead = self.leads.get(sink.name)
         while True:
             wake.clear()
-            batch = await asyncio.to_thread(self.queue.pending, sink.name, sink.batch_size)
+            leading = lead is None or await asyncio.to_thread(lead.acquire)
+            batch = await asyncio.to_thread(self.queue.pending, sink.name, sink.batch_size) if leading else []
             if not batch:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), POLL)
+                    await asyncio.wait_for(wake.wait(), self.poll)
                 continue
             try:
                 await asyncio.to_thread(sink.deliver_json, [text for _, text in batch])

@@ -163,6 +163,74 @@ MIGRATIONS: tuple[Migration, ...] = (
         )
         """,
     ),
+    Migration(
+        6,
+        "the vCenter cursor, jobs and action outbox, once per fleet (jobs leased to their host's appliance)",
+        """
+        CREATE TABLE vc_cursor (
+            instance TEXT PRIMARY KEY,
+            event_key BIGINT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        );
+        CREATE TABLE vc_jobs (
+            seq BIGSERIAL PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            trigger_key TEXT NOT NULL UNIQUE,
+            reason TEXT NOT NULL,
+            vm_uuid TEXT NOT NULL,
+            vm_name TEXT NOT NULL,
+            host TEXT NOT NULL,
+            state TEXT NOT NULL,
+            snapshot TEXT NOT NULL DEFAULT '',
+            scan_ids TEXT NOT NULL DEFAULT '[]',
+            verdict TEXT NOT NULL DEFAULT '',
+            severity INTEGER NOT NULL DEFAULT 0,
+            notes TEXT NOT NULL DEFAULT '[]',
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            lease_owner TEXT,
+            lease_until TIMESTAMPTZ
+        );
+        CREATE INDEX vc_jobs_vm ON vc_jobs (vm_uuid, state);
+        CREATE INDEX vc_jobs_open ON vc_jobs (host, seq)
+            WHERE state IN ('QUEUED', 'ACQUIRING', 'SCANNING', 'PUBLISHING');
+        CREATE TABLE vc_actions (
+            seq BIGSERIAL PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            vm_uuid TEXT NOT NULL,
+            vm_name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            params TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at DOUBLE PRECISION NOT NULL,
+            last_error TEXT NOT NULL DEFAULT '',
+            prior TEXT,
+            result TEXT NOT NULL DEFAULT '',
+            created_at DOUBLE PRECISION NOT NULL,
+            done_at DOUBLE PRECISION,
+            applied_by TEXT,
+            UNIQUE (job_id, kind)
+        );
+        CREATE INDEX vc_actions_state ON vc_actions (state, next_at)
+        """,
+    ),
+    Migration(
+        7,
+        "event sinks relay scan_events from PostgreSQL: each row's transaction id, per-sink cursors",
+        """
+        ALTER TABLE scan_events ADD COLUMN tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+        CREATE INDEX scan_events_order ON scan_events (tx, seq);
+        CREATE TABLE event_cursors (
+            sink TEXT PRIMARY KEY,
+            tx xid8 NOT NULL DEFAULT '0',
+            seq BIGINT NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+            last_error TEXT NOT NULL DEFAULT ''
+        )
+        """,
+    ),
 )
 
 

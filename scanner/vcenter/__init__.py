@@ -7,5 +7,6 @@
 - ``acquisition``: snapshot with memory, datastore download, snapshot always removed
 - ``actions`` / ``tags``: verdict attributes, tag, event, the quarantine ladder and its release
 - ``store``: durable cursor, jobs and the action outbox (SQLite)
+- ``pgstore``: the same, once for a fleet in PostgreSQL (jobs claimed by their host's appliance)
 - ``service``: the loop that ties them together (started by ``App.start_vcenter``)
 """

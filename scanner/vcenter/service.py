@@ -35,19 +35,24 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from scanner.errors import ScannerError
+from scanner.fleet.leadership import VCENTER_WATCHER, Leadership
+from scanner.fleet.settings import FleetSettings
 from scanner.jobs.manager import FINAL_STATES, ScanManager
 from scanner.outputs import ecs
 from scanner.outputs.queue import EventQueue
 from scanner.state.db import Database
+from scanner.state.postgres import PostgresDatabase
 from scanner.targets import REGISTRY, TargetSpec
 from scanner.vcenter import acquisition
 from scanner.vcenter.actions import APPLY, FORENSIC_PREFIX, REVERSIBLE, ActionContext, ensure_fields
 from scanner.vcenter.connection import Connection, VCenterError
 from scanner.vcenter.inventory import VmInfo, list_vms, vm_info
+from scanner.vcenter.pgstore import PostgresVCenterStore
 from scanner.vcenter.settings import VCenterSettings
 from scanner.vcenter.store import Action, Job, NewAction, VCenterStore
 from scanner.vcenter.tags import Tagging
@@ -63,13 +68,32 @@ SEVERITY_ORDER = {"MALICIOUS": 5, "SUSPICIOUS": 4, "ERROR": 3, "INCOMPLETE": 2, 
 
 
 class VCenterService:
-    def __init__(self, settings: VCenterSettings, scans: ScanManager, db: Database, state_dir: Path) -> None:
+    def __init__(
+        self,
+        settings: VCenterSettings,
+        scans: ScanManager,
+        db: Database,
+        state_dir: Path,
+        fleet: FleetSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.policy = settings.policy
         self.scans = scans
         self.db = db
         self.conn = Connection(settings)
-        self.store = VCenterStore(state_dir / "vcenter.sqlite3")
+        self.store: VCenterStore
+        self.fleet: PostgresVCenterStore | None = None  # the fleet's shared store, with a PostgreSQL state
+        self._leads: dict[str, Leadership] = {}
+        if isinstance(db, PostgresDatabase):
+            fleet = fleet or FleetSettings()
+            self.fleet = PostgresVCenterStore(db, fleet.fallback == "snapshot", 3 * fleet.lease_seconds)
+            self.store = cast(VCenterStore, self.fleet)  # the same methods (tests/vcenter/test_vcenter_fleet.py)
+            self._leads = {
+                role: Leadership(db.url, VCENTER_WATCHER, f"vcenter-{role} {settings.url}", db.appliance)
+                for role in ("events", "outbox")
+            }
+        else:
+            self.store = VCenterStore(state_dir / "vcenter.sqlite3")
         self.work = state_dir / "vcenter"
         self.ctx = ActionContext(self.conn, self.store, self.policy, Tagging(self.conn))
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -77,6 +101,8 @@ class VCenterService:
         self._global = asyncio.Semaphore(self.policy.max_concurrent)
         self._hosts: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(self.policy.per_host_limit))
         self._wake = asyncio.Event()
+        self._claim = asyncio.Event()
+        self._seen_hosts: dict[str, str] = {}  # VM instance uuid -> host, as last placed by this watcher
         self._running = False
         self.peak_running = 0  # most jobs acquiring/scanning at once (metrics, benchmarks)
         self.peak_by_host: dict[str, int] = defaultdict(int)
@@ -91,8 +117,11 @@ class VCenterService:
     async def start(self) -> None:
         """Resume unfinished jobs and start the trigger, relay and keep-alive loops."""
         self._running = True
-        for job in await asyncio.to_thread(self.store.open_jobs):
-            self._launch(job)
+        if self.fleet is not None:  # the jobs of this appliance's host, claimed from the fleet's
+            self._spawn(self._claim_loop(self.fleet), "vcenter-claims")
+        else:
+            for job in await asyncio.to_thread(self.store.open_jobs):
+                self._launch(job)
         self._spawn(self._watch_loop(), "vcenter-triggers")
         self._spawn(self._relay_loop(), "vcenter-outbox")
         self._spawn(self._keepalive_loop(), "vcenter-keepalive")
@@ -109,6 +138,13 @@ class VCenterService:
                 await task
         await asyncio.to_thread(self.conn.close)
         await asyncio.to_thread(self.store.close)
+        for lead in self._leads.values():  # the next leader takes over at once
+            await asyncio.to_thread(lead.release)
+
+    async def _leading(self, role: str) -> bool:
+        """This appliance holds ``role`` (always, without a fleet): one watcher, one relay per fleet."""
+        lead = self._leads.get(role)
+        return lead is None or await asyncio.to_thread(lead.acquire)
 
     def _spawn(self, coro: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -132,6 +168,11 @@ class VCenterService:
     async def _watch_loop(self) -> None:
         instance, watcher, failures = "", None, 0
         while self._running:
+            if not await self._leading("events"):
+                watcher = None  # another appliance watches; its cursor is read again on taking over
+                self._seen_hosts.clear()
+                await asyncio.sleep(self.settings.poll_seconds)
+                continue
             try:
                 if watcher is None:
                     await self.conn.call(ensure_fields, "define the avscan custom attributes")
@@ -148,6 +189,8 @@ class VCenterService:
                     await self.trigger(trigger, instance, newest)
                 if newest is not None:
                     await asyncio.to_thread(self.store.set_cursor, instance, newest)
+                if self.fleet is not None:
+                    await self._follow_placements(self.fleet)
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -163,6 +206,7 @@ class VCenterService:
         if trigger.reason in ("power_on", "migrate", "attribute") and trigger.reason not in self.policy.triggers:
             return None
         move = (instance, cursor) if instance and cursor is not None else None
+        trigger = await self._placed(trigger)
         open_job = await asyncio.to_thread(self.store.open_job_for, trigger.vm_uuid)
         last = open_job or await asyncio.to_thread(self.store.last_job_for, trigger.vm_uuid)
         recent = last is not None and time.time() - last.created_at < self.policy.dedupe_seconds
@@ -190,8 +234,61 @@ class VCenterService:
             )
             if trigger.reason == "attribute":
                 await self._ack_request(job, trigger, coalesced=False)
-            self._launch(job)
+            if self.fleet is None:
+                self._launch(job)
+            else:
+                self._claim.set()  # ours if it is on our host; else its host's appliance claims it
         return job
+
+    async def _placed(self, trigger: Trigger) -> Trigger:
+        """With a fleet: record where the VM runs now (a migration moves it), or, when vCenter did
+        not say, route by its last known placement, else to this appliance's host."""
+        if self.fleet is None:
+            return trigger
+        if trigger.host:
+            await asyncio.to_thread(self.fleet.place, trigger.vm_uuid, trigger.host)
+            if trigger.reason == "migrate":
+                log.info("%s now runs on %s: its scans go to that host's appliance", trigger.vm_name, trigger.host)
+            return trigger
+        host = await asyncio.to_thread(self.fleet.placed, trigger.vm_uuid) or self.fleet.db.host
+        return replace(trigger, host=host)
+
+    async def _follow_placements(self, fleet: PostgresVCenterStore) -> None:
+        """Where each VM runs now (``runtime.host``, one bulk read): a VM that moved (vMotion,
+        relocation, HA restart; with or without an event) is placed on its new host, so its next
+        job goes to that host's appliance, and is a ``migrate`` trigger when the policy has it."""
+        for vm in await self.conn.call(list_vms, "read where VMs run"):
+            if not vm.host or not vm.instance_uuid or self._seen_hosts.get(vm.instance_uuid) == vm.host:
+                continue  # unchanged since the last round: no write to PostgreSQL
+            before = await asyncio.to_thread(fleet.move, vm.instance_uuid, vm.host)
+            self._seen_hosts[vm.instance_uuid] = vm.host
+            if before is None:
+                continue
+            log.info("%s moved from %s to %s", vm.name, before, vm.host)
+            await self.trigger(Trigger("migrate", vm.instance_uuid, vm.name, vm.host))
+
+    async def _claim_loop(self, fleet: PostgresVCenterStore) -> None:
+        """Claim this host's jobs (new ones, and those of a dead appliance of this host once their
+        lease expired), renew the leases of those running here; a job taken over is stopped here."""
+        renew_every = fleet.db.lease_seconds / 3
+        while self._running:
+            try:
+                asked = set(self._jobs)
+                held = await asyncio.to_thread(fleet.renew, asked)
+                for job_id in asked - held:
+                    task = self._jobs.get(job_id)
+                    if task is not None and not task.done():
+                        log.warning("vCenter job %s: lease taken over; stopping it here", job_id)
+                        task.cancel()
+                for job in await asyncio.to_thread(fleet.open_jobs):
+                    if job.host not in (fleet.db.host, "") and job.id not in self._jobs:
+                        log.warning("vCenter job %s: no live appliance on %s; run here (fallback)", job.id, job.host)
+                    self._launch(job)
+            except ScannerError as e:
+                log.warning("claiming vCenter jobs: %s", e.message)
+            self._claim.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._claim.wait(), min(renew_every, self.settings.poll_seconds))
 
     async def _request_key(self, trigger: Trigger) -> str:
         """The job key of an ``avscan.request``: the VM and its request generation, the number of
@@ -440,7 +537,8 @@ class VCenterService:
     async def _relay_loop(self) -> None:
         while self._running:
             try:
-                await self.relay_once()
+                if await self._leading("outbox"):  # one appliance of the fleet applies the outbox
+                    await self.relay_once()
             except asyncio.CancelledError:
                 raise
             except Exception:

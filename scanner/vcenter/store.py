@@ -127,6 +127,8 @@ class NewAction:
 class VCenterStore(SqliteStore):
     """One connection, one lock; calls are blocking (run them off the event loop)."""
 
+    shared = False  # this appliance's own (PostgresVCenterStore is the fleet's)
+
     def __init__(self, path: Path) -> None:
         super().__init__(path, SCHEMA)
 
@@ -341,9 +343,11 @@ def _set_cursor(c: sqlite3.Connection, instance: str, event_key: int) -> None:
     )
 
 
-def _insert_actions(
-    c: sqlite3.Connection, job_id: str, vm_uuid: str, vm_name: str, actions: list[NewAction], dry_run: bool, now: float
-) -> None:
+def dry_run_rows(
+    job_id: str, vm_uuid: str, vm_name: str, actions: list[NewAction], dry_run: bool, now: float
+) -> list[tuple[Any, ...]]:
+    """The outbox rows of ``actions`` (job_id, vm_uuid, vm_name, kind, params, state, result,
+    next_at, created_at, done_at): PENDING, or DRY_RUN with what the step would have done."""
     rows = []
     for a in actions:
         if dry_run and a.kind in DRY_RUN_KINDS:
@@ -351,6 +355,13 @@ def _insert_actions(
         else:
             state, result, done = "PENDING", "", None
         rows.append((job_id, vm_uuid, vm_name, a.kind, json.dumps(a.params), state, result, now, now, done))
+    return rows
+
+
+def _insert_actions(
+    c: sqlite3.Connection, job_id: str, vm_uuid: str, vm_name: str, actions: list[NewAction], dry_run: bool, now: float
+) -> None:
+    rows = dry_run_rows(job_id, vm_uuid, vm_name, actions, dry_run, now)
     c.executemany(
         "INSERT OR IGNORE INTO vc_actions"
         " (job_id, vm_uuid, vm_name, kind, params, state, result, next_at, created_at, done_at)"

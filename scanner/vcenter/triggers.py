@@ -104,11 +104,11 @@ class Watcher:
 
     def _events(self, si: Any, page: list[Any]) -> tuple[list[Trigger], int | None]:
         keys = [int(e.key) for e in page]
+        if self.cursor is None:  # first start: history is not a trigger; an empty history is cursor 0,
+            self.cursor = max(keys, default=0)  # so the first event after it is one (persisted now)
+            return [], self.cursor
         if not keys:
             return [], None
-        if self.cursor is None:  # first start: history is not a trigger
-            self.cursor = max(keys)
-            return [], self.cursor
         fresh = sorted((e for e in page if int(e.key) > self.cursor), key=lambda e: int(e.key))
         if fresh and len(page) >= PAGE and min(keys) > self.cursor + 1:
             log.warning("vCenter events %d-%d may have been missed (beyond the page)", self.cursor + 1, min(keys) - 1)
