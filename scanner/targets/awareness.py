@@ -47,7 +47,9 @@ def memory_view(source: MemorySource, params: Mapping[str, Any], profile_cache: 
 
 
 class _Attribution:
-    """Opens the guest's Linux kernel view once, on the first finding, and maps addresses to owners."""
+    """Opens the guest's Linux kernel view once and maps addresses to owners. The view is opened
+    in the background as soon as a window matched (:meth:`start`), while the scan goes on, or else
+    at the first finding; :meth:`wait` ends the background work (before the source is closed)."""
 
     def __init__(self, source: MemorySource, kernel: Path | None, profile_cache: Path | None) -> None:
         self.source, self.kernel_image, self.profile_cache = source, kernel, profile_cache
@@ -57,6 +59,28 @@ class _Attribution:
         self.details: dict[str, str] = {}
         self.counts: dict[str, int] = {}  # processes.listed / walked / failed of the last reverse map
         self._regions: Any = None  # KernelRegions, built on the first finding no process owns
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None  # of the background open, raised at the first finding
+
+    def start(self) -> None:
+        """Open the kernel view on a background thread, unless it is opened or being opened."""
+        if self._thread is None and not self._opened:
+            self._thread = threading.Thread(target=self._open_in_background, name="attribution", daemon=True)
+            self._thread.start()
+
+    def wait(self) -> None:
+        """Until the background open (if any) has ended."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def _open_in_background(self) -> None:
+        with self._lock:
+            if self._opened:
+                return
+            try:
+                self._open()
+            except BaseException as e:  # given to the first finding, as if it had opened the view
+                self._failure = e
 
     def owners(self, addresses: Sequence[int]) -> Mapping[str, str]:
         """Finding context naming the processes that map ``addresses``; when none can be named, or
@@ -64,6 +88,9 @@ class _Attribution:
         with self._lock:
             if not self._opened:
                 self._open()
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
             if self._view is None:
                 return {"attribution": f"none ({self.details.get('os', 'no Linux kernel found')})"}
             from scanner.guestos.linux.reverse import reverse_map
@@ -128,6 +155,9 @@ class AttributedUnit(PhysicalRangeUnit):
     def attribute(self, offsets: Sequence[int]) -> Mapping[str, str]:
         return self._attribution.owners([self.base + o for o in offsets])
 
+    def matched(self) -> None:
+        self._attribution.start()
+
 
 class AttributedMemoryTarget(MemoryTarget):
     """Physical scan of all RAM; findings attributed to processes when the guest is Linux."""
@@ -145,6 +175,14 @@ class AttributedMemoryTarget(MemoryTarget):
 
     def details(self) -> Mapping[str, str]:
         return {**super().details(), "mode": "physical+attribution", **self._attribution.details}
+
+    def finish(self) -> None:
+        """The background kernel open (if a window matched) has ended: the source may be closed."""
+        self._attribution.wait()
+
+    def close(self) -> None:
+        self._attribution.wait()
+        super().close()
 
     def accounting(self) -> Mapping[str, int]:
         """The reverse map's ``processes.*`` counts (empty when nothing needed attributing)."""
