@@ -120,6 +120,7 @@ def _roots(source: MemorySource, virtual: int, physical: int, levels: int) -> It
     slot = ((virtual >> shift) & 511) * 8
     ranges = source.ranges()
     lo, hi = max(0, physical - ROOT_SEARCH) & ~0xFFF, physical + ROOT_SEARCH
+    top = max(r.end for r in ranges)  # cheap first test: most non-table pages point past all RAM
     found = 0
     for r in ranges:
         start, end = max(lo, r.start + (-r.start & 0xFFF)), min(hi, r.end)
@@ -133,7 +134,7 @@ def _roots(source: MemorySource, virtual: int, physical: int, levels: int) -> It
             except UnreadableError:
                 continue
             for page, entry in enumerate(entries):
-                if not entry & PRESENT or not _in_ram(ranges, entry & ADDR_MASK):
+                if not entry & PRESENT or entry & ADDR_MASK >= top or not _in_ram(ranges, entry & ADDR_MASK):
                     continue
                 if PageTables(source, base + page * 4096, levels).translate(virtual) == physical:
                     yield base + page * 4096
