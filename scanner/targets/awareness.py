@@ -65,8 +65,12 @@ class _Attribution:
     def start(self) -> None:
         """Open the kernel view on a background thread, unless it is opened or being opened."""
         if self._thread is None and not self._opened:
-            self._thread = threading.Thread(target=self._open_in_background, name="attribution", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._open_in_background, name="attribution", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had: the first finding opens it, as before
+                return
+            self._thread = thread
 
     def wait(self) -> None:
         """Until the background open (if any) has ended."""
