@@ -547,6 +547,91 @@ fail:
     return NULL;
 }
 
+/* The needle byte to look for with memchr: the rarest kind in memory (not zero, not a lowercase
+ * letter or space, not other printable ASCII, in that order of preference), first of its kind. */
+static Py_ssize_t
+anchor_index(const unsigned char *needle, Py_ssize_t n)
+{
+    Py_ssize_t best = 0;
+    int best_score = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char b = needle[i];
+        int score = b == 0 ? 0 : (b == ' ' || (b >= 'a' && b <= 'z')) ? 1 : (b >= 0x20 && b < 0x7f) ? 2 : 3;
+        if (score > best_score) {
+            best_score = score;
+            best = i;
+        }
+    }
+    return best;
+}
+
+static PyObject *
+find_all(PyObject *self, PyObject *args)
+{
+    PyObject *obj;
+    Py_buffer needle;
+    Py_ssize_t limit;
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "Oy*n:find_all", &obj, &needle, &limit))
+        return NULL;
+    if (needle.len <= 0 || limit < 0) {
+        PyBuffer_Release(&needle);
+        PyErr_SetString(PyExc_ValueError, "needle must not be empty and limit not negative");
+        return NULL;
+    }
+    if (get_buffer(obj, &view, 0) < 0) {
+        PyBuffer_Release(&needle);
+        return NULL;
+    }
+    Py_ssize_t cap = limit < 4096 ? limit : 4096, count = 0;
+    Py_ssize_t *found = PyMem_RawMalloc(sizeof(Py_ssize_t) * (size_t)(cap ? cap : 1));
+    if (found == NULL) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&needle);
+        return PyErr_NoMemory();
+    }
+    int nomem = 0;
+    const char *base = view.buf, *end = base + view.len;
+    Py_BEGIN_ALLOW_THREADS
+    const unsigned char *want = needle.buf;
+    Py_ssize_t k = anchor_index(want, needle.len), m = needle.len;
+    const char *at = base + k; /* next place the anchor byte may be */
+    while (count < limit && at + (m - k) <= end) {
+        const char *p = memchr(at, want[k], (size_t)(end - at) - (size_t)(m - k - 1));
+        if (p == NULL)
+            break;
+        at = p + 1;
+        const char *hit = p - k;
+        if (memcmp(hit, want, (size_t)m) != 0)
+            continue;
+        if (count == cap) {
+            Py_ssize_t bigger = cap * 2 < limit ? cap * 2 : limit;
+            Py_ssize_t *grown = PyMem_RawRealloc(found, sizeof(Py_ssize_t) * (size_t)bigger);
+            if (grown == NULL) {
+                nomem = 1;
+                break;
+            }
+            found = grown;
+            cap = bigger;
+        }
+        found[count++] = hit - base;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&needle);
+    PyObject *out = nomem ? NULL : PyList_New(count);
+    for (Py_ssize_t i = 0; out != NULL && i < count; i++) {
+        PyObject *n = PyLong_FromSsize_t(found[i]);
+        if (n == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, n);
+    }
+    PyMem_RawFree(found);
+    return nomem ? PyErr_NoMemory() : out;
+}
+
 static PyMethodDef methods[] = {
     {"zero_pages", zero_pages, METH_VARARGS, "zero_pages(buf, page_size) -> bytes: 1 per all-zero page"},
     {"page_hashes", (PyCFunction)(void (*)(void))page_hashes, METH_VARARGS | METH_KEYWORDS,
@@ -561,6 +646,8 @@ static PyMethodDef methods[] = {
      "pread_runs(fd, offsets, lengths, dst) -> int: read each (offset, length) run of fd into dst in turn"},
     {"writeback", writeback, METH_VARARGS,
      "writeback(fd): write the file's dirty pages back and wait (sync_file_range, no device flush)"},
+    {"find_all", find_all, METH_VARARGS,
+     "find_all(buf, needle, limit) -> list: offsets of needle in buf (overlapping), the first limit of them"},
     {"map_file", map_file, METH_VARARGS,
      "map_file(fd, offset, length, holes) -> Mapping: read-only mapping, whole hole pages read as zero untouched"},
     {NULL, NULL, 0, NULL},

@@ -35,7 +35,10 @@ Functions (``buf`` is anything with the buffer protocol):
   without being touched (the kernel's zero page is mapped over them): reading a sparse guest RAM
   file on tmpfs through a plain mapping allocates every hole page it reads. The fallback reads
   the range with ``pread`` into a buffer instead (a copy, same bytes; ``pread`` of a hole does not
-  allocate it).
+  allocate it);
+- ``find_all(buf, needle, limit) -> list[int]``: offsets of every occurrence of ``needle`` in
+  ``buf`` (overlapping ones too), the first ``limit`` of them: ``memmem`` in place, where
+  ``bytes(view).find`` copied every window of a guest's RAM and searched it in the interpreter.
 """
 
 from __future__ import annotations
@@ -151,6 +154,18 @@ class PurePython:
         return position
 
     @staticmethod
+    def find_all(buf: Buffer, needle: bytes, limit: int) -> list[int]:
+        if not needle or limit < 0:
+            raise ValueError("needle must not be empty and limit not negative")
+        data = bytes(_bytes_view(buf))
+        out: list[int] = []
+        at = data.find(needle)
+        while at >= 0 and len(out) < limit:
+            out.append(at)
+            at = data.find(needle, at + 1)
+        return out
+
+    @staticmethod
     def map_file(fd: int, offset: int, length: int, holes: Any) -> Buffer:
         """A copy instead of a mapping, read with ``pread``, which returns a hole's zeros without
         allocating it (unlike a read through a mapping); ``holes`` is not needed for that."""
@@ -215,6 +230,11 @@ def map_file(fd: int, offset: int, length: int, holes: Any) -> Buffer:
     end) file offsets) read as zero without being touched: a mapping (C) or a copy (fallback).
     Close it with ``close()`` when it has one; raises OSError or ValueError."""
     return _impl.map_file(fd, offset, length, holes)
+
+
+def find_all(buf: Buffer, needle: bytes, limit: int) -> list[int]:
+    """Offsets of ``needle`` in ``buf`` (overlapping occurrences too), at most ``limit``, in order."""
+    return cast(list[int], _impl.find_all(buf, needle, limit))
 
 
 def repeated_pages(hashes: bytes) -> dict[int, int]:

@@ -413,6 +413,8 @@ class _Run:
             self.tally.cache_hits += int(result.cache_hit)
             self.tally.cache_misses += int(not result.cache_hit)
         state.gaps.extend(result.gaps)
+        if result.hits and not state.hits:
+            state.unit.matched()  # e.g. attribution starts opening the guest's kernel while the scan runs on
         for hit in result.hits:
             key = (hit.namespace, hit.rule)
             have = state.hits.get(key)

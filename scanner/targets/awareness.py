@@ -51,7 +51,9 @@ def memory_view(source: MemorySource, params: Mapping[str, Any], profile_cache: 
 
 
 class _Attribution:
-    """Opens the guest's Linux kernel view once, on the first finding, and maps addresses to owners."""
+    """Opens the guest's Linux kernel view once and maps addresses to owners. The view is opened
+    in the background as soon as a window matched (:meth:`start`), while the scan goes on, or else
+    at the first finding; :meth:`wait` ends the background work (before the source is closed)."""
 
     def __init__(self, source: MemorySource, kernel: Path | None, profile_cache: Path | None) -> None:
         self.source, self.kernel_image, self.profile_cache = source, kernel, profile_cache
@@ -62,13 +64,41 @@ class _Attribution:
         self.counts: dict[str, int] = {}  # processes.listed / walked / failed of the last reverse map
         self._regions: Any = None  # KernelRegions, built on the first finding no process owns
         self.walked: Any = None  # the seam walk's SeamMap, when it ran: its mappings answer owners()
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None  # of the background open, raised at the first finding
 
     def kernel(self) -> Any:
         """The guest's Linux kernel view (opened on the first call), or None (``details["os"]`` says why)."""
         with self._lock:
             if not self._opened:
                 self._open()
+            if self._failure is not None:  # the background open failed: as if this call had opened it
+                raise self._failure
             return self._view
+
+    def start(self) -> None:
+        """Open the kernel view on a background thread, unless it is opened or being opened."""
+        if self._thread is None and not self._opened:
+            thread = threading.Thread(target=self._open_in_background, name="attribution", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had: the first finding opens it, as before
+                return
+            self._thread = thread
+
+    def wait(self) -> None:
+        """Until the background open (if any) has ended."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def _open_in_background(self) -> None:
+        with self._lock:
+            if self._opened:
+                return
+            try:
+                self._open()
+            except BaseException as e:  # given to the first finding, as if it had opened the view
+                self._failure = e
 
     def owners(self, addresses: Sequence[int]) -> Mapping[str, str]:
         """Finding context naming the processes that map ``addresses``; when none can be named, or
@@ -76,6 +106,9 @@ class _Attribution:
         with self._lock:
             if not self._opened:
                 self._open()
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
             if self._view is None:
                 return {"attribution": f"none ({self.details.get('os', 'no Linux kernel found')})"}
             from scanner.guestos.linux.reverse import reverse_map
@@ -145,6 +178,9 @@ class AttributedUnit(PhysicalRangeUnit):
     def attribute(self, offsets: Sequence[int]) -> Mapping[str, str]:
         return self._attribution.owners([self.base + o for o in offsets])
 
+    def matched(self) -> None:
+        self._attribution.start()
+
 
 class AttributedMemoryTarget(MemoryTarget):
     """Physical scan of all RAM, then the page seams of every process; findings attributed to
@@ -201,6 +237,14 @@ class AttributedMemoryTarget(MemoryTarget):
     def details(self) -> Mapping[str, str]:
         mode = "physical+attribution" + ("+seams" if self._seams else "")
         return {**super().details(), "mode": mode, **self._attribution.details, **self._seam_details}
+
+    def finish(self) -> None:
+        """The background kernel open (if a window matched) has ended: the source may be closed."""
+        self._attribution.wait()
+
+    def close(self) -> None:
+        self._attribution.wait()
+        super().close()
 
     def accounting(self) -> Mapping[str, int]:
         """The process walk's ``processes.*`` counts (listed, walked, failed; from the seam walk, or

@@ -60,6 +60,11 @@ class Unit(abc.ABC):
         """Facts about a finding matched at ``offsets`` of this unit (e.g. the owning processes)."""
         return {}
 
+    def matched(self) -> None:  # noqa: B027 - optional hook
+        """A window of this unit matched (called once, on the engine's planner thread, before the
+        unit is done): work :meth:`attribute` will need may start now, in the background. Must
+        not block."""
+
     def identity(self) -> bytes | None:
         """Bytes that are equal only while the unit's content is unchanged, vouched for by the
         appliance without reading the content (``scanner.targets.identity``), or None (the

@@ -167,7 +167,9 @@ class GuestTarget(Target):
         self.memory = memory_view(snapshot, self._os_params, self._profile_cache)
 
     def finish(self) -> None:
-        """Resume the guest as soon as the last window is scanned."""
+        """Resume the guest as soon as the last window is scanned (after any background work on
+        its memory has ended)."""
+        self.memory.finish()
         self._stack.close()
 
     def details(self) -> Mapping[str, str]:
@@ -192,4 +194,5 @@ class GuestTarget(Target):
         return out
 
     def close(self) -> None:
+        self.memory.finish()
         self._stack.close()

@@ -21,7 +21,7 @@ from scanner.guestos.linux.detect import open_linux
 from scanner.outputs.ecs import ScanFacts, finding_document, scan_end_document
 from scanner.outputs.text import summary
 from scanner.rulesets import LoadedRuleset
-from scanner.targets.awareness import memory_view
+from scanner.targets.awareness import AttributedUnit, memory_view
 from scanner.targets.base import Target
 from scanner.verdicts import Verdict, VerdictKind
 
@@ -99,3 +99,29 @@ def test_intact_dump_accounts_every_process_as_walked(dumped: Dumped, rules: Loa
     assert counts["processes.failed"] == 0 and counts["processes.walked"] == counts["processes.listed"]
     assert len(dumped.processes) <= counts["processes.listed"]
     assert all("attribution" not in f.context for f in verdict.findings if f.rule == "EICAR_Test_File")
+
+
+def test_the_kernel_is_opened_while_the_scan_runs_with_the_same_attribution(
+    dumped: Dumped, rules: LoadedRuleset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first matching window starts opening the guest's kernel on a background thread (it used
+    to start only when the unit's findings were made, after its last window); the findings and their
+    process names are the same as when the kernel is opened at the first finding."""
+    early = memory_view(RawMemory(str(dumped.raw)), {"os": "auto"}, tmp_path)
+    verdict = scan(early, rules)
+    background = early._attribution._thread  # type: ignore[attr-defined]
+    assert background is not None and not background.is_alive()
+    monkeypatch.setattr(AttributedUnit, "matched", lambda self: None)  # the reference: opened at the finding
+    late = memory_view(RawMemory(str(dumped.raw)), {"os": "auto"}, tmp_path)
+    reference = scan(late, rules)
+    assert late._attribution._thread is None  # type: ignore[attr-defined]
+
+    def shown(v: Verdict) -> list[tuple[str, int, list[tuple[str, str]]]]:
+        return sorted((f.rule, f.address, sorted(f.context.items())) for f in v.findings)
+
+    markers = [f for f in verdict.findings if f.rule == "EICAR_Test_File"]
+    marker_pids = {str(p) for p in dumped.guest.marker_pids}
+    assert markers and all(set(f.context["pid"].split(",")) & marker_pids for f in markers)
+    assert shown(verdict) == shown(reference)
+    assert verdict.details == reference.details
+    assert verdict.coverage.accounting == reference.coverage.accounting

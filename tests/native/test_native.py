@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 
 import pytest
@@ -52,6 +53,21 @@ def test_hashes_match_reference_at_every_length(data, seed):
     n = _native()
     assert n.hash128(data, seed=seed) == PurePython.hash128(data, seed=seed)
     assert n.page_hashes(data, 64, seed=seed) == PurePython.page_hashes(data, 64, seed=seed)
+
+
+@requires_native
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b"a", b"b", b"\x00", b"Linux version ", b"\x9f"]), max_size=400).map(b"".join),
+    needle=st.sampled_from([b"a", b"ab", b"aba", b"\x00\x00", b"Linux version "]),
+    limit=st.integers(0, 50),
+)
+def test_find_all_finds_every_occurrence_as_re_does(data, needle, limit):
+    """Offsets (overlapping ones too) against ``re``'s lookahead search, in both implementations."""
+    data = data + needle + data[:7]
+    expected = [m.start() for m in re.finditer(b"(?=" + re.escape(needle) + b")", data)][:limit]
+    assert _native().find_all(memoryview(data), needle, limit) == expected
+    assert PurePython.find_all(data, needle, limit) == expected
 
 
 @requires_native

@@ -35,7 +35,7 @@ def open_linux(
     profile, found, why = load_profile(source, kernel_image, profile_cache)
     if profile is None:
         return Detection(None, None, found.banner, why)
-    anchor, rejected = find_anchor(source, profile.layout)
+    anchor, rejected = find_anchor(source, profile.layout, found.swappers)
     if anchor is None:
         return Detection(None, profile, profile.banner, "init_task not found: " + "; ".join(rejected[:3]))
     view = LinuxKernel(source, profile.banner, profile.layout, anchor, limits or Limits())

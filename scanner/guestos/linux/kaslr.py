@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from scanner.acquisition.memory import MemorySource, PhysRange
 from scanner.errors import UnreadableError
 from scanner.guestos.linux.layout import Layout
-from scanner.guestos.linux.locate import chunks, read_physical
+from scanner.guestos.linux.locate import SWAPPER, find_in, read_physical
 from scanner.guestos.linux.paging import ADDR_MASK, PRESENT, Mapping, PageTables, is_canonical
 from scanner.guestos.problems import WalkError
 
-SWAPPER = b"swapper/0\0\0\0\0\0\0\0"
 KERNEL_MAP = 0xFFFF_FFFF_8000_0000
 KERNEL_MAP_END = 0xFFFF_FFFF_C000_0000
 MODULES_END = 0xFFFF_FFFF_FF00_0000
@@ -58,11 +57,14 @@ class KernelAnchor:
         return self.text - DEFAULT_TEXT
 
 
-def find_anchor(source: MemorySource, layout: Layout) -> tuple[KernelAnchor | None, list[str]]:
-    """The first self-consistent kernel anchor; otherwise None and why each candidate was rejected."""
+def find_anchor(
+    source: MemorySource, layout: Layout, hits: Sequence[int] | None = None
+) -> tuple[KernelAnchor | None, list[str]]:
+    """The first self-consistent kernel anchor; otherwise None and why each candidate was rejected.
+    ``hits``: where ``swapper/0`` task names are (``locate``'s ``Found.swappers``), if known."""
     rejected: list[str] = []
     comm = layout["task.comm"]
-    for hit in _swapper_hits(source):
+    for hit in _swapper_hits(source) if hits is None else hits:
         phys = hit - comm
         try:
             anchor = _anchor_at(source, layout, phys)
@@ -78,16 +80,13 @@ def find_anchor(source: MemorySource, layout: Layout) -> tuple[KernelAnchor | No
 
 
 def _swapper_hits(source: MemorySource) -> Iterator[int]:
-    seen = 0
-    for base, data in chunks(source):
-        at = data.find(SWAPPER[:9])  # no zero byte in the needle: fast over zero pages
-        while at >= 0:
-            if data.startswith(SWAPPER, at):
-                yield base + at
-                seen += 1
-                if seen >= MAX_HITS:
-                    return
-            at = data.find(SWAPPER[:9], at + 1)
+    seen: set[int] = set()
+    for hit in find_in(source, SWAPPER, MAX_HITS):
+        if hit not in seen:  # windows overlap
+            seen.add(hit)
+            yield hit
+            if len(seen) >= MAX_HITS:
+                return
 
 
 def _u64(data: bytes, offset: int) -> int:
@@ -121,6 +120,7 @@ def _roots(source: MemorySource, virtual: int, physical: int, levels: int) -> It
     slot = ((virtual >> shift) & 511) * 8
     ranges = source.ranges()
     lo, hi = max(0, physical - ROOT_SEARCH) & ~0xFFF, physical + ROOT_SEARCH
+    top = max(r.end for r in ranges)  # cheap first test: most non-table pages point past all RAM
     found = 0
     for r in ranges:
         start, end = max(lo, r.start + (-r.start & 0xFFF)), min(hi, r.end)
@@ -129,16 +129,15 @@ def _roots(source: MemorySource, virtual: int, physical: int, levels: int) -> It
             if n <= 0:
                 continue
             try:
-                with source.window(base, n) as view:
-                    data = bytes(view)
+                with source.window(base, n) as view, view.cast("Q") as words:
+                    entries = words[slot // 8 :: 4096 // 8].tolist()  # each page's entry for virtual
             except UnreadableError:
                 continue
-            for page in range(0, n, 4096):
-                (entry,) = struct.unpack_from("<Q", data, page + slot)
-                if not entry & PRESENT or not _in_ram(ranges, entry & ADDR_MASK):
+            for page, entry in enumerate(entries):
+                if not entry & PRESENT or entry & ADDR_MASK >= top or not _in_ram(ranges, entry & ADDR_MASK):
                     continue
-                if PageTables(source, base + page, levels).translate(virtual) == physical:
-                    yield base + page
+                if PageTables(source, base + page * 4096, levels).translate(virtual) == physical:
+                    yield base + page * 4096
                     found += 1
                     if found >= MAX_ROOTS:
                         return
