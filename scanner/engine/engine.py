@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -279,8 +279,21 @@ class _Run:
         return True
 
     def _scan(self, target: Target) -> None:
+        units = self._take_plan(target.plan())
+        deferred = _Deferred(target)  # planned on its own thread while these units are scanned
+        pending: dict[Future[WindowResult], _Pending] = {}
+        try:
+            self._submit(units, pending)
+            more = deferred.result()
+        finally:
+            deferred.join()  # never left reading a source the caller is about to close
+        self._submit(self._take_plan(more), pending, start=len(units))
+        while pending:
+            self._drain(pending, FIRST_COMPLETED)
+
+    def _take_plan(self, items: Iterable[Unit | Skipped]) -> list[Unit]:
         units: list[Unit] = []
-        for item in target.plan():
+        for item in items:
             self.listener.on_beat()
             if isinstance(item, Skipped):
                 self._skip(item)
@@ -289,8 +302,10 @@ class _Run:
                 self.tally.bytes_total += item.size
                 self.tally.units_total += 1
         self._progress()
-        pending: dict[Future[WindowResult], _Pending] = {}
-        for state, window in self._windows(units):
+        return units
+
+    def _submit(self, units: list[Unit], pending: dict[Future[WindowResult], _Pending], start: int = 0) -> None:
+        for state, window in self._windows(units, start):
             if self.cancel.is_set():
                 self._cancelled(state, window)
                 continue
@@ -305,11 +320,9 @@ class _Run:
                 continue
             task = self._task(state, window, planned)
             pending[self.engine.submit(task)] = (state, window, task)
-        while pending:
-            self._drain(pending, FIRST_COMPLETED)
 
-    def _windows(self, units: list[Unit]) -> Iterator[tuple[_UnitState, Window]]:
-        for index, unit in enumerate(units):
+    def _windows(self, units: list[Unit], start: int = 0) -> Iterator[tuple[_UnitState, Window]]:
+        for index, unit in enumerate(units, start):
             # the unit's time starts with its planning: the zero/digest pass counts against it
             state = _UnitState(unit, index, 0, time.monotonic() + self.s.unit_timeout)
             windows = self._unit_windows(state)
@@ -505,3 +518,32 @@ def _window_gap(kind: GapKind, state: _UnitState, window: Window, detail: str) -
     """A gap over the window's own span (its overlap belongs to the next window)."""
     unit = state.unit
     return Gap(kind, unit.name, detail, unit.base + window.offset, window.own_end - window.offset)
+
+
+class _Deferred:
+    """``target.deferred_plan()`` drained on a thread of its own, started at once; :meth:`result`
+    waits for it and gives its items, or raises what planning raised (as ``plan()`` would have)."""
+
+    def __init__(self, target: Target) -> None:
+        self._items: list[Unit | Skipped] = []
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if type(target).deferred_plan is not Target.deferred_plan:  # no thread for targets without one
+            self._thread = threading.Thread(target=self._run, args=(target,), name="deferred-plan", daemon=True)
+            self._thread.start()
+
+    def _run(self, target: Target) -> None:
+        try:
+            self._items = list(target.deferred_plan())
+        except BaseException as e:  # handed to the scanning thread by result()
+            self._error = e
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> list[Unit | Skipped]:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._items

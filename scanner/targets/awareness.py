@@ -57,7 +57,7 @@ class _Attribution:
 
     def __init__(self, source: MemorySource, kernel: Path | None, profile_cache: Path | None) -> None:
         self.source, self.kernel_image, self.profile_cache = source, kernel, profile_cache
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # also held by the seam walk (same view, another thread)
         self._opened = False
         self._view: Any = None
         self.details: dict[str, str] = {}
@@ -66,6 +66,10 @@ class _Attribution:
         self.walked: Any = None  # the seam walk's SeamMap, when it ran: its mappings answer owners()
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None  # of the background open, raised at the first finding
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
 
     def kernel(self) -> Any:
         """The guest's Linux kernel view (opened on the first call), or None (``details["os"]`` says why)."""
@@ -210,6 +214,9 @@ class AttributedMemoryTarget(MemoryTarget):
                 yield AttributedUnit(self.source, item.base, item.size, self._attribution)
             else:
                 yield item
+
+    def deferred_plan(self) -> Iterator[Unit | Skipped]:
+        """The page seams: the process walk runs while the physical units are scanned."""
         if self._seams:
             yield from self._seam_plan()
 
@@ -217,13 +224,14 @@ class AttributedMemoryTarget(MemoryTarget):
         from scanner.guestos.linux.seams import find_seams
         from scanner.targets.seams import SEAM_CONTEXT, max_seams_for, seam_units
 
-        view = self._attribution.kernel()
-        if view is None:
-            reason = self._attribution.details.get("os", "no Linux kernel found")
-            self._seam_details["seams"] = f"none scanned: no processes to walk ({reason})"
-            return
-        found = find_seams(view, self._max_seams or max_seams_for(self.source))
-        self._attribution.walked = found
+        with self._attribution.lock:  # findings made meanwhile wait for the walk, not walk beside it
+            view = self._attribution.kernel()
+            if view is None:
+                reason = self._attribution.details.get("os", "no Linux kernel found")
+                self._seam_details["seams"] = f"none scanned: no processes to walk ({reason})"
+                return
+            found = find_seams(view, self._max_seams or max_seams_for(self.source))
+            self._attribution.walked = found
         self._seam_counts = {**found.accounting(), "processes.seams": len(found.seams)}
         if found.over_cap:
             self._seam_counts["processes.seams_over_cap"] = found.over_cap

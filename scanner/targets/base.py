@@ -109,6 +109,12 @@ class Target(abc.ABC):
     def plan(self) -> Iterator[Unit | Skipped]:
         """Units to scan and things skipped, in a stable order."""
 
+    def deferred_plan(self) -> Iterator[Unit | Skipped]:
+        """More units, planned on a thread of their own while :meth:`plan`'s units are scanned (for
+        planning that is slow and needs no answer before the scan starts, e.g. walking a guest's
+        processes); scanned after them. Default: none."""
+        return iter(())
+
     def finish(self) -> None:  # noqa: B027 - optional hook
         """Scanning is over (all windows done): release consistency holds, e.g. resume a guest."""
 

@@ -21,7 +21,7 @@ from scanner.guestos.linux.detect import open_linux
 from scanner.outputs.ecs import ScanFacts, finding_document, scan_end_document
 from scanner.outputs.text import summary
 from scanner.rulesets import LoadedRuleset
-from scanner.targets.awareness import AttributedUnit, memory_view
+from scanner.targets.awareness import AttributedMemoryTarget, AttributedUnit, memory_view
 from scanner.targets.base import Target
 from scanner.verdicts import Verdict, VerdictKind
 
@@ -106,13 +106,14 @@ def test_the_kernel_is_opened_while_the_scan_runs_with_the_same_attribution(
 ) -> None:
     """The first matching window starts opening the guest's kernel on a background thread (it used
     to start only when the unit's findings were made, after its last window); the findings and their
-    process names are the same as when the kernel is opened at the first finding."""
-    early = memory_view(RawMemory(str(dumped.raw)), {"os": "auto"}, tmp_path)
+    process names are the same as when the kernel is opened at the first finding. Seams are off:
+    their process walk opens the kernel on the engine's deferred-plan thread before any match."""
+    early = AttributedMemoryTarget(RawMemory(str(dumped.raw)), None, tmp_path, seams=False)
     verdict = scan(early, rules)
     background = early._attribution._thread  # type: ignore[attr-defined]
     assert background is not None and not background.is_alive()
     monkeypatch.setattr(AttributedUnit, "matched", lambda self: None)  # the reference: opened at the finding
-    late = memory_view(RawMemory(str(dumped.raw)), {"os": "auto"}, tmp_path)
+    late = AttributedMemoryTarget(RawMemory(str(dumped.raw)), None, tmp_path, seams=False)
     reference = scan(late, rules)
     assert late._attribution._thread is None  # type: ignore[attr-defined]
 
