@@ -7,6 +7,7 @@ The oracle for every address is libvirt's own reader of guest-physical memory
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from scanner.verdicts import VerdictKind
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
+DISK_MIB = 128
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +40,18 @@ def lab():
 
 @pytest.fixture(scope="module")
 def disk_image(lab):
-    """A qcow2 image (made by mkfs.ext4 -d and qemu-img) holding one EICAR file."""
+    """A qcow2 image (made by mkfs.ext4 -d and qemu-img) holding one EICAR file in a filesystem
+    that is almost empty, on a disk whose every byte holds data (random bytes under the
+    filesystem, every cluster allocated): a reader that copies the whole disk reads all of it."""
     tree = lab.workdir / "tree"
     (tree / "srv").mkdir(parents=True)
     (tree / "srv" / "sample.com").write_bytes(eicar())
     (tree / "srv" / "readme.txt").write_text("nothing to see\n")
     raw, image = lab.workdir / "disk.raw", lab.workdir / "disk.qcow2"
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(raw), "32M"], check=True)
-    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(image)], check=True)
+    raw.write_bytes(os.urandom(DISK_MIB << 20))
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", "-d", str(tree), str(raw)], check=True)
+    convert = ["qemu-img", "convert", "-q", "-S", "0", "-f", "raw", "-O", "qcow2"]
+    subprocess.run([*convert, str(raw), str(image)], check=True)
     raw.unlink()
     return image
 
@@ -91,6 +97,35 @@ def test_running_domains_disk_is_scanned_through_a_backup_export_leaving_its_ima
     assert domain.dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE  # the backup job ended
     assert domain.dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
 
+
+
+def test_a_domains_disk_is_read_in_place_only_where_the_filesystem_needs_it(lab, domain):
+    """The export is read in place: the scan fetches the ext4 metadata and the files, not the
+    disk. The independent count is the kernel's: bytes QEMU read (``/proc/PID/io`` rchar) while
+    serving the export from the image."""
+    from scanner.acquisition.libvirt import qemu_pid
+
+    qemu_io = Path(f"/proc/{qemu_pid(domain.uuid)}/io")
+    before = _rchar(qemu_io)
+    engine = Engine(EngineSettings(threads=2))
+    try:
+        spec = TargetSpec("disk", {"libvirt": domain.name, "device": "vda", "libvirt_uri": lab.uri})
+        with build_target(spec) as target:
+            verdict = engine.scan(compile_path(REPO / "signatures"), target)
+    finally:
+        engine.close()
+    served = _rchar(qemu_io) - before
+    assert verdict.kind is VerdictKind.MALICIOUS and verdict.coverage.complete
+    assert {f.context.get("path") for f in verdict.findings} == {"/srv/sample.com"}
+    size = DISK_MIB << 20
+    assert served < size // 4, f"QEMU read {served} bytes of its image for a {size}-byte disk"
+    read, exported = (int(x) for x in verdict.details["disk.export"].split()[0:3:2])
+    assert exported == size
+    assert 0 < read < size // 8, verdict.details["disk.export"]
+
+
+def _rchar(io: Path) -> int:
+    return int(next(line for line in io.read_text().splitlines() if line.startswith("rchar:")).split()[1])
 
 
 def test_cli_scans_a_domains_disk_by_name_and_device(lab, domain, disk_image, tmp_path):
