@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from scanner.engine import Engine, EngineSettings
-from scanner.errors import Unavailable
+from scanner.errors import SourceError, Unavailable
 from scanner.lab import eicar
 from scanner.lab.pytest_plugin import lab_unavailable
 from scanner.rulesets import compile_path
@@ -152,6 +152,33 @@ def test_domain_by_name_is_scanned_live_and_findings_sit_where_libvirt_reads_the
     for address in heads:
         assert domain.peek(address, len(eicar())) == eicar()
     assert {p for f in marked for p in f.context.get("process", "").split(",")} == {"avscan-marker"}
+    assert not _taints(domain), _taints(domain)  # no monitor command was sent through libvirt
+
+
+def test_a_layout_that_disagrees_with_memorypeek_is_refused(lab, domain):
+    """The derived layout is checked against libvirt's reader: the same RAM block taken a few
+    pages off (what a wrong mapping or a wrong rule would give) is refused, not scanned."""
+    from dataclasses import replace
+
+    from scanner.acquisition.libvirt import LibvirtGuest
+
+    guest = LibvirtGuest(domain.name, lab.uri)
+    try:
+        layout = guest.ram_layout()
+        assert guest.layout_check.split()[0] == guest.layout_check.split()[2] != "0"  # all non-zero samples agree
+        shifted = replace(layout, ranges=tuple(replace(r, host=r.host + 0x10000) for r in layout.ranges))
+        with pytest.raises(SourceError, match="memoryPeek disagree"):
+            guest._check_with_peek(shifted, "test")
+    finally:
+        guest.close()
+    assert not _taints(domain)
+
+
+def _taints(domain) -> list[str]:
+    """What libvirt says tainted the domain (``virsh dommessages``), e.g. custom-monitor."""
+    import libvirt
+
+    return [m for m in domain.dom.messages(libvirt.VIR_DOMAIN_MESSAGE_TAINTING) if "taint" in m]
 
 
 def test_cli_pauses_through_libvirt_by_uuid_and_resumes(lab, domain, tmp_path):

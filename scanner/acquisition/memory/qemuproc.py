@@ -55,6 +55,7 @@ class Mapping:
     shared: bool
     offset: int
     path: str
+    perms: str = ""  # as maps spells them, e.g. "rw-p", "---p" (a guard)
 
 
 class ProcessWatch:
@@ -90,7 +91,8 @@ def read_maps(pid: int) -> list[Mapping]:
         if len(fields) < 5:
             continue
         start, end = (int(x, 16) for x in fields[0].split("-"))
-        out.append(Mapping(start, end, fields[1][3] == "s", int(fields[2], 16), fields[5] if len(fields) > 5 else ""))
+        path = fields[5] if len(fields) > 5 else ""
+        out.append(Mapping(start, end, fields[1][3] == "s", int(fields[2], 16), path, fields[1]))
     return out
 
 
