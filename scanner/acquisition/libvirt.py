@@ -89,7 +89,9 @@ class LibvirtGuest:
     def _check_with_peek(self, layout: RamLayout, where: str) -> None:
         """Sampled pages read from QEMU's process equal what libvirt reads at the same guest-physical
         addresses; pages zero both ways prove nothing and are not counted. Live pages may change
-        between the two reads, so most (not all) non-zero samples must agree."""
+        between the two reads, so most (not all) non-zero samples must agree. Read with ``pread``
+        of ``/proc/PID/mem``: an untouched anonymous page reads as the kernel's zero page (nothing
+        allocated); on huge pages a sampled hole takes one page of QEMU's own reservation."""
         compared = agreed = 0
         try:
             fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)

@@ -17,6 +17,7 @@ from pathlib import Path
 MiB = 1 << 20
 HUGE = 2 * MiB
 NR = Path("/proc/sys/vm/nr_hugepages")
+SLACK = 160  # pages for processes that start meanwhile and take free huge pages
 
 
 def meminfo(field: str) -> int:
@@ -45,10 +46,11 @@ def hugetlbfs(pages: int) -> Iterator[Path]:
     user, such as a QEMU being stopped, closes its file)."""
     Path("/proc/sys/vm/compact_memory").write_text("1")
     before = int(NR.read_text())
-    # the pool is the host's: other processes may hold or reserve pages of it (PostgreSQL maps
-    # its shared memory on huge pages whenever there are some), so grow it past what they use
+    # the pool is the host's: other processes hold or reserve pages of it, and take free ones
+    # as they start (PostgreSQL maps its shared memory on huge pages whenever there are some:
+    # about 72 for a test cluster), so grow it past what they use, with room for a few more
     in_use = meminfo("Total") - available()
-    NR.write_text(str(max(before, in_use + pages)))
+    NR.write_text(str(max(before, in_use + pages + SLACK)))
     mnt = Path(tempfile.mkdtemp(prefix="avscan-hugetlbfs-"))
     try:
         got = available()

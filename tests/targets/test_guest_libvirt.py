@@ -168,7 +168,10 @@ def test_a_layout_that_disagrees_with_memorypeek_is_refused(lab, domain):
     try:
         layout = guest.ram_layout()
         assert guest.layout_check.split()[0] == guest.layout_check.split()[2] != "0"  # all non-zero samples agree
-        shifted = replace(layout, ranges=tuple(replace(r, host=r.host + 0x10000) for r in layout.ranges))
+        off = 0x10000  # inside the same mapping: every shifted range stays mapped
+        shifted = replace(
+            layout, ranges=tuple(replace(r, host=r.host + off, length=r.length - off) for r in layout.ranges)
+        )
         with pytest.raises(SourceError, match="memoryPeek disagree"):
             guest._check_with_peek(shifted, "test")
     finally:
@@ -208,7 +211,12 @@ def test_a_domain_destroyed_mid_scan_is_incomplete_never_clean(lab, tmp_path):
         cwd=REPO,
     )
     try:
-        while pagemap not in _open_files(cli.pid):  # the scan has begun reading guest RAM
+        # only the scan's reader opens QEMU's pagemap (the layout check before it preads
+        # /proc/PID/mem); it reads 8 bytes of it per page of each window it scans
+        while pagemap not in _open_files(cli.pid):
+            assert cli.poll() is None, cli.communicate()
+        began = _rchar(Path(f"/proc/{cli.pid}/io"))
+        while _rchar(Path(f"/proc/{cli.pid}/io")) < began + 2 * (16 << 20) // 4096 * 8:  # two windows read
             assert cli.poll() is None, cli.communicate()
         os.kill(cli.pid, signal.SIGSTOP)
         victim.dom.destroy()
