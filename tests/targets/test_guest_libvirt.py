@@ -179,6 +179,32 @@ def test_a_layout_that_disagrees_with_memorypeek_is_refused(lab, domain):
     assert not _taints(domain)
 
 
+def test_a_domain_with_memfd_ram_is_scanned_without_a_monitor_command(lab):
+    """``<memoryBacking><source type='memfd'/>``: shared RAM, the same derived layout, read
+    through the memfd; addresses checked with memoryPeek, the domain left untainted."""
+    shared = lab.start_domain(
+        memory_mib=256, markers=1, variant="memfd", memory_backing="<source type='memfd'/><access mode='shared'/>"
+    )
+    try:
+        engine = Engine(EngineSettings(threads=2))
+        try:
+            spec = TargetSpec("guest", {"libvirt": shared.uuid, "libvirt_uri": lab.uri})
+            with build_target(spec) as target:
+                assert any(b is not None and b.fd >= 0 for b in target.source._backings)  # through the memfd
+                verdict = engine.scan(compile_path(REPO / "signatures"), target)
+        finally:
+            engine.close()
+        assert verdict.kind is VerdictKind.MALICIOUS and verdict.coverage.complete
+        marked = [f for f in verdict.findings if f.rule == "EICAR_Test_File"]
+        heads = sorted(s.address for f in marked for s in f.strings if s.identifier == "$head")
+        assert len(heads) == shared.markers
+        for address in heads:
+            assert shared.peek(address, len(eicar())) == eicar()
+        assert not _taints(shared)
+    finally:
+        shared.dom.destroy()
+
+
 def _taints(domain) -> list[str]:
     """What libvirt says tainted the domain (``virsh dommessages``), e.g. custom-monitor."""
     import libvirt
