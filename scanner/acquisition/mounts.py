@@ -6,6 +6,7 @@ offsets, tmpfs never writes pages back, network and FUSE filesystems report othe
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
 import threading
@@ -14,6 +15,18 @@ MOUNTINFO = "/proc/self/mountinfo"
 _fs_by_dev: dict[tuple[int, int], str] = {}
 _lock = threading.Lock()
 _watch: list[tuple[int, select.poll]] = []  # an fd on the mount table, readable "changed" by poll
+HUGETLBFS_MAGIC = 0x958458F6  # linux/magic.h
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def on_hugetlbfs(fd: int) -> bool:
+    """The open file ``fd`` lives on a hugetlbfs (``fstatfs``), mounted or not: a
+    ``memory-backend-memfd,hugetlb=on`` memfd sits on the kernel's internal hugetlbfs, which no
+    mount table lists. Such files map only at huge-page offsets and have no ``SEEK_HOLE``."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs: f_type is its first word
+    if _LIBC.fstatfs(fd, buf) != 0:
+        return False
+    return int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], "little") & 0xFFFFFFFF == HUGETLBFS_MAGIC
 
 
 def filesystem(dev: int) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from scanner.errors import SourceError
 
-Execute = Callable[[str, dict[str, Any]], Any]  # one QMP command (through QMP or libvirt)
+Execute = Callable[[str, dict[str, Any]], Any]  # one QMP command
 MEMORY_BACKEND = "child<memory-backend-"
 MAX_LINES = 200_000
 MAX_RANGES = 1024

@@ -61,7 +61,9 @@ MIN_MEMORY_MIB, MAX_MEMORY_MIB = 64, 4096
 LOW_RAM_LIMIT = 0xB0000000  # q35 keeps RAM up to this size below 4 GiB; larger RAM splits at 2 GiB
 DISK_BUSES = ("virtio", "ide", "nvme")  # nvme: built into the cloud kernel, virtio-blk is a module there
 LIME_DEVICE = "nvme0n1"  # the disk a LiME guest dumps to
-RAM_KINDS = ("file", "anonymous", "memfd")  # the RAM file of the lab; plain -m; memory-backend-memfd
+# the RAM file of the lab; plain -m; memory-backend-memfd; huge pages: a private file on the
+# hugetlbfs mounted at ``hugetlbfs`` (share=off), a memfd of huge pages
+RAM_KINDS = ("file", "anonymous", "memfd", "hugetlbfs", "memfd-hugetlb")
 MAX_MARKERS = 64
 _VARIANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _live: set[LabGuest] = set()
@@ -80,9 +82,11 @@ def _check_variant(name: str, variant: str) -> None:
         raise InvalidArgument(name, f"{variant!r}: expected 1-64 of [A-Za-z0-9._-]")
 
 
-def _check_ram(ram: str, fill_mib: int, memory_mib: int, clonable: bool) -> None:
+def _check_ram(ram: str, fill_mib: int, memory_mib: int, clonable: bool, hugetlbfs: Path | None = None) -> None:
     if ram not in RAM_KINDS:
         raise InvalidArgument("ram", f"{ram!r}: expected one of {', '.join(RAM_KINDS)}")
+    if (ram == "hugetlbfs") != (hugetlbfs is not None):
+        raise InvalidArgument("hugetlbfs", "a hugetlbfs mount directory goes with ram='hugetlbfs', and only with it")
     if not 0 <= fill_mib <= memory_mib - 64:
         raise InvalidArgument("fill_mib", f"{fill_mib}: expected 0..{memory_mib - 64}")
     if clonable and ram != "file":
@@ -113,11 +117,13 @@ class LabGuest:
         ram: str = "file",
         fill_mib: int = 0,
         lime_initramfs: Path | None = None,
+        hugetlbfs: Path | None = None,
     ) -> None:
         self.image = image
         self.initramfs = lime_initramfs or image.initramfs
         self.lime = lime_initramfs is not None
         self.ram = ram
+        self.hugetlbfs = hugetlbfs
         self.fill_mib = fill_mib
         self.load_modules = load_modules
         self.disk = disk
@@ -162,6 +168,7 @@ class LabGuest:
         ram: str = "file",
         fill_mib: int = 0,
         lime: bool = False,
+        hugetlbfs: Path | None = None,
     ) -> LabGuest:
         """Build the image if needed, boot, and wait for READY (``timeout`` seconds under TCG).
 
@@ -172,7 +179,10 @@ class LabGuest:
         ``load_modules`` makes init insmod the image's kernel modules (``image.GUEST_MODULES``) first.
         ``clonable`` adds the command port (ttyS1) a template and its clones need; no ``disk`` then.
         ``ram``: ``file`` (shared RAM file :attr:`ram_path`, the default), ``anonymous`` (plain
-        ``-m``, as QEMU, libvirt and OpenStack start guests) or ``memfd`` (``memory-backend-memfd``).
+        ``-m``, as QEMU, libvirt and OpenStack start guests), ``memfd`` (``memory-backend-memfd``),
+        ``hugetlbfs`` (a private file QEMU makes in the hugetlbfs mounted at ``hugetlbfs``:
+        ``memory-backend-file,share=off``) or ``memfd-hugetlb`` (``memory-backend-memfd,hugetlb=on``);
+        the huge pages must be reserved (``/proc/sys/vm/nr_hugepages``) by the caller.
         ``fill_mib``: before its processes start, init writes that many MiB of random bytes to a
         tmpfs and deletes them, so that much guest RAM holds non-zero data (a guest that has used
         its memory).
@@ -180,7 +190,7 @@ class LabGuest:
         (built for the lab kernel, :mod:`scanner.lab.lime`) onto ``disk``, which must be on the
         ``nvme`` bus (the cloud kernel's built-in disk driver); see :meth:`lime_ranges`.
         """
-        _check_ram(ram, fill_mib, memory_mib, clonable)
+        _check_ram(ram, fill_mib, memory_mib, clonable, hugetlbfs)
         if disk_bus not in DISK_BUSES:
             raise InvalidArgument("disk_bus", f"{disk_bus!r}: expected one of {', '.join(DISK_BUSES)}")
         if lime and (disk is None or disk_bus != "nvme"):
@@ -202,7 +212,18 @@ class LabGuest:
         initramfs = build_lime(image, cache).initramfs if lime else None
         for accel in accel_mod.candidates(cache, image.key):
             guest = cls(
-                image, memory_mib, markers, variant, disk, disk_bus, load_modules, clonable, ram, fill_mib, initramfs
+                image,
+                memory_mib,
+                markers,
+                variant,
+                disk,
+                disk_bus,
+                load_modules,
+                clonable,
+                ram,
+                fill_mib,
+                lime_initramfs=initramfs,
+                hugetlbfs=hugetlbfs,
             )
             _live.add(guest)
             try:
@@ -384,6 +405,10 @@ class LabGuest:
             return []
         if self.ram == "memfd":
             return ["-object", f"memory-backend-memfd,id=mem,size={size},share=on"]
+        if self.ram == "memfd-hugetlb":
+            return ["-object", f"memory-backend-memfd,id=mem,size={size},share=on,hugetlb=on"]
+        if self.ram == "hugetlbfs":
+            return ["-object", f"memory-backend-file,id=mem,size={size},mem-path={self.hugetlbfs},share=off"]
         return ["-object", f"memory-backend-file,id=mem,size={size},mem-path={self.ram_path},share=on"]
 
     def _disk_args(self) -> list[str]:

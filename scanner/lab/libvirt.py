@@ -84,9 +84,12 @@ class LibvirtLab:
         variant: str = "libvirt",
         timeout: float = 180.0,
         disk: Path | None = None,
+        memory_backing: str = "",
     ) -> LabDomain:
         """Create a transient TCG domain with no NIC booting the lab image; wait for READY.
-        ``disk``: a qcow2 image (in a directory QEMU may read) attached as ``vda`` (virtio)."""
+        ``disk``: a qcow2 image (in a directory QEMU may read) attached as ``vda`` (virtio).
+        ``memory_backing``: the inside of a ``<memoryBacking>`` element (e.g. ``<source
+        type='memfd'/><access mode='shared'/>``); none by default (anonymous RAM)."""
         image = build_image(cache_dir())
         name = f"avscan-lab-{uuid.uuid4().hex[:12]}"
         home = self.workdir / name
@@ -104,6 +107,7 @@ class LibvirtLab:
             cmdline=escape(append),
             console=escape(str(console)),
             disk=DISK_XML.format(path=escape(str(disk))) if disk is not None else "",
+            backing=f"\n  <memoryBacking>{memory_backing}</memoryBacking>" if memory_backing else "",
         )
         dom = self._conn.createXML(xml, 0)
         self._domains.append(dom)
@@ -167,7 +171,7 @@ class LabDomain:
 
 DOMAIN_XML = """<domain type='qemu'>
   <name>{name}</name>
-  <memory unit='MiB'>{memory}</memory>
+  <memory unit='MiB'>{memory}</memory>{backing}
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>

@@ -44,6 +44,7 @@ from scanner.acquisition.disk.filesystems import HEAD_SIZE, Node, detect_filesys
 from scanner.acquisition.disk.image import Confinement
 from scanner.acquisition.disk.volumes import Volume, find_volumes
 from scanner.acquisition.disk.walk import GuestFile, Walker, WalkLimits, WalkProblem, describe
+from scanner.acquisition.preload import preload
 from scanner.errors import InvalidArgument, SourceError, UnreadableError
 from scanner.targets.base import Skipped, Target, Unit
 from scanner.targets.files import FilePolicy
@@ -227,6 +228,8 @@ class DiskTarget(Target):
         return now
 
     def _open(self) -> tuple[Any, str, Chain]:
+        if self._opened is None and self.libvirt:
+            self._opened = self._export()
         if self._opened is None:
             image, fmt = self._image()
             confinement = Confinement.around(image, self.policy.disk_backing_dirs)
@@ -254,15 +257,20 @@ class DiskTarget(Target):
         for volume in volumes:
             yield from self._volume(volume, walker)
 
-    def _image(self) -> tuple[Path, str]:
-        if self.libvirt:  # a point-in-time export through libvirt's backup API: no file of the guest is touched
-            from scanner.acquisition.disk.libvirt_backup import LibvirtDiskExport
+    def _export(self) -> tuple[Any, str, Chain]:
+        """A libvirt domain's disk: a point-in-time export through libvirt's backup API, read in
+        place over NBD (the guest-visible disk, so raw); no file of the guest is touched."""
+        from scanner.acquisition.disk.libvirt_backup import LibvirtDiskExport
 
-            self._live = LibvirtDiskExport(self.libvirt, self.device, self.libvirt_uri)
-            self._stack.callback(self._live.release)
-            frozen = self._live.freeze()
-            self._details.update(self._live.details())
-            return frozen.path, frozen.format
+        self._live = LibvirtDiskExport(self.libvirt, self.device, self.libvirt_uri)
+        self._stack.callback(self._live.release)
+        preload()  # first imports of the parsers, one thread at a time, as Chain.open_top does
+        disk = self._live.open()
+        self._details.update(self._live.details())
+        chain = Chain(Confinement(()), self.policy.disk_max_table_bytes, files=[self._live.uri_of_export])
+        return disk, "raw", chain
+
+    def _image(self) -> tuple[Path, str]:
         if not self.qmp:
             return Path(self.path), self.format
         from scanner.acquisition.disk.live import LiveDisk

@@ -5,7 +5,6 @@ offsets, so :class:`LibvmiMemory` reads it through LibVMI. The RAM file is a rea
 from __future__ import annotations
 
 import mmap
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,47 +14,30 @@ from scanner.acquisition.memory.vmi import LibvmiMemory
 from scanner.errors import UnreadableError
 from scanner.lab import eicar
 from scanner.rulesets import LoadedRuleset
+from tests.support.hugepages import HUGE, MiB, hugetlbfs
 
 from .scanning import eicar_addresses, scan
 
-MiB = 1 << 20
-HUGE = 2 * MiB
 PAGES = 8  # a 16 MiB "guest"
-NR = Path("/proc/sys/vm/nr_hugepages")
 PLANTED = (5 * MiB + 100, 2 * HUGE - 20, 15 * MiB)  # one straddles a huge-page edge
 
 
 @pytest.fixture(scope="module")
-def hugetlb_ram(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, bytes]]:
+def hugetlb_ram() -> Iterator[tuple[Path, bytes]]:
     """A 16 MiB file on a hugetlbfs mounted here, written through a mapping (hugetlbfs has no
-    write(2)), with EICAR at :data:`PLANTED`; its bytes are returned as the oracle. The pages are
-    reserved once per module (memory compacted first: 2 MiB pages need contiguous memory)."""
-    Path("/proc/sys/vm/compact_memory").write_text("1")
-    before = int(NR.read_text())
-    NR.write_text(str(before + PAGES))
-    mnt = tmp_path_factory.mktemp("hugetlb") / "huge"
-    mnt.mkdir()
-    try:
-        meminfo = Path("/proc/meminfo").read_text().splitlines()
-        free = int(next(line for line in meminfo if line.startswith("HugePages_Free")).split()[1])
-        assert free >= PAGES, f"the kernel could not reserve {PAGES} huge pages of {HUGE} bytes"
-        subprocess.run(["mount", "-t", "hugetlbfs", "-o", f"pagesize={HUGE}", "avscan-test", str(mnt)], check=True)
-        try:
-            path = mnt / "guest-ram"
-            data = bytearray(PAGES * HUGE)
-            for i in range(0, len(data), 4096):
-                data[i : i + 8] = i.to_bytes(8, "little")  # every page distinct
-            for at in PLANTED:
-                data[at : at + len(eicar())] = eicar()
-            with path.open("w+b") as f:
-                f.truncate(len(data))
-                with mmap.mmap(f.fileno(), len(data)) as m:
-                    m[:] = data
-            yield path, bytes(data)
-        finally:
-            subprocess.run(["umount", "--lazy", str(mnt)], check=True)  # freed once the last fd closes
-    finally:
-        NR.write_text(str(before))
+    write(2)), with EICAR at :data:`PLANTED`; its bytes are returned as the oracle."""
+    with hugetlbfs(PAGES) as mnt:
+        path = mnt / "guest-ram"
+        data = bytearray(PAGES * HUGE)
+        for i in range(0, len(data), 4096):
+            data[i : i + 8] = i.to_bytes(8, "little")  # every page distinct
+        for at in PLANTED:
+            data[at : at + len(eicar())] = eicar()
+        with path.open("w+b") as f:
+            f.truncate(len(data))
+            with mmap.mmap(f.fileno(), len(data)) as m:
+                m[:] = data
+        yield path, bytes(data)
 
 
 def test_hugetlbfs_ram_is_read_through_libvmi_and_equals_the_file(hugetlb_ram: tuple[Path, bytes]) -> None:

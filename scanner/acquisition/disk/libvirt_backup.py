@@ -6,10 +6,11 @@ Sequence (libvirt's backup API, pull mode):
    disk ``backup='no'``): QEMU exports the disk's content at that instant over NBD on a unix
    socket in a private directory of the appliance; the guest keeps running, and what it
    overwrites afterwards is kept for the export in a scratch qcow2 in that directory;
-2. ``qemu-img convert`` copies the export into a sparse raw file in that directory, which the
-   scanner reads like any image;
-3. :meth:`LibvirtDiskExport.release`: ``virDomainAbortJob`` ends the backup job, the directory
-   (socket, scratch, copy) is removed.
+2. the scanner reads the export in place over NBD (:class:`~scanner.acquisition.disk.nbd.NbdDisk`,
+   libnbd): only what the walk asks for (volume tables, filesystem metadata, the files it scans)
+   crosses the socket, nothing is copied to the appliance;
+3. :meth:`LibvirtDiskExport.release`: the NBD connection is closed, ``virDomainAbortJob`` ends
+   the backup job, the directory (socket, scratch) is removed.
 
 Nothing is ever written to the guest's image files or their backing chain, and no overlay is
 added to the domain: the disk's chain is the same before and after.
@@ -19,18 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import defusedxml.ElementTree as ET
 
-from scanner.acquisition.disk.live import FrozenImage
+from scanner.acquisition.disk.nbd import NbdDisk, NbdError
 from scanner.acquisition.libvirt import DEFAULT_URI, running_domain
 from scanner.errors import FailedPrecondition, InvalidArgument, SourceError
-
-COPY_TIMEOUT = 3600.0
 
 
 class LibvirtDiskExport:
@@ -42,9 +40,16 @@ class LibvirtDiskExport:
         self._conn, self._dom, self.uri = running_domain(domain, uri)
         self._workdir: Path | None = None
         self._job = False
+        self._disk: NbdDisk | None = None
+        self.export_size = 0
+        self.bytes_read = 0
 
-    def freeze(self) -> FrozenImage:
-        """Begin the pull backup and copy the export; returns the copy (raw) to read."""
+    @property
+    def uri_of_export(self) -> str:
+        return f"nbd+unix:///{self.device}?socket={self._workdir / 'nbd.sock'}" if self._workdir else ""
+
+    def open(self) -> NbdDisk:
+        """Begin the pull backup and connect to its export; returns the disk as the guest sees it."""
         import libvirt
 
         disks = self._disk_targets()
@@ -63,31 +68,25 @@ class LibvirtDiskExport:
             self.release()
             raise FailedPrecondition(f"libvirt domain {self._dom.name()}: backup of {self.device}: {e}") from e
         self._job = True
-        copy = self._workdir / "disk.raw"
-        source = f"nbd+unix:///{self.device}?socket={socket}"
         try:
-            subprocess.run(
-                ["qemu-img", "convert", "-q", "-f", "raw", "-O", "raw", source, str(copy)],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=COPY_TIMEOUT,
-            )
-        except (OSError, subprocess.SubprocessError) as e:
-            detail = getattr(e, "stderr", "") or str(e)
+            self._disk = NbdDisk(self.uri_of_export)
+        except NbdError as e:
             self.release()
-            raise SourceError(
-                f"libvirt domain {self._dom.name()}", f"reading the export of {self.device}: {detail.strip()[:300]}"
-            ) from e
-        self.state = "exported (backup pull, point in time)"
-        return FrozenImage(copy, "raw")
+            raise SourceError(f"libvirt domain {self._dom.name()}", f"reading the export of {self.device}: {e}") from e
+        self.export_size = self._disk.size
+        self.state = "exported (backup pull, point in time), read in place over NBD"
+        return self._disk
 
     def _disk_targets(self) -> list[str]:
         root = ET.fromstring(self._dom.XMLDesc(0))
         return [t.get("dev", "") for t in root.findall("./devices/disk[@device='disk']/target") if t.get("dev")]
 
     def release(self) -> None:
-        """End the backup job and remove the export's directory; idempotent."""
+        """Close the NBD connection, end the backup job, remove the export's directory; idempotent."""
+        if self._disk is not None:
+            self.bytes_read = self._disk.bytes_read
+            self._disk.close()
+            self._disk = None
         if self._job:
             with contextlib.suppress(Exception):
                 self._dom.abortJob()
@@ -100,7 +99,11 @@ class LibvirtDiskExport:
             self._conn.close()
 
     def details(self) -> dict[str, str]:
-        return {"disk.live": f"libvirt {self._dom.name()} {self.device}: {self.state}"}
+        read = self._disk.bytes_read if self._disk is not None else self.bytes_read
+        return {
+            "disk.live": f"libvirt {self._dom.name()} {self.device}: {self.state}",
+            "disk.export": f"{read} of {self.export_size} bytes read from the export",
+        }
 
 
 def _backup_xml(disks: list[str], device: str, socket: Path, scratch: Path) -> str:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from scanner.acquisition.mapped import file_holes, file_window, holes_within
 from scanner.acquisition.memory.base import MemorySource, PhysRange
-from scanner.acquisition.mounts import filesystem
+from scanner.acquisition.mounts import on_hugetlbfs
 from scanner.acquisition.ramlayout import RamLayout, RamRange
 from scanner.errors import PermissionDenied, SourceError, UnreadableError
 
@@ -55,6 +55,7 @@ class Mapping:
     shared: bool
     offset: int
     path: str
+    perms: str = ""  # as maps spells them, e.g. "rw-p", "---p" (a guard)
 
 
 class ProcessWatch:
@@ -90,7 +91,8 @@ def read_maps(pid: int) -> list[Mapping]:
         if len(fields) < 5:
             continue
         start, end = (int(x, 16) for x in fields[0].split("-"))
-        out.append(Mapping(start, end, fields[1][3] == "s", int(fields[2], 16), fields[5] if len(fields) > 5 else ""))
+        path = fields[5] if len(fields) > 5 else ""
+        out.append(Mapping(start, end, fields[1][3] == "s", int(fields[2], 16), path, fields[1]))
     return out
 
 
@@ -139,7 +141,9 @@ class QemuProcessMemory(MemorySource):
     ) -> None:
         """``probe`` returns why the guest is gone ("" while it runs); it must be cheap.
         ``through_process``: read shared RAM through ``/proc/PID/mem`` too (its file still tells
-        the holes), not through its file."""
+        the holes), not through its file; except on hugetlbfs, whose holes no call tells and
+        where a read through the process would allocate every huge page it touches: there the
+        file is read (``pread`` on hugetlbfs reads a hole as zeros without allocating)."""
         super().__init__(name or f"qemu-pid-{layout.pid}")
         self.through_process = through_process
         self.layout = layout
@@ -174,28 +178,38 @@ class QemuProcessMemory(MemorySource):
         return fd
 
     def _backing(self, r: RamRange, maps: Sequence[Mapping]) -> _FileBacking | None:
-        """The file behind a shared RAM range (fd -1 if it cannot be opened), or None for
-        private memory: read from the process, pagemap telling untouched pages."""
+        """How range ``r`` is read. None: private memory read from the process, pagemap telling
+        untouched pages (zero). A file backing: shared RAM read through its file, or fd -1 when
+        every page must be read through the process (a shared file that cannot be opened, or a
+        private mapping of a file holding data: an untouched page there is the file's, not zero,
+        as for ``memory-backend-file,share=off`` over a RAM template)."""
         covering = mappings_of(maps, r.host, r.length, self.name)
         first = covering[0]
-        if not all(m.shared for m in covering) or not first.path:
-            return None
-        if len(covering) > 1 and any(m.path != first.path for m in covering):
-            return None
         offset = first.offset + (r.host - first.start)
-        candidates = [f"/proc/{self.pid}/map_files/{first.start:x}-{first.end:x}"]  # needs CAP_SYS_ADMIN
-        if first.path.startswith("/") and not first.path.endswith(" (deleted)"):
-            candidates.append(first.path)
+        if not first.path or first.path.startswith("[") or any(m.path != first.path for m in covering):
+            return None if not any(m.shared for m in covering) else _FileBacking(-1, offset, False)
+        fd = self._open_mapped_file(first)
+        if not all(m.shared for m in covering):
+            if fd >= 0 and _no_data(fd, offset, r.length):
+                return None
+            return _FileBacking(-1, offset, False)
+        # fd -1, no file: read through the process, every page (pagemap cannot tell a shared
+        # page that is swapped out from one never written)
+        return _FileBacking(fd, offset, fd >= 0 and not on_hugetlbfs(fd))
+
+    def _open_mapped_file(self, m: Mapping) -> int:
+        """The file of mapping ``m`` opened read-only (kept until close), or -1."""
+        candidates = [f"/proc/{self.pid}/map_files/{m.start:x}-{m.end:x}"]  # needs CAP_SYS_ADMIN
+        if m.path.startswith("/") and not m.path.endswith(" (deleted)"):
+            candidates.append(m.path)
         for path in candidates:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 continue
             self._fds.append(fd)
-            return _FileBacking(fd, offset, filesystem(os.fstat(fd).st_dev) != "hugetlbfs")
-        # no file: read through the process, every page (pagemap cannot tell a shared page
-        # that is swapped out from one never written)
-        return _FileBacking(-1, offset, False)
+            return fd
+        return -1
 
     def _ranges(self) -> Sequence[PhysRange]:
         return [PhysRange(r.physical, r.length) for r in self.layout.ranges]
@@ -211,7 +225,7 @@ class QemuProcessMemory(MemorySource):
             return self._process_window(host, address, length, self._absent)
         if backing.fd < 0:
             return self._process_window(host, address, length, lambda h, n: [])
-        if self.through_process:
+        if self.through_process and backing.mappable:
             delta = r.host - backing.offset  # file offset -> host address
             holes = [(a + delta, b + delta) for a, b in self._file_holes(i, backing)]
             return self._process_window(host, address, length, lambda h, n: holes_within(holes, h, h + n))
@@ -388,6 +402,19 @@ class _FileBacking:
     fd: int  # -1: shared memory whose file cannot be opened
     offset: int  # file offset of the range's first byte
     mappable: bool
+
+
+def _no_data(fd: int, offset: int, length: int) -> bool:
+    """The file holds no data in ``[offset, offset + length)``: no block allocated at all, or
+    holes over the whole range. False where that cannot be told."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    if st.st_blocks == 0:
+        return True
+    holes = file_holes(fd, offset, length, limit=1 << 20)
+    return sum(b - a for a, b in holes) == length
 
 
 def _fill(view: memoryview, base: int, gaps: Sequence[tuple[int, int]], read: Callable[[int, int], None]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from scanner.acquisition.hostfile import open_host_file
 from scanner.acquisition.mapped import file_holes, file_window, holes_within, pread_gather
 from scanner.acquisition.memory.base import MemorySource, PhysRange
-from scanner.acquisition.mounts import filesystem
+from scanner.acquisition.mounts import on_hugetlbfs
 from scanner.errors import InvalidArgument, SourceError, Unavailable, UnreadableError
 
 DRIVERS = ("file", "kvm", "xen")
@@ -75,7 +75,7 @@ class LibvmiMemory(MemorySource):
             raise SourceError(path, "not a non-empty regular file (expected QEMU's memory-backend-file)")
         self._size = st.st_size
         # hugetlbfs maps only at huge-page offsets: such RAM is read through LibVMI (a copy)
-        self._mappable = filesystem(st.st_dev) != "hugetlbfs"
+        self._mappable = not on_hugetlbfs(self._fd)
         libvmi = _libvmi()
         try:
             self._vmi = libvmi.Libvmi(path, libvmi.INIT_DOMAINNAME, mode=libvmi.VMIMode.FILE, partial=True)
