@@ -166,6 +166,7 @@ def test_profile_from_the_kernel_image_matches_memory(dumped: Dumped) -> None:
     from_image = open_linux(RawMemory(str(dumped.raw)), kernel_image=dumped.guest.image.kernel)
     assert from_memory.profile is not None and from_image.profile is not None
     assert from_image.profile.origin == "kernel image" and banner == from_memory.banner
+    assert " #1 SMP " in banner  # the banner the kernel runs under, not the unused weak "# SMP" one
     assert blob == from_memory.profile.btf_blob
     assert from_image.kernel is not None
     assert from_image.profile.layout == from_memory.profile.layout

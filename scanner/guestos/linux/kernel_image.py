@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import itertools
 import lzma
 import re
 import struct
@@ -18,11 +19,13 @@ from pathlib import Path
 from typing import Protocol
 
 from scanner.guestos.btf import BtfError
+from scanner.guestos.linux.locate import preferred_banner
 
 MAX_VMLINUX = 512 << 20
 LZ4_LEGACY = 0x184C2102
 LZ4_BLOCK = 8 << 20
 BANNER = re.compile(rb"Linux version [ -~]{8,400}\n\0")
+MAX_BANNERS = 8  # the weak linux_banner, the real one, the uts copies
 
 
 def btf_from_image(path: Path) -> tuple[bytes, str]:
@@ -33,8 +36,8 @@ def btf_from_image(path: Path) -> tuple[bytes, str]:
         raise BtfError(f"cannot read kernel image {path}: {e.strerror}") from e
     vmlinux = data if data[:4] == b"\x7fELF" else vmlinux_from_bzimage(data)
     blob = elf_section(vmlinux, ".BTF")
-    m = BANNER.search(vmlinux)
-    return blob, m.group()[:-2].decode("ascii") if m else ""
+    found = itertools.islice(BANNER.finditer(vmlinux), MAX_BANNERS)
+    return blob, preferred_banner(m.group()[:-2].decode("ascii") for m in found)
 
 
 def vmlinux_from_bzimage(data: bytes) -> bytes:

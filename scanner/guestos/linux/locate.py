@@ -9,7 +9,7 @@ chunks with an overlap, so any source (raw, ELF core, LiME, live) works.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from scanner import native
@@ -38,7 +38,24 @@ class Found:
 
     @property
     def banner(self) -> str:
-        return self.banners[0][1] if self.banners else ""
+        return preferred_banner(text for _, text in self.banners)
+
+
+BUILT_RE = re.compile(r"#\d")  # the build number the final link stamps into the banner
+
+
+def preferred_banner(banners: Iterable[str]) -> str:
+    """The banner the kernel runs under, from candidates in address order: the first with a build
+    number (``#1 SMP ...``), else the first. A 6.1 image also holds the weak ``linux_banner`` that
+    ``init/version.c`` compiles before ``version-timestamp.o`` overrides it (``# SMP ...``, no
+    number, never used); taking the lowest address would pick it on one guest and a ``#1`` copy
+    elsewhere in RAM on another, so the same kernel would get two profile keys."""
+    first = ""
+    for text in banners:
+        if BUILT_RE.search(text):
+            return text
+        first = first or text
+    return first
 
 
 def views(source: MemorySource, size: int = CHUNK, overlap: int = OVERLAP) -> Iterator[tuple[int, memoryview]]:
