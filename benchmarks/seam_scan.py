@@ -87,6 +87,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="avscan-bench-") as tmp:
         work = Path(tmp)
         dump = args.dump or dumped(args.guest, work)
+        dump_mib = dump.stat().st_size >> 20
         cache = work / "profiles"
         timed(dump, rules, args.threads, cache, seams=True)  # fills the profile cache: not counted
         began = time.perf_counter()
@@ -109,7 +110,7 @@ def main() -> int:
                         best[seams] = got
             results[label] = best
     mapped = sum(s.mapped for s in found.seams.values())
-    print(f"guest: {args.guest}, dump {dump.stat().st_size >> 20} MiB, threads {args.threads}, best of {args.repeat}")
+    print(f"guest: {args.guest}, dump {dump_mib} MiB, threads {args.threads}, best of {args.repeat}")
     print(f"kernel found in memory (profile cached) in {opened:.2f}s: the baseline skips it when nothing matches")
     print(f"seams: {len(found.seams)} distinct ({mapped} mappings in {found.listed} processes), walk {walk:.2f}s")
     ok = True

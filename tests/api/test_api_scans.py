@@ -118,11 +118,21 @@ def test_start_scan_with_the_same_request_id_is_idempotent(client: Client, tmp_p
     assert third.scan_id == first.scan_id and third.state == scans_pb2.SCAN_STATE_DONE
 
 
+def wait_planned(client: Client, scan_id: str, timeout: float = 30) -> scans_pb2.Scan:
+    """The scan once its plan is published (RUNNING comes first; the plan follows on the engine)."""
+    deadline = time.monotonic() + timeout
+    while (scan := client.get_scan(scan_id)).progress.units_total == 0:
+        assert scan.state == scans_pb2.SCAN_STATE_RUNNING, f"scan {scan_id} ended before its plan was shown"
+        assert time.monotonic() < deadline, f"scan {scan_id} published no plan within {timeout}s"
+        time.sleep(0.05)
+    return scan
+
+
 def test_cancel_a_long_memory_scan_is_incomplete_never_clean(client: Client, tmp_path: Path) -> None:
     image = sparse_image(tmp_path / "guest.raw", 2 * GiB)
     scan = client.start_scan(memory_target(str(image)))
     wait_state(client, scan.scan_id, scans_pb2.SCAN_STATE_RUNNING)
-    progress = client.get_scan(scan.scan_id).progress
+    progress = wait_planned(client, scan.scan_id).progress
     assert (progress.bytes_total, progress.units_total) == (2 * GiB, 1), "a running scan shows its progress"
 
     client.cancel(scan.scan_id)
