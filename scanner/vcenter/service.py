@@ -336,14 +336,19 @@ class VCenterService:
         task.add_done_callback(lambda _: self._jobs.pop(job.id, None))
 
     async def wait_idle(self, timeout: float) -> None:
-        """Wait until no job runs and no action is pending (tests, benchmarks)."""
+        """Wait until no job runs and no action is pending (tests, benchmarks); in a fleet, also
+        until no open job is left for this appliance to claim (one made here for its own host is
+        claimed by its claim loop a moment later, and is work to wait for)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pending = [a for a in await self.list_actions() if a.state == "PENDING"]
-            if not self._jobs and not pending:
+            if not self._jobs and not pending and not await self._claimable():
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError(f"vCenter work not idle after {timeout} s")
+
+    async def _claimable(self) -> int:
+        return 0 if self.fleet is None else await asyncio.to_thread(self.fleet.claimable)
 
     async def _run_job(self, job: Job) -> None:
         host = job.host or "?"
