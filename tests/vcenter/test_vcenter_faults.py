@@ -10,6 +10,8 @@ import pytest
 from pyVmomi import vim
 
 from scanner.lab.vcsim import Vcsim
+from scanner.vcenter.connection import Connection
+from scanner.vcenter.inventory import list_vms
 from scanner.vcenter.store import NewAction
 from scanner.vcenter.triggers import EVENT_TYPES
 from tests.vcenter.conftest import running_app, settings_for
@@ -126,6 +128,26 @@ def test_lost_session_logs_in_again(vcsim: Vcsim, tmp_path: Path, state_url: str
             assert svc.conn.logins == logins + 1
 
     asyncio.run(scenario())
+
+
+def test_calls_that_lose_one_session_together_log_in_again_once(vcsim: Vcsim) -> None:
+    """Several loops (triggers, placements, outbox, keep-alive) call vCenter at once; when the
+    session is lost under all of them, one logs in again and the others use that session."""
+    conn = Connection(settings_for(vcsim))
+
+    async def scenario() -> tuple[int, list[int]]:
+        await conn.call(list_vms, "list VMs")
+        logins = conn.logins
+        await asyncio.to_thread(conn.invalidate_session)
+        found = await asyncio.gather(*(conn.call(list_vms, "list VMs") for _ in range(8)))
+        return conn.logins - logins, [len(vms) for vms in found]
+
+    try:
+        again, found = asyncio.run(scenario())
+    finally:
+        conn.close()
+    assert found == [4] * 8
+    assert again == 1
 
 
 def test_vm_deleted_during_scan(vcsim: Vcsim, sim: SimClient, lab_vmem: Path, tmp_path: Path, state_url: str):
