@@ -25,9 +25,7 @@ from scanner.fleet.settings import FleetSettings
 from scanner.state.backends import open_state
 from scanner.state.settings import StateSettings
 from scanner.v1 import scans_pb2, verdict_pb2
-from tests.support.postgres import postgres, state_section, state_url
-
-__all__ = ["postgres", "state_url"]
+from tests.support.postgres import state_section
 
 GiB = 1024**3
 CONFIG = """

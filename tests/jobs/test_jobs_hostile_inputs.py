@@ -24,9 +24,7 @@ from support.service import Service
 
 from scanner.api.client import disk_target, files_target, memory_target
 from scanner.v1 import verdict_pb2
-from tests.support.postgres import postgres, state_section, state_url
-
-__all__ = ["postgres", "state_url"]
+from tests.support.postgres import state_section
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = """

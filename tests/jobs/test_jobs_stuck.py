@@ -37,9 +37,6 @@ from scanner.state.backends import open_state
 from scanner.state.settings import StateSettings
 from scanner.targets.base import Skipped, Target, TargetSpec, Unit
 from scanner.v1 import scans_pb2, verdict_pb2
-from tests.support.postgres import postgres, state_url
-
-__all__ = ["postgres", "state_url"]
 
 READING: dict[str, threading.Event] = {}  # FIFO path -> a scan thread is in its blocking read
 SERVING = health_pb2.HealthCheckResponse.SERVING

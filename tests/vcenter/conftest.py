@@ -32,10 +32,9 @@ from scanner.lab.pytest_plugin import lab_unavailable, start_or_skip
 from scanner.lab.vcsim import PASSWORD, USER, Vcsim
 from scanner.state.settings import StateSettings
 from scanner.vcenter.settings import QuarantinePolicy, VCenterSettings
-from tests.support.postgres import postgres, state_section, state_url
+from tests.support.postgres import state_section
 from tests.vcenter.sim import SimClient
 
-__all__ = ["postgres", "state_url"]
 HOST = "DC0_H0"  # vcsim's host of DC0_H0_VM0 and DC0_H0_VM1: on PostgreSQL, this appliance's
 
 
