@@ -1,5 +1,9 @@
 """Suite-wide policy: under ``CI=true`` a skip fails unless it names hardware listed in
-``tests/hardware.py`` (a green run must mean every test ran)."""
+``tests/hardware.py`` (a green run must mean every test ran).
+
+Suite-wide fixtures: ``postgres`` (one PostgreSQL server for the session) and ``state_url``
+(a test taking it runs on both state backends); see ``tests/support/postgres.py``. A module
+that imports ``postgres`` itself gets a server of its own."""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests import hardware
+from tests.support.postgres import postgres, state_url
+
+__all__ = ["postgres", "state_url"]
 
 
 def _reason(longrepr: object) -> str:

@@ -114,26 +114,29 @@ class FleetScanManager(ScanManager):
     async def _dispatch(self) -> None:
         while self._accepting:
             await self._slots.acquire()
-            record = None
+            claimed = None
             try:
-                record = await asyncio.to_thread(self.queue.claim) if self._accepting else None
+                if self._accepting:
+                    claimed = await asyncio.to_thread(self.queue.claim_next, self.limits.max_attempts)
             except ScannerError as e:
                 log.warning("claiming a scan: %s", e.message)
-            if record is None:
+            if claimed is None:
                 self._slots.release()
                 if self._accepting:
                     await asyncio.to_thread(self.queue.wait, self.settings.poll_seconds)
                 continue
-            task = asyncio.create_task(self._run_claimed(record), name=f"scan-{record.id}")
+            task = asyncio.create_task(self._run_claimed(*claimed), name=f"scan-{claimed[0].id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run_claimed(self, record: ScanRecord) -> None:
+    async def _run_claimed(self, record: ScanRecord, counted: bool) -> None:
+        """Run a claimed scan; one the claim did not count was started ``max_attempts`` times
+        already and never finished: it is given up (ERROR with the reason), not run again."""
         live = LiveScan(record.id)
         self._live[record.id] = live
         self._running.add(record.id)
         try:
-            if record.attempts > self.limits.max_attempts:  # started (claim counts this one) and lost each time
+            if not counted:
                 await self._give_up(record)
             else:
                 await self._run(live)

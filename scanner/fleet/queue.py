@@ -4,6 +4,8 @@ Contract:
 - ``claim`` takes the oldest scan of this appliance's host that is QUEUED, INTERRUPTED, or RUNNING
   under an expired lease, and leases it to this appliance (RUNNING, ``attempts`` + 1) in one
   statement: two appliances never hold the same scan; a scan of another host is never taken.
+  ``claim_next(max_attempts)`` does the same but does not count a scan already started that many
+  times (it is leased only to be given up), so ``attempts`` says how often it really ran.
 - A lease lasts ``lease_seconds`` from the claim or the last ``renew``; an appliance that dies
   (kill -9, host down) stops renewing, and its scans are claimable again only once it expired.
 - ``request_cancel`` flags a running scan; its holder sees the flag at its next ``renew``.
@@ -24,15 +26,18 @@ from scanner.state.postgres import COLUMNS, PostgresDatabase, channel
 
 log = logging.getLogger(__name__)
 
+QUALIFIED = ", ".join(f"s.{column.strip()}" for column in COLUMNS.split(","))
 CLAIM = f"""
-UPDATE scans SET state = 'RUNNING', lease_owner = %(me)s,
-    lease_until = now() + make_interval(secs => %(ttl)s), attempts = attempts + 1, started_at = %(now)s
-WHERE seq = (
-    SELECT seq FROM scans
+UPDATE scans AS s SET state = 'RUNNING', lease_owner = %(me)s,
+    lease_until = now() + make_interval(secs => %(ttl)s), started_at = %(now)s,
+    attempts = s.attempts + CASE WHEN %(cap)s > 0 AND n.attempts >= %(cap)s THEN 0 ELSE 1 END
+FROM (
+    SELECT seq, attempts FROM scans
     WHERE host = %(host)s AND (state IN ('QUEUED', 'INTERRUPTED')
         OR (state = 'RUNNING' AND COALESCE(lease_until, '-infinity') < now()))
-    ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING {COLUMNS}
+    ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) AS n
+WHERE s.seq = n.seq
+RETURNING {QUALIFIED}, NOT (%(cap)s > 0 AND n.attempts >= %(cap)s)
 """
 
 
@@ -46,14 +51,21 @@ class JobQueue:
 
     def claim(self) -> ScanRecord | None:
         """Lease the next scan of our host to us; None when there is none."""
+        claimed = self.claim_next()
+        return claimed[0] if claimed else None
+
+    def claim_next(self, max_attempts: int = 0) -> tuple[ScanRecord, bool] | None:
+        """Lease the next scan of our host to us, with True when this claim counts as a run. A
+        scan already started ``max_attempts`` times (0: no limit) is leased to us uncounted
+        (False), its ``attempts`` as they were, so we can give it up: it is not run again."""
         args = {"me": self.db.appliance, "ttl": self.db.lease_seconds, "now": time.time(), "host": self.db.host}
         with self.db.connection() as conn, conn.transaction():
-            row = conn.execute(CLAIM, args).fetchone()
+            row = conn.execute(CLAIM, {**args, "cap": max_attempts}).fetchone()
             if row is None:
                 return None
-            record = record_from_row(row)
+            record = record_from_row(row[:-1])
             conn.execute("DELETE FROM findings WHERE scan_id = %s", (record.id,))
-        return record
+        return record, bool(row[-1])
 
     def renew(self, scan_ids: set[str]) -> tuple[set[str], set[str]]:
         """Extend our leases on ``scan_ids``; returns those we still hold (others were taken over)

@@ -5,7 +5,8 @@ Contract:
   server certificate instead; ``insecure`` (labs) turns verification off and must be explicit.
 - The password is read when logging in and never logged or kept in messages.
 - ``run`` (blocking) retries a call once after logging in again when vCenter says the session is
-  gone (``NotAuthenticated``: idle expiry, a restart, an administrator terminating it).
+  gone (``NotAuthenticated``: idle expiry, a restart, an administrator terminating it); calls
+  that lose the same session together log in again once, not once each.
 - ``call`` runs ``run`` on a worker thread under a timeout; the socket timeout is the same, so a
   hung vCenter frees the thread too. Nothing here blocks the event loop.
 - ``wait_task`` polls ``info.state`` through the PropertyCollector (never ``task.info`` whole: a
@@ -78,16 +79,21 @@ class Connection:
         self._login_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vcenter")
         self.logins = 0  # how many times a session was established (tests and metrics)
+        self._session = 0  # which session ``_si`` holds: bumped at every login
         self.instance_uuid = ""
 
     # session
 
     def connect(self) -> Any:
         """Log in (blocking) unless already connected; returns the ServiceInstance."""
+        return self._connect()[0]
+
+    def _connect(self) -> tuple[Any, int]:
+        """The ServiceInstance and the number of its session (see ``_relogin``)."""
         with self._login_lock:
             if self._si is None:
                 self._si = self._login()
-            return self._si
+            return self._si, self._session
 
     def _login(self) -> Any:
         pyvmomi()
@@ -115,21 +121,27 @@ class Connection:
         except Exception as e:
             raise classify(e, f"login to {self.host}:{self.port} as {self.settings.user}") from e
         self.logins += 1
+        self._session += 1
         self.instance_uuid = str(si.content.about.instanceUuid)
         log.info("vCenter session established with %s (%s)", self.host, si.content.about.fullName)
         return si
 
-    def _relogin(self, stale: Any) -> Any:
+    def _relogin(self, stale: Any, session: int) -> Any:
+        """Log in again after session number ``session`` was lost, unless another call already
+        did (the stub is reused by a re-login, so only the session number tells): calls that
+        lose one session together log in once."""
         with self._login_lock:
-            if self._si is stale or self._si is None:
-                log.warning("vCenter session lost; logging in again")
-                try:
-                    stale.content.sessionManager.Login(self.settings.user, self.settings.secret())
-                    self.logins += 1
-                except Exception:  # the stub itself is unusable (e.g. vCenter restarted): start over
-                    self._si = self._login()
-                    return self._si
-                self._si = stale
+            if self._si is not None and self._session != session:
+                return self._si
+            log.warning("vCenter session lost; logging in again")
+            try:
+                stale.content.sessionManager.Login(self.settings.user, self.settings.secret())
+                self.logins += 1
+                self._session += 1
+            except Exception:  # the stub itself is unusable (e.g. vCenter restarted): start over
+                self._si = self._login()
+                return self._si
+            self._si = stale
             return self._si
 
     def close(self) -> None:
@@ -147,11 +159,11 @@ class Connection:
     def run(self, fn: Callable[[Any], T], what: str) -> T:
         """``fn(service_instance)`` with one re-login on NotAuthenticated; errors become VCenterError."""
         vim, _ = pyvmomi()
-        si = self.connect()
+        si, session = self._connect()
         try:
             return fn(si)
         except vim.fault.NotAuthenticated:
-            si = self._relogin(si)
+            si = self._relogin(si, session)
         except VCenterError:
             raise
         except Exception as e:

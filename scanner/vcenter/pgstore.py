@@ -38,16 +38,16 @@ ACTION = (
     "seq, job_id, vm_uuid, vm_name, kind, params, state, attempts, next_at, last_error, prior, result, created_at,"
     " done_at"
 )
-CLAIM = f"""
-UPDATE vc_jobs SET lease_owner = %(me)s, lease_until = now() + make_interval(secs => %(ttl)s)
-WHERE seq IN (
-    SELECT seq FROM vc_jobs
-    WHERE state = ANY(%(open)s)
+CLAIMABLE = """
+    state = ANY(%(open)s)
         AND (host IN (%(host)s, '') OR (%(fallback)s AND NOT EXISTS (
             SELECT 1 FROM appliances a WHERE a.host = vc_jobs.host AND NOT a.stopped
                 AND a.heartbeat_at > now() - make_interval(secs => %(dead)s))))
         AND (lease_owner IS NULL OR lease_owner = %(me)s OR lease_until < now())
-    ORDER BY seq FOR UPDATE SKIP LOCKED)
+"""
+CLAIM = f"""
+UPDATE vc_jobs SET lease_owner = %(me)s, lease_until = now() + make_interval(secs => %(ttl)s)
+WHERE seq IN (SELECT seq FROM vc_jobs WHERE {CLAIMABLE} ORDER BY seq FOR UPDATE SKIP LOCKED)
 RETURNING {JOB}
 """
 
@@ -160,14 +160,23 @@ class PostgresVCenterStore:
             raise NotFound(f"vCenter job {job_id} not found")
         return job
 
-    def open_jobs(self) -> list[Job]:
-        """Claim the open jobs of this appliance's host (see the module contract)."""
+    def _claim_args(self) -> dict[str, Any]:
         me, ttl, host = self.db.appliance, self.db.lease_seconds, self.db.host
         args = {"me": me, "ttl": ttl, "open": list(OPEN_JOB_STATES), "host": host}
-        args |= {"fallback": self.fallback, "dead": self.dead_after}
+        return args | {"fallback": self.fallback, "dead": self.dead_after}
+
+    def open_jobs(self) -> list[Job]:
+        """Claim the open jobs of this appliance's host (see the module contract)."""
         with self.db.connection() as conn, conn.transaction():
-            rows = conn.execute(CLAIM, args).fetchall()
+            rows = conn.execute(CLAIM, self._claim_args()).fetchall()
         return sorted((_job(r) for r in rows), key=lambda j: j.created_at)
+
+    def claimable(self) -> int:
+        """How many open jobs ``open_jobs`` would give this appliance now (those it holds
+        included), without claiming them: work for this appliance not finished yet."""
+        with self.db.connection() as conn:
+            row = conn.execute(f"SELECT COUNT(*) FROM vc_jobs WHERE {CLAIMABLE}", self._claim_args()).fetchone()
+        return int(row[0]) if row else 0
 
     def renew(self, job_ids: set[str]) -> set[str]:
         """Extend our leases on ``job_ids``; returns those still ours."""

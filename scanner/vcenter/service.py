@@ -336,14 +336,23 @@ class VCenterService:
         task.add_done_callback(lambda _: self._jobs.pop(job.id, None))
 
     async def wait_idle(self, timeout: float) -> None:
-        """Wait until no job runs and no action is pending (tests, benchmarks)."""
+        """Wait until no job runs, none is open for this appliance and no action is pending (tests,
+        benchmarks). Open jobs count, not only launched ones: a trigger stores its job (and moves
+        the event cursor) a moment before launching it, and in a fleet the claim loop takes a job
+        made here for this host a moment later."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pending = [a for a in await self.list_actions() if a.state == "PENDING"]
-            if not self._jobs and not pending:
+            if not self._jobs and not pending and not await self._open_jobs():
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError(f"vCenter work not idle after {timeout} s")
+
+    async def _open_jobs(self) -> int:
+        """Open jobs this appliance has or will take: all of them alone, its claimable ones in a fleet."""
+        if self.fleet is not None:
+            return await asyncio.to_thread(self.fleet.claimable)
+        return len(await asyncio.to_thread(self.store.open_jobs))
 
     async def _run_job(self, job: Job) -> None:
         host = job.host or "?"

@@ -105,3 +105,18 @@ def test_a_new_scan_wakes_only_the_appliances_of_its_host(url: str, opened: list
     assert esx1.wait(0.2) is False
     esx1.close()
     esx2.close()
+
+
+def test_a_scan_started_max_attempts_times_is_leased_to_be_given_up_not_counted_again(
+    url: str, opened: list[PostgresDatabase]
+) -> None:
+    queue = appliance(opened, url, "esx1", "a")
+    record, _ = queue.db.create_scan(SPEC, {}, "soc")
+    for attempt in (1, 2):  # started, and lost (the appliance restarted) each time
+        claimed = queue.claim_next(max_attempts=2)
+        assert claimed is not None and claimed[0].attempts == attempt and claimed[1] is True
+        assert queue.recover() == 1
+    exhausted = queue.claim_next(max_attempts=2)
+    assert exhausted is not None and exhausted[1] is False, "leased only to be given up"
+    assert exhausted[0].id == record.id and exhausted[0].state == "RUNNING"
+    assert queue.db.get_scan(record.id).attempts == 2, "it ran twice: the give-up claim is no run"

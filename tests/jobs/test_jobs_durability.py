@@ -1,4 +1,5 @@
-"""Scans and activations survive SIGKILL and SIGTERM of the real service process."""
+"""Scans and activations survive SIGKILL and SIGTERM of the real service process, on both state
+backends (SQLite under the state directory; PostgreSQL, a fleet of one appliance)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ from support.samples import (
 from support.service import Service
 
 from scanner.api.client import Client, files_target, memory_target
-from scanner.state.db import Database
+from scanner.fleet.settings import FleetSettings
+from scanner.state.backends import open_state
+from scanner.state.settings import StateSettings
 from scanner.v1 import scans_pb2, verdict_pb2
+from tests.support.postgres import state_section
 
 GiB = 1024**3
 CONFIG = """
@@ -39,9 +43,9 @@ enabled = false  # with it, every all-zero window after the first is a cache hit
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Path:
+def config(tmp_path: Path, state_url: str) -> Path:
     path = tmp_path / "avscan.toml"
-    path.write_text(CONFIG)
+    path.write_text(CONFIG + state_section(state_url))
     return path
 
 
@@ -66,8 +70,9 @@ def wait_running(client: Client, scan_id: str, timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
-def read_scan(state: Path, scan_id: str):
-    db = Database(state / "state.sqlite3")
+def read_scan(state: Path, url: str, scan_id: str):
+    """The scan as stored, read through the state the service used (its SQLite or PostgreSQL)."""
+    db = open_state(StateSettings(url), state, FleetSettings())
     try:
         return db.get_scan(scan_id)
     finally:
@@ -111,7 +116,7 @@ def test_acknowledged_scans_survive_sigkill(tmp_path: Path, config: Path, servic
 
 @pytest.mark.slow
 def test_sigterm_interrupts_a_long_scan_and_the_next_start_reruns_it(
-    tmp_path: Path, config: Path, services: list[Service]
+    tmp_path: Path, config: Path, state_url: str, services: list[Service]
 ) -> None:
     state = tmp_path / "state"
     image = sparse_image(tmp_path / "guest.raw", GiB, {GiB // 2: b"x"})
@@ -121,7 +126,7 @@ def test_sigterm_interrupts_a_long_scan_and_the_next_start_reruns_it(
         wait_running(client, scan.scan_id)
 
     assert first.terminate() == 0
-    record = read_scan(state, scan.scan_id)
+    record = read_scan(state, state_url, scan.scan_id)
     # shutdown_grace bounded the wait: the scan was cut off, not waited for to the end
     assert (record.state, record.verdict) == ("INTERRUPTED", None)
 

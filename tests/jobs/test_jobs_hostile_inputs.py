@@ -2,7 +2,9 @@
 
 FIFOs named as memory images never block anything (issue 15, item 2); a symbolic link given
 explicitly is scanned as what it points to, and a pseudo-file whose size says 0 is read, so
-neither is CLEAN with nothing scanned (item 4).
+neither is CLEAN with nothing scanned (item 4). The tests through the service run on both
+state backends (SQLite; PostgreSQL as a fleet of one appliance); the CLI's one-shot scans keep
+no state, so they run once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from support.service import Service
 
 from scanner.api.client import disk_target, files_target, memory_target
 from scanner.v1 import verdict_pb2
+from tests.support.postgres import state_section
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = """
@@ -32,9 +35,9 @@ shutdown_grace = 1.0
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
+def service(tmp_path: Path, state_url: str) -> Iterator[Service]:
     config = tmp_path / "avscan.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG + state_section(state_url))
     running = Service(tmp_path / "state", config)
     yield running
     running.close()

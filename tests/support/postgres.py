@@ -117,3 +117,26 @@ def fresh_database(server: PostgresServer) -> str:
     with psycopg.connect(server.url("postgres"), autocommit=True) as db:
         db.execute(f"CREATE DATABASE {name}")
     return server.url(name)
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def state_url(request: pytest.FixtureRequest) -> str:
+    """Each test once per state backend: ``""`` (SQLite under the state directory, the embedded
+    default) and the URL of a fresh database on the session's PostgreSQL (the fleet's state). The
+    value goes to ``[state] url``; one server serves the session, a database per test keeps them apart."""
+    if request.param == "sqlite":
+        return ""
+    return fresh_database(request.getfixturevalue("postgres"))
+
+
+def state_section(url: str, host: str = "") -> str:
+    """The ``[state]`` (and, on PostgreSQL, ``[fleet]``) TOML of a service config for ``url``:
+    nothing for SQLite; on PostgreSQL, this appliance's ``host`` if given, and a short poll so a
+    client following a scan sees it end promptly."""
+    if not url:
+        return ""
+    fleet = f'host = "{host}"\n' if host else ""
+    return f'\n[state]\nurl = "{url}"\n[fleet]\n{fleet}poll_seconds = 0.2\n'

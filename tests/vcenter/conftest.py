@@ -4,6 +4,10 @@ vcsim is built from Debian's govmomi source on first use (``scanner.lab.vcsim``)
 its own vcsim on a free loopback port. When it cannot be built the tests skip with the reason,
 except under ``CI=true`` where they fail. The guest memory placed on vcsim's datastore is the
 RAM of a real lab guest (``LabGuest.dump_raw``), made once per session.
+
+A test that takes ``state_url`` runs on both state backends: SQLite (the vCenter store in
+``vcenter.sqlite3``) and PostgreSQL (the fleet's store, ``scanner.vcenter.pgstore``, with this
+one appliance on vcsim's host ``DC0_H0``, where the VMs the tests use run).
 """
 
 from __future__ import annotations
@@ -23,10 +27,20 @@ import pytest
 from scanner.app import App
 from scanner.config import load_config
 from scanner.errors import Unavailable
+from scanner.fleet.settings import FleetSettings
 from scanner.lab.pytest_plugin import lab_unavailable, start_or_skip
 from scanner.lab.vcsim import PASSWORD, USER, Vcsim
+from scanner.state.settings import StateSettings
 from scanner.vcenter.settings import QuarantinePolicy, VCenterSettings
+from tests.support.postgres import state_section
 from tests.vcenter.sim import SimClient
+
+HOST = "DC0_H0"  # vcsim's host of DC0_H0_VM0 and DC0_H0_VM1: on PostgreSQL, this appliance's
+
+
+def service_state(url: str) -> str:
+    """The ``[state]``/``[fleet]`` TOML of a service config for ``url`` (see ``state_url``)."""
+    return state_section(url, host=HOST)
 
 
 def vcsim_unavailable(reason: str) -> None:
@@ -101,9 +115,11 @@ def settings_for(sim: Vcsim, **policy: Any) -> VCenterSettings:
 
 
 @asynccontextmanager
-async def running_app(settings: VCenterSettings, state_dir: Path) -> AsyncIterator[App]:
-    """The real service core (SQLite, default ruleset, scan workers) with vCenter started."""
-    config = replace(load_config(), state_dir=state_dir, vcenter=settings)
+async def running_app(settings: VCenterSettings, state_dir: Path, url: str = "") -> AsyncIterator[App]:
+    """The real service core (default ruleset, scan workers) with vCenter started, on SQLite under
+    ``state_dir`` or, with ``url``, on that PostgreSQL as the appliance of :data:`HOST`."""
+    fleet = FleetSettings(host=HOST, poll_seconds=0.2) if url else FleetSettings()
+    config = replace(load_config(), state_dir=state_dir, vcenter=settings, state=StateSettings(url), fleet=fleet)
     app = App(config)
     await asyncio.to_thread(app.prepare)
     await app.scans.start()

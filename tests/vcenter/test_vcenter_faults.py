@@ -10,6 +10,8 @@ import pytest
 from pyVmomi import vim
 
 from scanner.lab.vcsim import Vcsim
+from scanner.vcenter.connection import Connection
+from scanner.vcenter.inventory import list_vms
 from scanner.vcenter.store import NewAction
 from scanner.vcenter.triggers import EVENT_TYPES
 from tests.vcenter.conftest import running_app, settings_for
@@ -61,14 +63,16 @@ def reconfigures(sim: SimClient) -> int:
     return len(sim.events(VM, "VmReconfiguredEvent"))
 
 
-def test_hung_vcenter_action_completes_once_after_it_recovers(vcsim: Vcsim, sim: SimClient, tmp_path: Path):
+def test_hung_vcenter_action_completes_once_after_it_recovers(
+    vcsim: Vcsim, sim: SimClient, tmp_path: Path, state_url: str
+):
     sim.set_nics(VM, connected=True, start=True)
     before = reconfigures(sim)
 
     async def scenario() -> None:
         settings = settings_for(vcsim, triggers=frozenset())
         settings = type(settings)(**{**settings.__dict__, "call_timeout": 1.0})
-        async with running_app(settings, tmp_path / "state") as app:
+        async with running_app(settings, tmp_path / "state", state_url) as app:
             svc = app.vcenter
             await svc.list_vms()
             uuid = sim.uuid(VM)
@@ -89,9 +93,9 @@ def test_hung_vcenter_action_completes_once_after_it_recovers(vcsim: Vcsim, sim:
     assert reconfigures(sim) - before == 1  # applied once, although asked again while it hung
 
 
-def test_vcsim_restart_mid_action_outbox_finishes(vcsim: Vcsim, tmp_path: Path):
+def test_vcsim_restart_mid_action_outbox_finishes(vcsim: Vcsim, tmp_path: Path, state_url: str):
     async def scenario() -> None:
-        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state") as app:
+        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state", state_url) as app:
             svc = app.vcenter
             await svc.list_vms()
             sim = SimClient(vcsim.port)
@@ -113,9 +117,9 @@ def test_vcsim_restart_mid_action_outbox_finishes(vcsim: Vcsim, tmp_path: Path):
     asyncio.run(scenario())
 
 
-def test_lost_session_logs_in_again(vcsim: Vcsim, tmp_path: Path):
+def test_lost_session_logs_in_again(vcsim: Vcsim, tmp_path: Path, state_url: str):
     async def scenario() -> None:
-        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state") as app:
+        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state", state_url) as app:
             svc = app.vcenter
             assert len(await svc.list_vms()) == 4
             logins = svc.conn.logins
@@ -126,11 +130,31 @@ def test_lost_session_logs_in_again(vcsim: Vcsim, tmp_path: Path):
     asyncio.run(scenario())
 
 
-def test_vm_deleted_during_scan(vcsim: Vcsim, sim: SimClient, lab_vmem: Path, tmp_path: Path):
+def test_calls_that_lose_one_session_together_log_in_again_once(vcsim: Vcsim) -> None:
+    """Several loops (triggers, placements, outbox, keep-alive) call vCenter at once; when the
+    session is lost under all of them, one logs in again and the others use that session."""
+    conn = Connection(settings_for(vcsim))
+
+    async def scenario() -> tuple[int, list[int]]:
+        await conn.call(list_vms, "list VMs")
+        logins = conn.logins
+        await asyncio.to_thread(conn.invalidate_session)
+        found = await asyncio.gather(*(conn.call(list_vms, "list VMs") for _ in range(8)))
+        return conn.logins - logins, [len(vms) for vms in found]
+
+    try:
+        again, found = asyncio.run(scenario())
+    finally:
+        conn.close()
+    assert found == [4] * 8
+    assert again == 1
+
+
+def test_vm_deleted_during_scan(vcsim: Vcsim, sim: SimClient, lab_vmem: Path, tmp_path: Path, state_url: str):
     sim.place_memory(VM, lab_vmem)
 
     async def scenario() -> None:
-        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state") as app:
+        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state", state_url) as app:
             svc = app.vcenter
             submit = svc._submit
 
@@ -151,11 +175,11 @@ def test_vm_deleted_during_scan(vcsim: Vcsim, sim: SimClient, lab_vmem: Path, tm
     asyncio.run(scenario())
 
 
-def test_download_failure_is_error_and_snapshot_removed(vcsim: Vcsim, sim: SimClient, tmp_path: Path):
+def test_download_failure_is_error_and_snapshot_removed(vcsim: Vcsim, sim: SimClient, tmp_path: Path, state_url: str):
     """No memory file on the datastore: truthful INCOMPLETE, never CLEAN; the snapshot is gone."""
 
     async def scenario() -> None:
-        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state") as app:
+        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state", state_url) as app:
             svc = app.vcenter
             await svc.scan_vm(sim.uuid(VM), "tester")
             await svc.wait_idle(60)
@@ -168,10 +192,12 @@ def test_download_failure_is_error_and_snapshot_removed(vcsim: Vcsim, sim: SimCl
     asyncio.run(scenario())
 
 
-def test_power_on_and_migration_events_trigger_once_across_restart(vcsim: Vcsim, sim: SimClient, tmp_path: Path):
+def test_power_on_and_migration_events_trigger_once_across_restart(
+    vcsim: Vcsim, sim: SimClient, tmp_path: Path, state_url: str
+):
     async def scenario() -> None:
         state = tmp_path / "state"
-        async with running_app(settings_for(vcsim), state) as app:
+        async with running_app(settings_for(vcsim), state, state_url) as app:
             await until(lambda: caught_up(app.vcenter, sim))  # the watcher is set up
             sim.power_off(VM)
             sim.power_on(VM)
@@ -180,7 +206,7 @@ def test_power_on_and_migration_events_trigger_once_across_restart(vcsim: Vcsim,
             jobs = await app.vcenter.list_jobs()
             assert [j.reason for j in jobs] == ["power_on"]
         sim.post_migrated(VM)  # while the service is down
-        async with running_app(settings_for(vcsim), state) as app:
+        async with running_app(settings_for(vcsim), state, state_url) as app:
             await until(lambda: caught_up(app.vcenter, sim))
             await app.vcenter.wait_idle(60)
             jobs = await app.vcenter.list_jobs()

@@ -68,7 +68,7 @@ def snapshot_nodes(sim: SimClient) -> list[Any]:
 
 
 def test_quarantine_takes_nic_control_from_the_guest_and_a_later_incomplete_keeps_the_verdict(
-    vcsim: Vcsim, sim: SimClient, tmp_path: Path
+    vcsim: Vcsim, sim: SimClient, tmp_path: Path, state_url: str
 ) -> None:
     sim.set_nics(VM, connected=True, start=True)
     assert guest_control(sim) and all(guest_control(sim))
@@ -76,7 +76,7 @@ def test_quarantine_takes_nic_control_from_the_guest_and_a_later_incomplete_keep
 
     async def scenario() -> None:
         settings = settings_for(vcsim, triggers=frozenset(), snapshot_at=101, scan_disks=False)
-        async with running_app(settings, tmp_path / "state") as app:
+        async with running_app(settings, tmp_path / "state", state_url) as app:
             svc = app.vcenter
             assert svc is not None
             uuid = sim.uuid(VM)
@@ -104,24 +104,24 @@ def test_quarantine_takes_nic_control_from_the_guest_and_a_later_incomplete_keep
     asyncio.run(scenario())
 
 
-def test_custom_fields_are_defined_at_start(vcsim: Vcsim, sim: SimClient, tmp_path: Path) -> None:
+def test_custom_fields_are_defined_at_start(vcsim: Vcsim, sim: SimClient, tmp_path: Path, state_url: str) -> None:
     assert not {n for n in field_names(sim) if n.startswith("avscan.")}
 
     async def scenario() -> None:
-        async with running_app(settings_for(vcsim, triggers=frozenset({"attribute"})), tmp_path / "state"):
+        async with running_app(settings_for(vcsim, triggers=frozenset({"attribute"})), tmp_path / "state", state_url):
             await wait_for(lambda: {"avscan.request", "avscan.verdict", "avscan.release"} <= field_names(sim))
 
     asyncio.run(scenario())
 
 
 def test_one_request_one_job_and_a_new_request_after_the_clear_is_a_new_job(
-    vcsim: Vcsim, sim: SimClient, tmp_path: Path
+    vcsim: Vcsim, sim: SimClient, tmp_path: Path, state_url: str
 ) -> None:
     sim.place_memory(VM, planted_vmem(tmp_path / "clean.vmem", infected=False))
 
     async def scenario() -> None:
         settings = settings_for(vcsim, triggers=frozenset({"attribute"}), scan_disks=False)
-        async with running_app(settings, tmp_path / "state") as app:
+        async with running_app(settings, tmp_path / "state", state_url) as app:
             svc = app.vcenter
             assert svc is not None
             await wait_for(lambda: "avscan.request" in field_names(sim))
@@ -144,14 +144,14 @@ def test_one_request_one_job_and_a_new_request_after_the_clear_is_a_new_job(
     asyncio.run(scenario())
 
 
-def test_events_carry_no_appliance_paths(vcsim: Vcsim, sim: SimClient, tmp_path: Path) -> None:
+def test_events_carry_no_appliance_paths(vcsim: Vcsim, sim: SimClient, tmp_path: Path, state_url: str) -> None:
     empty = tmp_path / "empty.vmem"
     empty.write_bytes(b"")
     sim.place_memory(VM, empty)  # refused: "no guest memory in it", naming the downloaded file
 
     async def scenario() -> None:
         state = tmp_path / "state"
-        async with running_app(settings_for(vcsim, triggers=frozenset(), scan_disks=False), state) as app:
+        async with running_app(settings_for(vcsim, triggers=frozenset(), scan_disks=False), state, state_url) as app:
             svc = app.vcenter
             assert svc is not None
             await svc.scan_vm(sim.uuid(VM), "tester")
@@ -165,12 +165,14 @@ def test_events_carry_no_appliance_paths(vcsim: Vcsim, sim: SimClient, tmp_path:
     asyncio.run(scenario())
 
 
-def test_forensic_snapshots_are_named_described_and_expire(vcsim: Vcsim, sim: SimClient, tmp_path: Path) -> None:
+def test_forensic_snapshots_are_named_described_and_expire(
+    vcsim: Vcsim, sim: SimClient, tmp_path: Path, state_url: str
+) -> None:
     sim.place_memory(VM, planted_vmem(tmp_path / "infected.vmem"))
 
     async def scenario() -> None:
         settings = settings_for(vcsim, triggers=frozenset(), snapshot_at=1, scan_disks=False)
-        async with running_app(settings, tmp_path / "state") as app:
+        async with running_app(settings, tmp_path / "state", state_url) as app:
             svc = app.vcenter
             assert svc is not None
             job, _ = await svc.scan_vm(sim.uuid(VM), "tester")
@@ -180,7 +182,7 @@ def test_forensic_snapshots_are_named_described_and_expire(vcsim: Vcsim, sim: Si
             assert "FORENSIC" in nodes[0].description and "30 days" in nodes[0].description
             assert await svc.expire_forensic() == []  # young: kept
         expiring = settings_for(vcsim, triggers=frozenset(), forensic_retention_days=1e-9)
-        async with running_app(expiring, tmp_path / "state") as app:
+        async with running_app(expiring, tmp_path / "state", state_url) as app:
             assert app.vcenter is not None
             assert await app.vcenter.expire_forensic() == [f"{VM}: avscan-forensic-{job.id}"]
             assert snapshot_nodes(sim) == []

@@ -20,7 +20,7 @@ from scanner.v1 import vcenter_pb2_grpc
 from scanner.vcenter import service as vcenter_service
 from scanner.vcenter.store import NewAction
 from tests.support.service import Service
-from tests.vcenter.conftest import running_app, settings_for
+from tests.vcenter.conftest import running_app, service_state, settings_for
 from tests.vcenter.sim import SimClient
 from tests.vcenter.vcsim_rest import attached_tag_names
 
@@ -60,7 +60,7 @@ def power_state(sim: SimClient, name: str) -> str:
 
 
 def test_dry_run_records_the_ladder_and_changes_nothing_in_vcenter(
-    vcsim: Vcsim, sim: SimClient, lab_vmem: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    vcsim: Vcsim, sim: SimClient, lab_vmem: Path, tmp_path: Path, state_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every ladder step earned (thresholds 1) is DRY_RUN in ListActions and the CLI; vCenter is untouched."""
     sim.set_nics(VM, connected=True, start=True)
@@ -72,7 +72,7 @@ def test_dry_run_records_the_ladder_and_changes_nothing_in_vcenter(
     config.write_text(
         f'[vcenter]\nurl = "{vcsim.url}"\nuser = "{USER}"\ninsecure = true\npassword_env = "VC_PW"\n'
         "[vcenter.policy]\ntriggers = []\ndry_run = true\nscan_disks = false\n"
-        "tag_at = 1\ndisconnect_at = 1\nsnapshot_at = 1\nsuspend_at = 1\n"
+        "tag_at = 1\ndisconnect_at = 1\nsnapshot_at = 1\nsuspend_at = 1\n" + service_state(state_url)
     )
     monkeypatch.setenv("VC_PW", PASSWORD)
     service = Service(tmp_path / "state", config)
@@ -124,7 +124,7 @@ def attached_tags(vcsim: Vcsim, sim: SimClient) -> list[tuple[str, str]]:
 
 
 def test_auto_release_after_clean_rescan_but_not_after_incomplete(
-    vcsim: Vcsim, sim: SimClient, lab_vmem: Path, clean_vmem: Path, tmp_path: Path
+    vcsim: Vcsim, sim: SimClient, lab_vmem: Path, clean_vmem: Path, tmp_path: Path, state_url: str
 ) -> None:
     """MALICIOUS quarantines; an INCOMPLETE rescan keeps it; a CLEAN rescan releases with NICs restored exactly."""
     sim.set_nics(VM, connected=True, start=True)
@@ -137,7 +137,7 @@ def test_auto_release_after_clean_rescan_but_not_after_incomplete(
 
     async def scenario() -> None:
         settings = settings_for(vcsim, triggers=frozenset(), auto_release=True, snapshot_at=101, scan_disks=False)
-        async with running_app(settings, tmp_path / "state") as app:
+        async with running_app(settings, tmp_path / "state", state_url) as app:
             svc = app.vcenter
             assert svc is not None
             uuid = sim.uuid(VM)
@@ -181,7 +181,7 @@ def test_auto_release_after_clean_rescan_but_not_after_incomplete(
 
 
 def test_failing_vcenter_task_retries_with_backoff_then_fails_for_good(
-    vcsim: Vcsim, sim: SimClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    vcsim: Vcsim, sim: SimClient, tmp_path: Path, state_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A VM turned into a template cannot be reconfigured: vcsim fails the ReconfigVM task (NotSupported).
 
@@ -196,7 +196,7 @@ def test_failing_vcenter_task_retries_with_backoff_then_fails_for_good(
     reconfigured = len(sim.events(VM, "VmReconfiguredEvent"))
 
     async def scenario() -> None:
-        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state") as app:
+        async with running_app(settings_for(vcsim, triggers=frozenset()), tmp_path / "state", state_url) as app:
             svc = app.vcenter
             assert svc is not None
             assert svc.policy.max_attempts == 5  # the default
