@@ -74,21 +74,8 @@ def batch_findings(unit: BatchUnit, hits: Iterable[RuleHit], max_strings: int) -
             rebased = [_rebased(i, member) for i in instances]
             first = straddling[0].offset - member.offset
             offsets = [first] + [i.offset for i in rebased if i.offset != first]
-            out.append(
-                Finding(
-                    rule=hit.rule,
-                    namespace=hit.namespace,
-                    tags=hit.tags,
-                    meta=hit.meta,
-                    unit=member.name,
-                    unit_kind=unit.kind,
-                    offset=first,
-                    address=member.base + first,
-                    strings=tuple(rebased[:max_strings]),
-                    strings_truncated=hit.truncated or len(rebased) > max_strings,
-                    context={**unit.context, **unit.member_attribute(member, offsets)},
-                )
-            )
+            context = {**unit.context, **unit.member_attribute(member, offsets)}
+            out.append(hit.finding(member.name, unit.kind, member.base, first, rebased, max_strings, context))
     out.sort(key=lambda f: (f.unit, f.offset, f.namespace, f.rule))
     return out
 

@@ -480,21 +480,8 @@ class _Run:
             instances = sorted(hit.instances, key=lambda i: (i.offset, i.identifier))
             limit = self.s.max_strings_per_finding
             offset = instances[0].offset if instances else 0
-            out.append(
-                Finding(
-                    rule=hit.rule,
-                    namespace=hit.namespace,
-                    tags=hit.tags,
-                    meta=hit.meta,
-                    unit=unit.name,
-                    unit_kind=unit.kind,
-                    offset=offset,
-                    address=unit.base + offset,
-                    strings=tuple(instances[:limit]),
-                    strings_truncated=hit.truncated or len(instances) > limit,
-                    context={**context, **unit.attribute([i.offset for i in instances] or [offset])},
-                )
-            )
+            attributed = {**context, **unit.attribute([i.offset for i in instances] or [offset])}
+            out.append(hit.finding(unit.name, unit.kind, unit.base, offset, instances, limit, attributed))
         return out
 
     def _skip(self, item: Skipped) -> None:

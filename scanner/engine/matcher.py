@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,7 +19,7 @@ import yara  # type: ignore[import-not-found,unused-ignore]
 from scanner.engine.windows import Window
 from scanner.errors import UnreadableError
 from scanner.targets.base import Unit
-from scanner.verdicts import MAX_MATCHED_DATA, Gap, GapKind, StringMatch
+from scanner.verdicts import MAX_MATCHED_DATA, Finding, Gap, GapKind, StringMatch
 
 yara.set_config(max_match_data=MAX_MATCHED_DATA)
 console_log = logging.getLogger("scanner.rules.console")
@@ -48,6 +48,32 @@ class RuleHit:
     meta: Mapping[str, str | int | bool]
     instances: list[StringMatch] = field(default_factory=list)
     truncated: bool = False
+
+    def finding(
+        self,
+        unit: str,
+        kind: str,
+        base: int,
+        offset: int,
+        strings: Sequence[StringMatch],
+        limit: int,
+        context: Mapping[str, str],
+    ) -> Finding:
+        """This hit as the finding of ``unit`` (named, of ``kind``, at ``base``) at ``offset``,
+        keeping the first ``limit`` of ``strings``."""
+        return Finding(
+            rule=self.rule,
+            namespace=self.namespace,
+            tags=self.tags,
+            meta=self.meta,
+            unit=unit,
+            unit_kind=kind,
+            offset=offset,
+            address=base + offset,
+            strings=tuple(strings[:limit]),
+            strings_truncated=self.truncated or len(strings) > limit,
+            context=context,
+        )
 
 
 @dataclass
