@@ -40,18 +40,14 @@ PSEUDO_ROOTS = (Path("/proc"), Path("/sys"))
 DEVICES = Path("/dev")
 
 
-class StrictFile(io.RawIOBase):
-    """A read-only, seekable view of an open descriptor (file or block device) that refuses short reads."""
+class ReadOnlyStream(io.RawIOBase):
+    """A read-only stream of ``size`` bytes with a position; subclasses read. ``where`` names it in errors."""
 
-    def __init__(self, fd: int, path: str | Path) -> None:
-        super().__init__()
-        self.path = Path(path)  # deliberately no ``name``: dissect would open siblings by it
-        self._fd = fd
-        self._pos = 0
-        self.size = os.lseek(self._fd, 0, os.SEEK_END)
+    size: int
+    _pos: int
 
-    def fileno(self) -> int:
-        return self._fd
+    def where(self) -> str:
+        raise NotImplementedError
 
     def readable(self) -> bool:
         return True
@@ -66,18 +62,30 @@ class StrictFile(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self.size + offset
-        else:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}.get(whence)
+        if base is None:
             raise ValueError(f"bad whence {whence}")
-        if pos < 0:
-            raise OSError(f"{self.path}: negative seek to {pos}")
-        self._pos = pos
-        return pos
+        if base + offset < 0:
+            raise OSError(f"{self.where()}: negative seek to {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+
+class StrictFile(ReadOnlyStream):
+    """A read-only, seekable view of an open descriptor (file or block device) that refuses short reads."""
+
+    def __init__(self, fd: int, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)  # deliberately no ``name``: dissect would open siblings by it
+        self._fd = fd
+        self._pos = 0
+        self.size = os.lseek(self._fd, 0, os.SEEK_END)
+
+    def where(self) -> str:
+        return str(self.path)
+
+    def fileno(self) -> int:
+        return self._fd
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:

@@ -14,11 +14,11 @@ requests on one handle, so threads may share a stream.
 from __future__ import annotations
 
 import ctypes
-import io
 import threading
 from typing import Any
 
 from scanner.acquisition.disk.errors import TruncatedImage
+from scanner.acquisition.disk.image import ReadOnlyStream
 from scanner.errors import Unavailable
 
 MAX_REQUEST = 4 << 20  # QEMU's NBD server accepts up to 32 MiB; smaller keeps latency even
@@ -60,7 +60,7 @@ def _error(lib: Any, what: str) -> NbdError:
     return NbdError(f"nbd {what}: {(message or b'failed').decode(errors='replace')}")
 
 
-class NbdDisk(io.RawIOBase):
+class NbdDisk(ReadOnlyStream):
     """The export at ``uri`` (e.g. ``nbd+unix:///vda?socket=/run/x.sock``) as a read-only stream."""
 
     def __init__(self, uri: str) -> None:
@@ -85,26 +85,8 @@ class NbdDisk(io.RawIOBase):
             raise
         self.size = size
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}.get(whence)
-        if base is None:
-            raise ValueError(f"bad whence {whence}")
-        if base + offset < 0:
-            raise OSError(f"{self.uri}: negative seek to {base + offset}")
-        self._pos = base + offset
-        return self._pos
+    def where(self) -> str:
+        return self.uri
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
