@@ -145,6 +145,9 @@ class GuestTarget(Target):
             self._pause_for_scan()
         yield from self.memory.plan()
 
+    def deferred_plan(self) -> Iterator[Unit | Skipped]:
+        yield from self.memory.deferred_plan()  # the page seams of the default mode
+
     def _pause_for_scan(self) -> None:
         """Paused mode: the guest is held only while its RAM is copied into a host snapshot,
         then resumed, and the copy is scanned. Where host memory cannot hold the copy, the

@@ -68,7 +68,7 @@ def test_ruleset_without_the_marker_rule_finds_nothing(lab_guest, service, tmp_p
     coverage = done.verdict.coverage
     # All RAM once, plus the page seams of its processes read again across their boundaries.
     seams = coverage.accounting["processes.seam_bytes"]
-    assert seams > 0
+    assert seams > 0, dict(done.verdict.details)
     assert coverage.bytes_scanned + coverage.bytes_zero == (lab_guest.memory_mib << 20) + seams
 
 
