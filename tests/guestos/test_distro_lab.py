@@ -96,7 +96,14 @@ def test_processes_agree_with_the_guest(distro_dumped: Dumped, oracle: Oracle) -
     assert len(still) > 50
     for g in still:
         p = ours[g.pid]
-        assert g.comm.startswith(p.name) and (p.ppid, p.uid) == (g.ppid, g.uid), (g, p)
+        assert _execd(g.comm).startswith(_execd(p.name)) and (p.ppid, p.uid) == (g.ppid, g.uid), (g, p)
+    assert sum(g.comm.startswith("(") for g in still) <= 3  # only a few can be caught mid-exec
+
+
+def _execd(comm: str) -> str:
+    """The name a process has once it has exec'd: systemd titles a unit's
+    forked child ``(agetty)`` until its exec, and the guest's listing comes before the dump."""
+    return comm[1:-1] if comm.startswith("(") and comm.endswith(")") else comm
 
 
 def test_every_vma_of_every_process_equals_volatility_maps(oracle: Oracle) -> None:
