@@ -28,7 +28,7 @@ from typing import Any
 
 from scanner.errors import NotFound
 from scanner.state.postgres import PostgresDatabase
-from scanner.vcenter.store import OPEN_JOB_STATES, Action, Job, NewAction, _action, _job, dry_run_rows
+from scanner.vcenter.store import OPEN_JOB_STATES, Action, Job, NewAction, _action, _job, dry_run_rows, job_changes
 
 JOB = (
     "seq, id, trigger_key, reason, vm_uuid, vm_name, host, state, snapshot, scan_ids, verdict, severity, notes,"
@@ -209,12 +209,7 @@ class PostgresVCenterStore:
         return [job for _, job in self.job_page(limit)]
 
     def update_job(self, job_id: str, **changes: Any) -> Job:
-        sets, args = [], []
-        for key, value in changes.items():
-            if key not in {"state", "snapshot", "scan_ids", "verdict", "severity", "notes"}:
-                raise ValueError(key)
-            sets.append(f"{key} = %s")
-            args.append(json.dumps(list(value)) if key in ("scan_ids", "notes") else value)
+        sets, args = job_changes(changes, "%s")
         with self.db.connection() as conn:
             row = conn.execute(
                 f"UPDATE vc_jobs SET {', '.join(sets)}, updated_at = %s WHERE id = %s RETURNING {JOB}",

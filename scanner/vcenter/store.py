@@ -20,6 +20,7 @@ import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,12 +225,7 @@ class VCenterStore(SqliteStore):
 
     def update_job(self, job_id: str, **changes: Any) -> Job:
         """Set columns (state, snapshot, scan_ids, verdict, severity, notes); lists are stored as JSON."""
-        sets, args = [], []
-        for key, value in changes.items():
-            if key not in {"state", "snapshot", "scan_ids", "verdict", "severity", "notes"}:
-                raise ValueError(key)
-            sets.append(f"{key} = ?")
-            args.append(json.dumps(list(value)) if key in ("scan_ids", "notes") else value)
+        sets, args = job_changes(changes, "?")
         with self._tx() as c:
             c.execute(
                 f"UPDATE vc_jobs SET {', '.join(sets)}, updated_at = ? WHERE id = ?",  # noqa: S608 - fixed names
@@ -368,6 +364,18 @@ def _insert_actions(
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
+
+
+def job_changes(changes: Mapping[str, Any], mark: str) -> tuple[list[str], list[Any]]:
+    """``update_job``'s ``SET`` terms (``column = <mark>``) and values, for either backend: only
+    the changeable columns; lists are stored as JSON."""
+    sets, args = [], []
+    for key, value in changes.items():
+        if key not in {"state", "snapshot", "scan_ids", "verdict", "severity", "notes"}:
+            raise ValueError(key)
+        sets.append(f"{key} = {mark}")
+        args.append(json.dumps(list(value)) if key in ("scan_ids", "notes") else value)
+    return sets, args
 
 
 def _job(row: tuple[Any, ...]) -> Job:
