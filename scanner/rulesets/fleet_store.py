@@ -47,7 +47,7 @@ from scanner.rulesets import pointer as ptr
 from scanner.rulesets.compiler import check_limits, read_rule_tree
 from scanner.rulesets.model import DIGEST_PREFIX, LoadedRuleset, RulesetFile, RulesetInfo, digest_hex, ruleset_digest
 from scanner.rulesets.signing import BundleSignature, check_not_older
-from scanner.rulesets.store import PushOptions, RulesetStore, _check_text
+from scanner.rulesets.store import PushOptions, RulesetStore, check_push_text
 from scanner.state.postgres import PostgresDatabase
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class FleetRulesetStore:
     ) -> RulesetInfo:
         """Check the signature against the fleet's active ruleset, compile here, store for the fleet."""
         push = push or PushOptions()
-        _check_text("name", name, 200, required=True)
+        check_push_text(name, description)  # before the signature is checked or anything stored
         ordered = check_limits(files, self.local.limits)
         digest = ruleset_digest(ordered)
         if not push.trusted_source:

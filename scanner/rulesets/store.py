@@ -146,8 +146,7 @@ class RulesetStore:
         are refused (RulesetError naming them) unless ``push.force_slow_rules``.
         """
         push = push or PushOptions()
-        _check_text("name", name, MAX_NAME_CHARS, required=True)
-        _check_text("description", description, MAX_DESCRIPTION_CHARS, required=False)
+        check_push_text(name, description)
         ordered = check_limits(files, self._limits)
         digest = ruleset_digest(ordered)
         if not push.trusted_source:
@@ -434,6 +433,12 @@ class RulesetStore:
 
 def _no_audit(actor: str, action: str, subject: str, detail: str) -> None:
     del actor, action, subject, detail
+
+
+def check_push_text(name: str, description: str) -> None:
+    """A pushed ruleset's name and description within their limits (InvalidArgument otherwise)."""
+    _check_text("name", name, MAX_NAME_CHARS, required=True)
+    _check_text("description", description, MAX_DESCRIPTION_CHARS, required=False)
 
 
 def _check_text(field: str, value: str, limit: int, required: bool) -> None:
